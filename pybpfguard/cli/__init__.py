@@ -1,0 +1,93 @@
+"""Command-line entry point shared by ``pybpfguard``, ``aegisbpf`` and ``python -m pybpfguard``.
+
+Each command lives in its own module under ``pybpfguard.cli`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code, REFERENCE §2). Modules are
+imported only when their command is parsed, so start-up pays for the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+
+from pybpfguard import __version__
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("pybpfguard.cli.run", "run the agent (audit mode unless --enforce)"),
+    "block": ("pybpfguard.cli.block", "deny files by inode: add, del, list, clear"),
+    "allow": ("pybpfguard.cli.allow", "exempt cgroups: add, del, list"),
+    "stats": ("pybpfguard.cli.stats", "block and drop counters"),
+    "health": ("pybpfguard.cli.health", "check prerequisites and posture"),
+    "probe": ("pybpfguard.cli.probe", "probe kernel BPF features"),
+    "asm": ("pybpfguard.cli.asm", "assemble LLVM BPF assembly text into raw instructions"),
+    "disasm": ("pybpfguard.cli.disasm", "disassemble raw instructions into LLVM BPF assembly text"),
+    "bytecode": ("pybpfguard.cli.bytecode", "write or check the program listings in bytecode/"),
+    "demo": ("pybpfguard.cli.demo", "assemble a program and run it in the kernel"),
+    "version": ("pybpfguard.cli.version", "print the version"),
+}
+
+_GLOBAL_VALUED = {"--log-level", "--log-format"}
+
+
+def _split_globals(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Pull ``--log-level``/``--log-format`` out of argv wherever they stand (REFERENCE §2)."""
+    found: dict[str, str] = {}
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name in _GLOBAL_VALUED:
+            if not eq:
+                value = next(it, "")
+            found[name[2:].replace("-", "_")] = value
+        else:
+            rest.append(arg)
+    return found, rest
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="pybpfguard runtime security agent")
+    parser.add_argument("-V", "--version", action="version", version=f"{prog} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if not _available(module):
+            continue
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    if prog is None:
+        prog = os.path.basename(sys.argv[0]) or "pybpfguard"
+        if prog not in ("pybpfguard", "aegisbpf"):
+            prog = "pybpfguard"
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    global_opts, rest = _split_globals(args_in)
+    if global_opts.get("log_level", "info") not in ("debug", "info", "warn", "error"):
+        print(f"{prog}: --log-level must be debug, info, warn or error", file=sys.stderr)
+        return 2
+    if global_opts.get("log_format", "text") not in ("text", "json"):
+        print(f"{prog}: --log-format must be text or json", file=sys.stderr)
+        return 2
+    if not rest:
+        rest = ["run"]
+    parser = build_parser(prog)
+    args = parser.parse_args(rest)
+    args.prog = prog
+    args.log_level = global_opts.get("log_level", "info")
+    args.log_format = global_opts.get("log_format", "text")
+    if getattr(args, "_module", None) is None:
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)

@@ -1,0 +1,14 @@
+"""``version``: print ``<name> <version>`` (REFERENCE §1.1)."""
+
+import argparse
+
+from pybpfguard import __version__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def run(args: argparse.Namespace) -> int:
+    print(f"{args.prog} {__version__}")
+    return 0
