@@ -1,0 +1,100 @@
+"""``run`` options (REFERENCE §2.1), parsed from argv strings into typed values at the edge."""
+
+from __future__ import annotations
+
+import enum
+import signal
+from dataclasses import dataclass
+
+from pybpfguard.agent.config import env
+
+
+class UsageError(ValueError):
+    """A bad option value: the CLI exits 2 with this message."""
+
+
+class EnforceSignal(enum.Enum):
+    """Signal sent with -EPERM; the ``action`` it produces in events (REFERENCE §4.3)."""
+
+    NONE = 0
+    INT = signal.SIGINT
+    KILL = signal.SIGKILL
+    TERM = signal.SIGTERM
+
+    @property
+    def action(self) -> str:
+        return "BLOCK" if self is EnforceSignal.NONE else self.name
+
+
+_SIGNAL_WORDS = {
+    "none": EnforceSignal.NONE, "block": EnforceSignal.NONE, "0": EnforceSignal.NONE,
+    "term": EnforceSignal.TERM, "sigterm": EnforceSignal.TERM, "15": EnforceSignal.TERM,
+    "kill": EnforceSignal.KILL, "sigkill": EnforceSignal.KILL, "9": EnforceSignal.KILL,
+    "int": EnforceSignal.INT, "sigint": EnforceSignal.INT, "2": EnforceSignal.INT,
+}
+
+SINKS = ("stdout", "journald", "syslog")
+
+
+def parse_signal(text: str) -> EnforceSignal:
+    try:
+        return _SIGNAL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise UsageError(f"--enforce-signal: {text!r} is not one of none, term, kill, int") from None
+
+
+def parse_log(text: str) -> tuple[str, ...]:
+    """``stdout|journald|both|syslog`` or a comma list; ``both`` = stdout + journald."""
+    out: list[str] = []
+    for word in text.split(","):
+        word = word.strip()
+        names = ("stdout", "journald") if word == "both" else (word,)
+        for name in names:
+            if name not in SINKS:
+                raise UsageError(f"--log: {word!r} is not one of stdout, journald, both, syslog")
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def round_ringbuf(size: int) -> int:
+    """Round up to a power of two >= 4096 (the kernel wants a page-multiple power of two)."""
+    if size <= 0:
+        raise UsageError(f"--ringbuf-bytes must be positive, got {size}")
+    return max(4096, 1 << (size - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    enforce: bool = False
+    enforce_signal: EnforceSignal = EnforceSignal.TERM
+    allow_sigkill: bool = False
+    kill_escalation_threshold: int = 5
+    kill_escalation_window_s: int = 30
+    enforce_gate_mode: str = "fail-closed"
+    enforce_fallback: str = "off"
+    strict_degrade: bool = False
+    lsm_hook: str = "file"
+    ringbuf_bytes: int = 16 << 20
+    event_sample_rate: int = 1
+    log: tuple[str, ...] = ("stdout",)
+    max_deny_inodes: int = 65536
+    max_deny_paths: int = 16384
+
+    def __post_init__(self) -> None:
+        if self.enforce_signal is EnforceSignal.KILL and not self.allow_sigkill:
+            raise UsageError("--enforce-signal=kill needs --allow-sigkill")
+        if self.event_sample_rate < 1:
+            raise UsageError(f"--event-sample-rate must be >= 1, got {self.event_sample_rate}")
+        if self.kill_escalation_threshold < 1 or self.kill_escalation_window_s < 1:
+            raise UsageError("--kill-escalation-threshold and --kill-escalation-window-seconds must be >= 1")
+        if self.lsm_hook not in ("file", "inode", "both"):
+            raise UsageError(f"--lsm-hook: {self.lsm_hook!r} is not one of file, inode, both")
+        if self.enforce_gate_mode not in ("fail-closed", "audit-fallback"):
+            raise UsageError(f"--enforce-gate-mode: {self.enforce_gate_mode!r} is not fail-closed or audit-fallback")
+        if self.enforce_fallback not in ("signal", "off"):
+            raise UsageError(f"--enforce-fallback: {self.enforce_fallback!r} is not signal or off")
+
+
+def default_log() -> str:
+    return env("LOG") or "stdout"
