@@ -1,0 +1,251 @@
+"""Run one command in a throwaway QEMU guest with a stock kernel: ``run_in_vm(argv, env=..., workdir=...)``.
+
+The guest (qemu -M microvm, TCG: KVM cannot run a stock kernel on these hosts) boots the uncompressed
+vmlinux of the newest /boot/vmlinuz-* with our busybox initramfs, mounts the host's ``/`` read-only over
+9p, shares *workdir* writable at the same path, chroots into the host's root and runs *argv* as root.
+Boot to first instruction of the command takes about 2.5 s (see tests/vm/README.md).
+
+The kernel and initramfs are built once into ``tests/vm/.cache/<release>-<key>/`` (key: harness version,
+kernel and busybox files, /init text), which takes about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .guest_init import INIT_SCRIPT
+from .initramfs import InitramfsError, build_initramfs
+from .kernel_image import KernelImageError, extract_vmlinux
+
+# Bump when the guest's behaviour changes in a way the cache key below does not see.
+HARNESS_VERSION = 1
+
+CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+BUSYBOX = Path("/bin/busybox")
+MEMORY_MB = 512
+CONSOLE_TAIL_LINES = 40
+
+
+class VMError(Exception):
+    """The guest did not run the command to completion; ``console`` holds the serial log for diagnosis."""
+
+    def __init__(self, message: str, console: str = "", output: str = "") -> None:
+        self.reason = message
+        self.console = console
+        self.output = output
+        tail = "\n".join(console.splitlines()[-CONSOLE_TAIL_LINES:])
+        super().__init__(f"{message}\n--- console tail ---\n{tail}" if tail else message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.reason, self.console, self.output))
+
+
+class VMSetupError(VMError):
+    """The kernel, initramfs or qemu is missing or unusable on this host (nothing was booted)."""
+
+
+class VMBootError(VMError):
+    """qemu exited without the guest reporting an exit status (boot, module or mount failure)."""
+
+
+class VMTimeoutError(VMError):
+    """The guest did not finish within ``timeout_s``; qemu was killed."""
+
+
+@dataclass(frozen=True, slots=True)
+class VMResult:
+    """What one guest run gave back.
+
+    ``returncode``: the command's exit status (128+N if killed by signal N, 127 if *workdir* or the
+    program is missing). ``output``: its stdout and stderr, interleaved. ``duration_s``: wall seconds from
+    starting qemu to its exit (boot included). ``console``: the serial console (kernel and /init lines).
+    """
+
+    returncode: int
+    output: str
+    duration_s: float
+    console: str
+
+
+@dataclass(frozen=True, slots=True)
+class VMImage:
+    """A bootable pair for one kernel release: ``vmlinux`` (ELF with PVH note), ``initramfs`` (cpio newc)."""
+
+    kernel_release: str
+    vmlinux: Path
+    initramfs: Path
+
+
+def _version_key(release: str) -> list[int | str]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", release)]
+
+
+def find_kernel(boot: Path = Path("/boot"), modules_root: Path = Path("/lib/modules")) -> tuple[str, Path]:
+    """(release, path) of the newest /boot/vmlinuz-<release> whose /lib/modules/<release> exists.
+
+    ``PYBPFGUARD_VM_KERNEL=/boot/vmlinuz-<release>`` picks one explicitly. Raises VMSetupError if none.
+    """
+    chosen = os.environ.get("PYBPFGUARD_VM_KERNEL")
+    candidates = [Path(chosen)] if chosen else sorted(boot.glob("vmlinuz-*"))
+    usable = [
+        (p.name.removeprefix("vmlinuz-"), p)
+        for p in candidates
+        if p.is_file() and (modules_root / p.name.removeprefix("vmlinuz-") / "modules.dep").exists()
+    ]
+    if not usable:
+        raise VMSetupError(
+            f"no usable kernel: need {boot}/vmlinuz-<release> and {modules_root}/<release>/modules.dep "
+            "(apt-get install linux-image-amd64; .ci/setup does)"
+        )
+    return max(usable, key=lambda rp: _version_key(rp[0]))
+
+
+def _cache_key(release: str, vmlinuz: Path) -> str:
+    h = hashlib.sha256(f"{HARNESS_VERSION}\0{release}\0{INIT_SCRIPT}".encode())
+    for p in (vmlinuz, BUSYBOX):
+        st = p.stat()
+        h.update(f"\0{p}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return f"{release}-{h.hexdigest()[:12]}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    # Several engineers' test runs may build the same entry at once: each writes its own temp file and
+    # the rename makes whichever finishes last the (identical) winner, never a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def ensure_image(cache_dir: Path = CACHE_DIR) -> VMImage:
+    """The cached VMImage for the newest kernel, building it first if needed (about 1 s).
+
+    Raises VMSetupError when the kernel, its modules or busybox are missing or the kernel cannot be used.
+    """
+    release, vmlinuz = find_kernel()
+    if not BUSYBOX.exists():
+        raise VMSetupError(f"{BUSYBOX} missing (apt-get install busybox-static; .ci/setup does)")
+    entry = cache_dir / _cache_key(release, vmlinuz)
+    image = VMImage(release, entry / "vmlinux", entry / "initramfs.cpio")
+    if image.vmlinux.exists() and image.initramfs.exists():
+        return image
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        _write_atomically(image.initramfs, build_initramfs(release, BUSYBOX))
+        _write_atomically(image.vmlinux, extract_vmlinux(vmlinuz))
+    except (OSError, KernelImageError, InitramfsError, subprocess.CalledProcessError) as err:
+        raise VMSetupError(f"building the VM image for {release} in {entry}: {err}") from err
+    for stale in cache_dir.iterdir():
+        if stale.is_dir() and stale != entry:
+            # Old keys are dead weight (about 70 MB each); a concurrent run removing one too is harmless.
+            shutil.rmtree(stale, ignore_errors=True)
+    return image
+
+
+def qemu_argv(image: VMImage, ctl_dir: Path, workdir: Path | None, console_log: Path) -> list[str]:
+    """The qemu command line: microvm, TCG, serial console to *console_log*, 9p shares root/ctl/work.
+
+    microvm gives virtio over MMIO only and passes the devices on the kernel command line
+    (virtio_mmio.device=...); ``-no-reboot`` plus ``reboot=t`` turns the guest's final reboot (and a panic,
+    via ``panic=-1``) into qemu exiting.
+    """
+    shares = [("root", Path("/"), True), ("ctl", ctl_dir, False)]
+    if workdir is not None:
+        shares.append(("work", workdir, False))
+    argv = [
+        "qemu-system-x86_64", "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", f"{MEMORY_MB}M",
+        "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-chardev", f"file,id=console,path={console_log}", "-serial", "chardev:console",
+        "-kernel", str(image.vmlinux), "-initrd", str(image.initramfs),
+        "-append", "console=ttyS0 quiet panic=-1 reboot=t",
+    ]  # fmt: skip
+    for tag, path, readonly in shares:
+        ro = ",readonly=on" if readonly else ""
+        argv += [
+            "-fsdev", f"local,id={tag},path={path},security_model=none,multidevs=remap{ro}",
+            "-device", f"virtio-9p-device,fsdev={tag},mount_tag={tag}",
+        ]  # fmt: skip
+    return argv
+
+
+def job_script(argv: list[str], env: dict[str, str], workdir: Path | None) -> str:
+    """The /bin/sh script the guest runs in the chroot: cd to *workdir*, exec *argv* with exactly *env*."""
+    assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
+    cwd = shlex.quote(str(workdir) if workdir is not None else "/")
+    return f"cd {cwd} || exit 127\nexec /usr/bin/env -i {assignments} {shlex.join(argv)}\n"
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def run_in_vm(
+    argv: list[str], *, env: dict[str, str], workdir: Path | None = None, timeout_s: float = 120.0
+) -> VMResult:
+    """Boot a guest, run *argv* (as root, chrooted in the host's read-only ``/``) and return its VMResult.
+
+    *env* is the command's whole environment. *workdir* (an existing host directory, or None) is shared
+    writable at the same path and is the command's cwd (``/`` when None). The guest has its own proc,
+    sysfs, securityfs, bpffs (/sys/fs/bpf), cgroup2 (/sys/fs/cgroup), devtmpfs and tmpfs /tmp, /run,
+    /dev/shm; anything written outside *workdir* is lost at exit.
+
+    *timeout_s* bounds the whole run, boot included (seconds of wall time). qemu never outlives this
+    call: it is killed on timeout, on any exception (KeyboardInterrupt too), and by the kernel if this
+    process dies (PR_SET_PDEATHSIG via setpriv). Raises VMSetupError (no image or qemu), VMTimeoutError,
+    or VMBootError (qemu exited without an exit status from the guest); each carries the console log.
+    """
+    image = ensure_image()
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise VMSetupError("qemu-system-x86_64 missing (apt-get install qemu-system-x86; .ci/setup does)")
+    if workdir is not None:
+        workdir = Path(workdir).resolve()
+        if not workdir.is_dir():
+            raise VMSetupError(f"workdir {workdir} is not a directory")
+    with tempfile.TemporaryDirectory(prefix="pybpfguard-vm-") as run_dir:
+        ctl = Path(run_dir) / "ctl"
+        ctl.mkdir()
+        console_log = Path(run_dir) / "console.log"
+        (ctl / "workdir").write_text(str(workdir) if workdir is not None else "")
+        (ctl / "job").write_text(job_script(argv, env, workdir))
+        cmd = qemu_argv(image, ctl, workdir, console_log)
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
+        start = time.monotonic()
+        with open(Path(run_dir) / "qemu.log", "wb") as qemu_log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise VMTimeoutError(
+                f"guest did not finish {shlex.join(argv)!r} within {timeout_s:.0f} s (qemu killed)",
+                _read(console_log) + _read(Path(run_dir) / "qemu.log"),
+                _read(ctl / "output"),
+            ) from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        duration_s = time.monotonic() - start
+        console = _read(console_log) + _read(Path(run_dir) / "qemu.log")
+        output = _read(ctl / "output")
+        rc_text = _read(ctl / "rc").strip()
+        if not rc_text.isdigit():
+            raise VMBootError(
+                f"qemu exited ({proc.returncode}) after {duration_s:.1f} s without the guest's exit status",
+                console,
+                output,
+            )
+        return VMResult(int(rc_text), output, duration_s, console)
