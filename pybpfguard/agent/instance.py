@@ -1,0 +1,120 @@
+"""One daemon per pin root: an flock'd lock file, and a Unix socket the CLI uses to ask it to re-sync.
+
+Rules live in pinned maps, so a CLI process edits them directly. Where enforcement also needs user-space
+state (fanotify marks on exactly the denied inodes), the CLI then sends ``SYNC`` and waits for ``OK``:
+when ``block add`` returns, the running daemon already enforces the new rule. Both files live in
+``/run/pybpfguard/`` under a name derived from the pin root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+RUN_DIR = Path("/run/pybpfguard")
+
+
+class AlreadyRunning(RuntimeError):
+    """Another daemon holds the lock for this pin root."""
+
+
+def _stem(pin_root: Path) -> str:
+    return hashlib.sha256(os.fsencode(os.path.abspath(pin_root))).hexdigest()[:16]
+
+
+def lock_path(pin_root: Path) -> Path:
+    return RUN_DIR / f"{_stem(pin_root)}.lock"
+
+
+def socket_path(pin_root: Path) -> Path:
+    return RUN_DIR / f"{_stem(pin_root)}.sock"
+
+
+class InstanceLock:
+    """Holds ``flock(LOCK_EX)`` for the daemon's lifetime; the file records the holder's pid."""
+
+    def __init__(self, pin_root: Path) -> None:
+        RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = lock_path(pin_root)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise AlreadyRunning(
+                f"another pybpfguard daemon (pid {holder}) is running on pin root {pin_root}; stop it first"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class SyncServer:
+    """The daemon's end: a non-blocking listening socket; :meth:`serve` answers pending requests."""
+
+    def __init__(self, pin_root: Path) -> None:
+        self.path = socket_path(pin_root)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        self.sock.bind(os.fspath(self.path))
+        os.chmod(self.path, 0o600)
+        self.sock.listen(16)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def serve(self, on_sync: object) -> None:
+        """Accept every waiting client; for each ``SYNC`` call *on_sync()* then answer ``OK`` (or ``ERR``)."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    request = conn.recv(64)
+                    if request.strip() == b"SYNC":
+                        on_sync()  # type: ignore[operator]
+                        conn.sendall(b"OK\n")
+                    else:
+                        conn.sendall(b"ERR unknown request\n")
+                except (OSError, RuntimeError) as err:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(f"ERR {err}\n".encode())
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def request_sync(pin_root: Path, timeout_s: float = 5.0) -> bool:
+    """Ask the daemon on *pin_root* to re-sync; True when it answered OK, False when none is running.
+
+    Raises RuntimeError when a daemon is running but failed to apply the change."""
+    path = socket_path(pin_root)
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(os.fspath(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False  # a stale socket from a daemon that died
+        sock.sendall(b"SYNC\n")
+        answer = sock.recv(4096).decode(errors="replace").strip()
+    if answer != "OK":
+        raise RuntimeError(f"the running daemon could not apply the change: {answer or 'no answer'}")
+    return True

@@ -1,0 +1,45 @@
+import threading
+
+import pytest
+
+from pybpfguard.agent import instance
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(instance, "RUN_DIR", tmp_path / "run")
+    return tmp_path
+
+
+def test_second_daemon_on_the_same_pin_root_is_refused_naming_the_holder(run_dir):
+    first = instance.InstanceLock(run_dir / "pins")
+    try:
+        with pytest.raises(instance.AlreadyRunning, match=r"pid \d+.*pins"):
+            instance.InstanceLock(run_dir / "pins")
+        other = instance.InstanceLock(run_dir / "other-pins")  # another pin root is independent
+        other.close()
+    finally:
+        first.close()
+    instance.InstanceLock(run_dir / "pins").close()  # released on close
+
+
+def test_sync_request_returns_after_the_daemon_applied_it(run_dir):
+    server = instance.SyncServer(run_dir / "pins")
+    synced = threading.Event()
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            server.serve(synced.set)
+            stop.wait(0.01)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        assert instance.request_sync(run_dir / "pins") is True
+        assert synced.is_set()
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert instance.request_sync(run_dir / "pins") is False  # no daemon: nothing to sync
