@@ -1,0 +1,35 @@
+"""Event Struct -> one compact JSON line (REFERENCE §4.1), into a caller's reused buffer.
+
+msgspec writes compact JSON (``,`` and ``:`` with no spaces), UTF-8, and escapes ``"``, ``\\`` and
+U+0000-U+001F, so a newline or tab in a file name can never split a line. One ``Encoder`` per
+:class:`LineEncoder`, reused; ``encode_into`` appends to the buffer, then the newline is appended.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class LineEncoder:
+    """Appends events to a ``bytearray`` as JSON lines. Not thread-safe (one per sink or thread)."""
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+
+    def append(self, event: msgspec.Struct, out: bytearray) -> None:
+        """Append *event* as one JSON object and ``\\n`` to *out*."""
+        self._encoder.encode_into(event, out, -1)
+        out.append(10)
+
+    def extend(self, events: list[msgspec.Struct], out: bytearray) -> None:
+        """Append every event of *events* as one line each."""
+        encode_into = self._encoder.encode_into
+        for event in events:
+            encode_into(event, out, -1)
+            out.append(10)
+
+    def encode(self, event: msgspec.Struct) -> bytes:
+        """*event* as JSON bytes without the newline (for sinks that frame each message, like journald)."""
+        return self._encoder.encode(event)

@@ -1,0 +1,162 @@
+"""The event types of REFERENCE §4.3 as msgspec Structs, fields in the order the JSON must have.
+
+Each event class is built from a field table (:func:`_event`), so the shared runs (process identity,
+the ``<name>_b64`` siblings of the non-UTF-8 rule, the extensions) are written once. The JSON ``type``
+is the msgspec tag, so the encoder writes it first. Optional fields default to ``UNSET`` and are
+omitted, never ``null`` (REFERENCE §4.1). Constructors do not type-check (msgspec): the decoders and
+the daemon build these from trusted values; ``msgspec.json.decode(line, type=Event)`` validates.
+
+Field order (REFERENCE §4.2): the common fields a type carries in their relative order
+(``pid, ppid, start_time, exec_id, trace_id, parent_*, cgid, cgroup_path, comm, path,
+resolved_path, action, ino, dev``), then the type's own fields, then pybpfguard's additions
+(``path_truncated``), then the extensions ``suppressed_during_prior_window`` (on types that dedup
+keys: block, net) and ``k8s_pod, k8s_namespace, k8s_service_account``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+FieldSpec = tuple[str, Any] | tuple[str, Any, Any]
+
+
+class Action(enum.StrEnum):
+    """REFERENCE §4.3 ``action`` of block, net, kernel and forensic events."""
+
+    AUDIT = "AUDIT"  # allowed and reported (effective mode audit)
+    TERM = "TERM"  # -EPERM plus SIGTERM actually sent
+    KILL = "KILL"
+    INT = "INT"
+    BLOCK = "BLOCK"  # -EPERM, no signal
+
+
+U16 = Annotated[int, Meta(ge=0, le=65535)]
+U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+U64 = Annotated[int, Meta(ge=0)]  # msgspec bounds stop at int64; the record field is u64
+State = Literal["ENFORCE", "ENFORCE_SIGNAL", "AUDIT_FALLBACK", "DEGRADED"]
+ReasonCode = Literal[
+    "STARTUP", "BPF_LSM_UNAVAILABLE", "HOOK_ATTACH_FAILED", "ENFORCE_GATE_FALLBACK", "SIGNAL_FALLBACK",
+    "BREAK_GLASS", "EMERGENCY_DISABLE", "EMERGENCY_ENABLE", "DEADMAN_EXPIRED", "AUTO_REVERT",
+    "PRIORITY_RINGBUF_DROPS", "MAP_FULL", "RECOVERED",
+]
+NetRuleType = Literal["ip", "cidr", "port", "ip_port", "identity", "cg_ip", "cg_port"]
+Direction = Literal["egress", "bind", "listen", "accept", "send", "recv"]
+
+
+def _req(name: str, tp: Any) -> FieldSpec:
+    return (name, tp)
+
+
+def _opt(name: str, tp: Any) -> FieldSpec:
+    return (name, tp | UnsetType, UNSET)
+
+
+def _text(name: str, *, optional: bool = False) -> list[FieldSpec]:
+    """A text field and its ``<name>_b64`` sibling, present only when the bytes were not UTF-8."""
+    return [_opt(name, str) if optional else _req(name, str), _opt(f"{name}_b64", str)]
+
+
+def _ids(prefix: str = "") -> list[FieldSpec]:
+    return [_req(f"{prefix}start_time", U64), _req(f"{prefix}exec_id", str), _req(f"{prefix}trace_id", str)]
+
+
+# pid ... comm: the process identity of §4.2, with the parent's ids after the process's own.
+PROCESS: list[FieldSpec] = [
+    _req("pid", U32), _req("ppid", U32), *_ids(), *_ids("parent_"),
+    _req("cgid", U64), *_text("cgroup_path"), *_text("comm"),
+]
+DEDUP: list[FieldSpec] = [_opt("suppressed_during_prior_window", Annotated[int, Meta(ge=1)])]
+K8S: list[FieldSpec] = [_opt("k8s_pod", str), _opt("k8s_namespace", str), _opt("k8s_service_account", str)]
+TRUNCATED: list[FieldSpec] = [_opt("path_truncated", Literal[True])]  # pybpfguard: the kernel cut the path
+
+
+def _event(class_name: str, tag: str, fields: list[FieldSpec], doc: str) -> type[msgspec.Struct]:
+    cls = msgspec.defstruct(class_name, fields, kw_only=True, gc=False, tag_field="type", tag=tag,
+                            forbid_unknown_fields=True, module=__name__)
+    cls.__doc__ = doc
+    return cls
+
+
+ExecEvent = _event("ExecEvent", "exec", [
+    *PROCESS, *_text("path", optional=True), _req("ino", U64), _req("dev", U32),
+    _req("ancestors", Annotated[list[U32], Meta(max_length=8)]), *TRUNCATED, *K8S,
+], "A successful exec. ``path`` is the executable the kernel ran (pybpfguard addition, with ino/dev).")
+
+ExecArgvEvent = _event("ExecArgvEvent", "exec_argv", [
+    _req("pid", U32), *_ids(), _req("argc", U32), _req("argv", list[str]), _opt("argv_b64", list[str]),
+], "The arguments of an exec; fewer ``argv`` elements than ``argc`` means the capture was cut.")
+
+BlockEvent = _event("BlockEvent", "block", [
+    *PROCESS, *_text("path", optional=True), *_text("resolved_path", optional=True),
+    _req("action", Action), _req("ino", U64), _req("dev", U32), *TRUNCATED, *DEDUP, *K8S,
+], "A denied (or audited) file open or exec (REFERENCE §4.2 order, which the SIEM regexes need).")
+
+_NET: list[FieldSpec] = [
+    *PROCESS, _req("family", Literal["ipv4", "ipv6"]), _req("protocol", str), _req("direction", Direction),
+    _opt("remote_ip", str), _opt("remote_port", U16), _opt("local_port", U16), _req("rule_type", NetRuleType),
+    _req("action", Action), *DEDUP, *K8S,
+]
+NET_TYPES = ("net_connect_block", "net_bind_block", "net_listen_block", "net_accept_block",
+             "net_sendmsg_block", "net_recvmsg_block")
+NetConnectBlockEvent, NetBindBlockEvent, NetListenBlockEvent, NetAcceptBlockEvent, NetSendmsgBlockEvent, \
+    NetRecvmsgBlockEvent = (
+        _event("".join(p.title() for p in tag.split("_")) + "Event", tag, _NET, f"A ``{tag}`` network denial.")
+        for tag in NET_TYPES)
+
+_KERNEL: list[FieldSpec] = [
+    *PROCESS, _opt("target_pid", U32), _req("rule_type", Literal["ptrace", "module", "bpf"]),
+    _req("action", Action), *K8S,
+]
+KERNEL_TYPES = ("kernel_ptrace_block", "kernel_module_block", "kernel_bpf_block")
+KernelPtraceBlockEvent, KernelModuleBlockEvent, KernelBpfBlockEvent = (
+    _event("".join(p.title() for p in tag.split("_")) + "Event", tag, _KERNEL, f"A ``{tag}`` denial.")
+    for tag in KERNEL_TYPES)
+
+StateChangeEvent = _event("StateChangeEvent", "state_change", [
+    _req("event_version", Literal[1]), _req("state", State), _req("reason_code", ReasonCode),
+    _opt("detail", str), _req("strict_mode", bool), _req("transition_id", Annotated[int, Meta(ge=1)]),
+    _req("degradation_count", Annotated[int, Meta(ge=0)]),
+], "A posture transition (REFERENCE §6.4).")
+
+ControlChangeEvent = _event("ControlChangeEvent", "control_change", [
+    _req("event_version", Literal[1]), _req("control", Literal["emergency_disable"]),
+    _req("action", Literal["disable", "enable"]), _req("enabled", bool), _req("prev_enabled", bool),
+    _req("changed_at_unix", int), _req("uid", U32), _req("pid", U32), _req("node_name", str),
+    _req("reason", str), _req("reason_sha256", Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]),
+    _opt("policy_hash", str), _req("storm_active", bool), _req("storm_transitions_in_window", int),
+    _req("storm_threshold", int), _req("storm_window_seconds", int),
+], "An emergency control toggled (REFERENCE §2.5).")
+
+DiagEvent = _event("DiagEvent", "diag", [
+    _req("diag_type", Literal[1, 2, 3]), _req("timestamp", U64), _opt("data1", U64), _opt("data2", U64),
+    _opt("msg", Annotated[str, Meta(max_length=64)]),
+], "A diagnostic: 1 map_pressure, 2 hook_error, 3 process_eviction; ``timestamp`` ns since boot.")
+
+ForensicBlockEvent = _event("ForensicBlockEvent", "forensic_block", [
+    *PROCESS, _req("ino", U64), _req("dev", U32), _req("uid", U32), _req("gid", U32), _opt("username", str),
+    _opt("groupname", str), _opt("exec_ino", U64), _opt("exec_dev", U32), _opt("exec_stage", int),
+    _opt("verified_exec", bool), _opt("exec_identity_known", bool), _req("action", Action), *K8S,
+], "An exec-identity denial with the forensic context of REFERENCE §4.3.")
+
+OverlayCopyUpEvent = _event("OverlayCopyUpEvent", "overlay_copy_up", [
+    _req("pid", U32), _req("cgid", U64), *_text("cgroup_path"), _req("src_ino", U64), _req("src_dev", U32),
+    _req("deny_flags", int), *K8S,
+], "An overlayfs copy-up of a protected lower inode.")
+
+EVENT_TYPES: tuple[type[msgspec.Struct], ...] = (
+    ExecEvent, ExecArgvEvent, BlockEvent, NetConnectBlockEvent, NetBindBlockEvent, NetListenBlockEvent,
+    NetAcceptBlockEvent, NetSendmsgBlockEvent, NetRecvmsgBlockEvent, KernelPtraceBlockEvent,
+    KernelModuleBlockEvent, KernelBpfBlockEvent, StateChangeEvent, ControlChangeEvent, DiagEvent,
+    ForensicBlockEvent, OverlayCopyUpEvent,
+)
+Event = Union[EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007  (a runtime union for msgspec decode)
+BY_TAG: dict[str, type[msgspec.Struct]] = {cls.__struct_config__.tag: cls for cls in EVENT_TYPES}
+
+
+def tag_of(event: msgspec.Struct) -> str:
+    """The JSON ``type`` of *event* (its msgspec tag)."""
+    return event.__struct_config__.tag  # type: ignore[return-value]
