@@ -63,6 +63,7 @@ class SyncServer:
     """The daemon's end: a non-blocking listening socket; :meth:`serve` answers pending requests."""
 
     def __init__(self, pin_root: Path) -> None:
+        RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = socket_path(pin_root)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

@@ -177,11 +177,10 @@ def qemu_argv(image: VMImage, ctl_dir: Path, workdir: Path | None, console_log: 
     return argv
 
 
-def job_script(argv: list[str], env: dict[str, str], workdir: Path | None) -> str:
-    """The /bin/sh script the guest runs in the chroot: cd to *workdir*, exec *argv* with exactly *env*."""
+def job_script(argv: list[str], env: dict[str, str], cwd: Path) -> str:
+    """The /bin/sh script the guest runs in the chroot: cd to *cwd*, exec *argv* with exactly *env*."""
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
-    cwd = shlex.quote(str(workdir) if workdir is not None else "/")
-    return f"cd {cwd} || exit 127\nexec /usr/bin/env -i {assignments} {shlex.join(argv)}\n"
+    return f"cd {shlex.quote(str(cwd))} || exit 127\nexec /usr/bin/env -i {assignments} {shlex.join(argv)}\n"
 
 
 def _read(path: Path) -> str:
@@ -189,12 +188,18 @@ def _read(path: Path) -> str:
 
 
 def run_in_vm(
-    argv: list[str], *, env: dict[str, str], workdir: Path | None = None, timeout_s: float = 120.0
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    workdir: Path | None = None,
+    timeout_s: float = 120.0,
+    cwd: Path | None = None,
 ) -> VMResult:
     """Boot a guest, run *argv* (as root, chrooted in the host's read-only ``/``) and return its VMResult.
 
     *env* is the command's whole environment. *workdir* (an existing host directory, or None) is shared
-    writable at the same path and is the command's cwd (``/`` when None). The guest has its own proc,
+    writable at the same path. *cwd* is the command's working directory (default *workdir*, else ``/``),
+    a host path seen read-only unless it is inside *workdir*. The guest has its own proc,
     sysfs, securityfs, bpffs (/sys/fs/bpf), cgroup2 (/sys/fs/cgroup), devtmpfs and tmpfs /tmp, /run,
     /dev/shm; anything written outside *workdir* is lost at exit.
 
@@ -216,7 +221,7 @@ def run_in_vm(
         ctl.mkdir()
         console_log = Path(run_dir) / "console.log"
         (ctl / "workdir").write_text(str(workdir) if workdir is not None else "")
-        (ctl / "job").write_text(job_script(argv, env, workdir))
+        (ctl / "job").write_text(job_script(argv, env, cwd or workdir or Path("/")))
         cmd = qemu_argv(image, ctl, workdir, console_log)
         setpriv = shutil.which("setpriv")
         if setpriv is not None:
