@@ -1,0 +1,208 @@
+"""Process tracking and exec telemetry programs (REFERENCE §6.1 ``exec``, ``fork``, ``exit``; §10 item 9).
+
+- ``exec`` (tp_btf/sched_process_exec): writes the ``exec`` and ``exec_argv`` records and (re)sets the
+  process entry, from the kernel's own view after a successful exec (``bprm->file``, not the user string).
+- ``fork`` (tp_btf/sched_process_fork): a new *process* (child pid == tgid) gets its entry; new threads
+  are ignored, so thread churn never grows the map.
+- ``exit`` (tp_btf/sched_process_exit): the entry is removed only when the whole thread group is dead
+  (``signal->live`` reached 0); a thread's exit never removes its process.
+- ``procseed`` (iter/task): run once at start-up to enter processes that existed before the agent, so
+  their events carry the kernel's start times too (AGENT case 11).
+
+The process entry (``procs``: LRU_HASH, u32 tgid -> PROC_INFO) is the one identity every event path
+uses: start times are the kernel's ``task->start_time`` of the group leader (ns since boot).
+"""
+
+from __future__ import annotations
+
+from pybpfguard.agent.events.records import ANCESTORS_MAX, ARGS_MAX, EXEC, EXEC_ARGV, RecordType
+from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
+from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R6, R7, R8, R9, R10, Insn
+from pybpfguard.bpf.layout import Layout
+
+#: ``procs`` map value (ours; REFERENCE §6.5 "process tracking").
+PROC_INFO = Layout("proc_info", [
+    ("pid", "u32"),
+    ("ppid", "u32"),
+    ("start_time", "u64"),
+    ("parent_start_time", "u64"),
+    ("exec_ino", "u64"),
+    ("exec_dev", "u32"),
+    ("flags", "u32"),
+])
+
+BLOCK_STATS_DROPS = 8  # offset of ringbuf_drops in block_stats {u64 blocks, u64 ringbuf_drops}
+BPF_ANY, BPF_NOEXIST = 0, 1  # include/uapi/linux/bpf.h map update flags
+
+_KEY = -8  # u32 tgid key on the stack
+_VAL = -8 - PROC_INFO.size  # PROC_INFO on the stack
+_CNT_KEY = _VAL - 8
+
+#: Every (struct, member) the generators read: the recorded layout for listings holds exactly these.
+KERNEL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("task_struct", "pid"), ("task_struct", "tgid"), ("task_struct", "real_parent"),
+    ("task_struct", "group_leader"), ("task_struct", "start_time"), ("task_struct", "signal"),
+    ("task_struct", "mm"), ("signal_struct", "live"), ("linux_binprm", "file"), ("linux_binprm", "argc"),
+    ("file", "f_inode"), ("inode", "i_ino"), ("inode", "i_sb"), ("super_block", "s_dev"),
+    ("mm_struct", "arg_start"), ("mm_struct", "arg_end"), ("mm_struct", "exe_file"),
+)
+
+
+def _proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
+    """Fill PROC_INFO on the stack (pid, ppid, both start times) for *task*, a group leader."""
+    e.load(R2, task, k, "task_struct", "tgid", 4)
+    e(Insn.stx_mem(BPF_W, R10, R2, _VAL + PROC_INFO.offset("pid")),
+      Insn.stx_mem(BPF_W, R10, R2, _KEY))
+    e.load(R3, task, k, "task_struct", "group_leader")
+    e.load(R2, R3, k, "task_struct", "start_time")
+    e(Insn.stx_mem(BPF_DW, R10, R2, _VAL + PROC_INFO.offset("start_time")))
+    e.load(R3, task, k, "task_struct", "real_parent")
+    e.load(R2, R3, k, "task_struct", "tgid", 4)
+    e(Insn.stx_mem(BPF_W, R10, R2, _VAL + PROC_INFO.offset("ppid")))
+    e.load(R3, R3, k, "task_struct", "group_leader")
+    e.load(R2, R3, k, "task_struct", "start_time")
+    e(Insn.stx_mem(BPF_DW, R10, R2, _VAL + PROC_INFO.offset("parent_start_time")),
+      Insn.st_mem(BPF_W, R10, _VAL + PROC_INFO.offset("flags"), 0))
+
+
+def _exec_inode_from_file(e: Emitter, k: KernelLayout, file: int) -> None:
+    """exec_ino/exec_dev on the stack from a ``struct file *`` in *file* (NULL reads give 0)."""
+    e.load(R2, file, k, "file", "f_inode")
+    e.load(R3, R2, k, "inode", "i_ino")
+    e(Insn.stx_mem(BPF_DW, R10, R3, _VAL + PROC_INFO.offset("exec_ino")))
+    e.load(R3, R2, k, "inode", "i_sb")
+    e.load(R3, R3, k, "super_block", "s_dev", 4)
+    e(Insn.stx_mem(BPF_W, R10, R3, _VAL + PROC_INFO.offset("exec_dev")))
+
+
+def _copy_identity(e: Emitter, rec: int) -> None:
+    """Copy pid, ppid and start times from the stacked PROC_INFO into the record at *rec*."""
+    for name, size in (("pid", BPF_W), ("ppid", BPF_W), ("start_time", BPF_DW), ("parent_start_time", BPF_DW)):
+        e(Insn.ldx_mem(size, R2, R10, _VAL + PROC_INFO.offset(name)),
+          Insn.stx_mem(size, rec, R2, EXEC.offset(name)))
+
+
+def exec_program(k: KernelLayout) -> AgentProgram:
+    """tp_btf/sched_process_exec: ctx = (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)."""
+    e = Emitter(maps=("procs", "events", "block_stats"))
+    e(Insn.ldx_mem(BPF_DW, R6, R1, 0), Insn.ldx_mem(BPF_DW, R9, R1, 16))
+    _proc_identity(e, k, R6)
+    e.load(R1, R9, k, "linux_binprm", "file")
+    _exec_inode_from_file(e, k, R1)
+    e.update("procs", _KEY, _VAL, BPF_ANY)
+
+    # exec record
+    e.map_ref(R1, "events")
+    e(Insn.mov64_imm(R2, EXEC.size), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="exec_drop"),
+      Insn.st_mem(BPF_W, R7, EXEC.offset("type"), RecordType.EXEC),
+      Insn.st_mem(BPF_H, R7, EXEC.offset("flags"), 0),
+      Insn.st_mem(BPF_H, R7, EXEC.offset("path_len"), 0))
+    _copy_identity(e, R7)
+    e(Insn.ldx_mem(BPF_DW, R2, R10, _VAL + PROC_INFO.offset("exec_ino")),
+      Insn.stx_mem(BPF_DW, R7, R2, EXEC.offset("ino")),
+      Insn.ldx_mem(BPF_W, R2, R10, _VAL + PROC_INFO.offset("exec_dev")),
+      Insn.stx_mem(BPF_W, R7, R2, EXEC.offset("dev")),
+      Insn.st_mem(BPF_W, R7, EXEC.offset("ancestor_count"), 0))  # count + 3 pad bytes
+    for i in range(ANCESTORS_MAX):
+        e(Insn.st_mem(BPF_W, R7, EXEC.offset("ancestors") + 4 * i, 0))
+    e(Insn.call("get_current_cgroup_id"), Insn.stx_mem(BPF_DW, R7, R0, EXEC.offset("cgid")),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, EXEC.offset("comm")), Insn.mov64_imm(R2, 16),
+      Insn.call("get_current_comm"))
+    # ancestors: the grandparent first, up to 8, stopping before the first pid <= 1
+    e.load(R8, R6, k, "task_struct", "real_parent")
+    for i in range(ANCESTORS_MAX):
+        e.load(R8, R8, k, "task_struct", "real_parent")
+        e.load(R2, R8, k, "task_struct", "tgid", 4)
+        e(Insn.jmp_imm("jle", R2, 1, to="anc_done"),
+          Insn.stx_mem(BPF_W, R7, R2, EXEC.offset("ancestors") + 4 * i),
+          Insn.st_mem(BPF_B, R7, EXEC.offset("ancestor_count"), i + 1))
+    e.label("anc_done")
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("argv"))
+    e.label("exec_drop")
+    e.count("block_stats", BLOCK_STATS_DROPS, _CNT_KEY)
+
+    # exec_argv record: the argument area as the new image sees it (bounded; argc says how many there are)
+    e.label("argv")
+    e.map_ref(R1, "events")
+    e(Insn.mov64_imm(R2, EXEC_ARGV.size + ARGS_MAX), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="argv_drop"),
+      Insn.st_mem(BPF_W, R7, EXEC_ARGV.offset("type"), RecordType.EXEC_ARGV),
+      Insn.ldx_mem(BPF_W, R2, R10, _VAL + PROC_INFO.offset("pid")),
+      Insn.stx_mem(BPF_W, R7, R2, EXEC_ARGV.offset("pid")),
+      Insn.ldx_mem(BPF_DW, R2, R10, _VAL + PROC_INFO.offset("start_time")),
+      Insn.stx_mem(BPF_DW, R7, R2, EXEC_ARGV.offset("start_time")),
+      Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("flags"), 0))
+    e.load(R2, R9, k, "linux_binprm", "argc", 4)
+    e(Insn.stx_mem(BPF_W, R7, R2, EXEC_ARGV.offset("argc")))
+    e.load(R8, R6, k, "task_struct", "mm")
+    e.load(R3, R8, k, "mm_struct", "arg_start")
+    e.load(R2, R8, k, "mm_struct", "arg_end")
+    e(Insn.alu64_reg("sub", R2, R3),
+      Insn.jmp_imm("jsge", R2, 0, to="len_pos"), Insn.mov64_imm(R2, 0))
+    e.label("len_pos")
+    e(Insn.jmp_imm("jle", R2, ARGS_MAX, to="len_ok"), Insn.mov64_imm(R2, ARGS_MAX))
+    e.label("len_ok")
+    e(Insn.stx_mem(BPF_H, R7, R2, EXEC_ARGV.offset("args_len")),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, EXEC_ARGV.size),
+      Insn.call("probe_read_user"),
+      Insn.jmp_imm("jeq", R0, 0, to="argv_submit"),
+      Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("args_len"), 0))  # unreadable: say so, keep argc
+    e.label("argv_submit")
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("out"))
+    e.label("argv_drop")
+    e.count("block_stats", BLOCK_STATS_DROPS, _CNT_KEY)
+    e.label("out")
+    e(Insn.mov64_imm(R0, 0), Insn.exit())
+    return e.program("exec", "tracing", "tp_btf/sched_process_exec")
+
+
+def fork_program(k: KernelLayout) -> AgentProgram:
+    """tp_btf/sched_process_fork: ctx = (struct task_struct *parent, struct task_struct *child)."""
+    e = Emitter(maps=("procs",))
+    e(Insn.ldx_mem(BPF_DW, R6, R1, 8))
+    e.load(R2, R6, k, "task_struct", "pid", 4)
+    e.load(R3, R6, k, "task_struct", "tgid", 4)
+    e(Insn.jmp_reg("jne", R2, R3, to="out"))  # a new thread, not a new process
+    _proc_identity(e, k, R6)
+    # the child runs its parent's image until it execs
+    e.load(R1, R6, k, "task_struct", "mm")
+    e.load(R1, R1, k, "mm_struct", "exe_file")
+    _exec_inode_from_file(e, k, R1)
+    e.update("procs", _KEY, _VAL, BPF_ANY)
+    e.label("out")
+    e(Insn.mov64_imm(R0, 0), Insn.exit())
+    return e.program("fork", "tracing", "tp_btf/sched_process_fork")
+
+
+def exit_program(k: KernelLayout) -> AgentProgram:
+    """tp_btf/sched_process_exit: ctx = (struct task_struct *p, ...). Removes the entry when the group is dead."""
+    e = Emitter(maps=("procs",))
+    e(Insn.ldx_mem(BPF_DW, R6, R1, 0))
+    e.load(R2, R6, k, "task_struct", "signal")
+    e.load(R2, R2, k, "signal_struct", "live", 4)  # atomic_t: int counter at offset 0
+    e(Insn.jmp_imm("jne", R2, 0, to="out"))
+    e.load(R2, R6, k, "task_struct", "tgid", 4)
+    e(Insn.stx_mem(BPF_W, R10, R2, _KEY))
+    e.map_ref(R1, "procs")
+    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, _KEY), Insn.call("map_delete_elem"))
+    e.label("out")
+    e(Insn.mov64_imm(R0, 0), Insn.exit())
+    return e.program("exit", "tracing", "tp_btf/sched_process_exit")
+
+
+def procseed_program(k: KernelLayout) -> AgentProgram:
+    """iter/task: ctx = struct bpf_iter__task {meta, task}. Enters every process not yet tracked."""
+    e = Emitter(maps=("procs",))
+    e(Insn.ldx_mem(BPF_DW, R6, R1, 8), Insn.jmp_imm("jeq", R6, 0, to="out"))
+    e.load(R2, R6, k, "task_struct", "pid", 4)
+    e.load(R3, R6, k, "task_struct", "tgid", 4)
+    e(Insn.jmp_reg("jne", R2, R3, to="out"))
+    _proc_identity(e, k, R6)
+    e.load(R1, R6, k, "task_struct", "mm")
+    e.load(R1, R1, k, "mm_struct", "exe_file")
+    _exec_inode_from_file(e, k, R1)
+    e.update("procs", _KEY, _VAL, BPF_NOEXIST)  # never overwrite what fork/exec recorded
+    e.label("out")
+    e(Insn.mov64_imm(R0, 0), Insn.exit())
+    return e.program("procseed", "tracing", "iter/task")
