@@ -34,9 +34,9 @@ PROC_INFO = Layout("proc_info", [
 BLOCK_STATS_DROPS = 8  # offset of ringbuf_drops in block_stats {u64 blocks, u64 ringbuf_drops}
 BPF_ANY, BPF_NOEXIST = 0, 1  # include/uapi/linux/bpf.h map update flags
 
-_KEY = -8  # u32 tgid key on the stack
-_VAL = -8 - PROC_INFO.size  # PROC_INFO on the stack
-_CNT_KEY = _VAL - 8
+KEY_OFF = -8  # u32 tgid key on the stack
+VAL_OFF = -8 - PROC_INFO.size  # PROC_INFO on the stack
+_CNTKEY_OFF = VAL_OFF - 8
 
 #: Every (struct, member) the generators read: the recorded layout for listings holds exactly these.
 KERNEL_FIELDS: tuple[tuple[str, str], ...] = (
@@ -48,37 +48,37 @@ KERNEL_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
+def proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
     """Fill PROC_INFO on the stack (pid, ppid, both start times) for *task*, a group leader."""
     e.load(R2, task, k, "task_struct", "tgid", 4)
-    e(Insn.stx_mem(BPF_W, R10, R2, _VAL + PROC_INFO.offset("pid")),
-      Insn.stx_mem(BPF_W, R10, R2, _KEY))
+    e(Insn.stx_mem(BPF_W, R10, R2, VAL_OFF + PROC_INFO.offset("pid")),
+      Insn.stx_mem(BPF_W, R10, R2, KEY_OFF))
     e.load(R3, task, k, "task_struct", "group_leader")
     e.load(R2, R3, k, "task_struct", "start_time")
-    e(Insn.stx_mem(BPF_DW, R10, R2, _VAL + PROC_INFO.offset("start_time")))
+    e(Insn.stx_mem(BPF_DW, R10, R2, VAL_OFF + PROC_INFO.offset("start_time")))
     e.load(R3, task, k, "task_struct", "real_parent")
     e.load(R2, R3, k, "task_struct", "tgid", 4)
-    e(Insn.stx_mem(BPF_W, R10, R2, _VAL + PROC_INFO.offset("ppid")))
+    e(Insn.stx_mem(BPF_W, R10, R2, VAL_OFF + PROC_INFO.offset("ppid")))
     e.load(R3, R3, k, "task_struct", "group_leader")
     e.load(R2, R3, k, "task_struct", "start_time")
-    e(Insn.stx_mem(BPF_DW, R10, R2, _VAL + PROC_INFO.offset("parent_start_time")),
-      Insn.st_mem(BPF_W, R10, _VAL + PROC_INFO.offset("flags"), 0))
+    e(Insn.stx_mem(BPF_DW, R10, R2, VAL_OFF + PROC_INFO.offset("parent_start_time")),
+      Insn.st_mem(BPF_W, R10, VAL_OFF + PROC_INFO.offset("flags"), 0))
 
 
-def _exec_inode_from_file(e: Emitter, k: KernelLayout, file: int) -> None:
+def exec_inode_from_file(e: Emitter, k: KernelLayout, file: int) -> None:
     """exec_ino/exec_dev on the stack from a ``struct file *`` in *file* (NULL reads give 0)."""
     e.load(R2, file, k, "file", "f_inode")
     e.load(R3, R2, k, "inode", "i_ino")
-    e(Insn.stx_mem(BPF_DW, R10, R3, _VAL + PROC_INFO.offset("exec_ino")))
+    e(Insn.stx_mem(BPF_DW, R10, R3, VAL_OFF + PROC_INFO.offset("exec_ino")))
     e.load(R3, R2, k, "inode", "i_sb")
     e.load(R3, R3, k, "super_block", "s_dev", 4)
-    e(Insn.stx_mem(BPF_W, R10, R3, _VAL + PROC_INFO.offset("exec_dev")))
+    e(Insn.stx_mem(BPF_W, R10, R3, VAL_OFF + PROC_INFO.offset("exec_dev")))
 
 
-def _copy_identity(e: Emitter, rec: int) -> None:
+def copy_identity(e: Emitter, rec: int) -> None:
     """Copy pid, ppid and start times from the stacked PROC_INFO into the record at *rec*."""
     for name, size in (("pid", BPF_W), ("ppid", BPF_W), ("start_time", BPF_DW), ("parent_start_time", BPF_DW)):
-        e(Insn.ldx_mem(size, R2, R10, _VAL + PROC_INFO.offset(name)),
+        e(Insn.ldx_mem(size, R2, R10, VAL_OFF + PROC_INFO.offset(name)),
           Insn.stx_mem(size, rec, R2, EXEC.offset(name)))
 
 
@@ -86,10 +86,10 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     """tp_btf/sched_process_exec: ctx = (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)."""
     e = Emitter(maps=("procs", "events", "block_stats"))
     e(Insn.ldx_mem(BPF_DW, R6, R1, 0), Insn.ldx_mem(BPF_DW, R9, R1, 16))
-    _proc_identity(e, k, R6)
+    proc_identity(e, k, R6)
     e.load(R1, R9, k, "linux_binprm", "file")
-    _exec_inode_from_file(e, k, R1)
-    e.update("procs", _KEY, _VAL, BPF_ANY)
+    exec_inode_from_file(e, k, R1)
+    e.update("procs", KEY_OFF, VAL_OFF, BPF_ANY)
 
     # exec record
     e.map_ref(R1, "events")
@@ -98,10 +98,10 @@ def exec_program(k: KernelLayout) -> AgentProgram:
       Insn.st_mem(BPF_W, R7, EXEC.offset("type"), RecordType.EXEC),
       Insn.st_mem(BPF_H, R7, EXEC.offset("flags"), 0),
       Insn.st_mem(BPF_H, R7, EXEC.offset("path_len"), 0))
-    _copy_identity(e, R7)
-    e(Insn.ldx_mem(BPF_DW, R2, R10, _VAL + PROC_INFO.offset("exec_ino")),
+    copy_identity(e, R7)
+    e(Insn.ldx_mem(BPF_DW, R2, R10, VAL_OFF + PROC_INFO.offset("exec_ino")),
       Insn.stx_mem(BPF_DW, R7, R2, EXEC.offset("ino")),
-      Insn.ldx_mem(BPF_W, R2, R10, _VAL + PROC_INFO.offset("exec_dev")),
+      Insn.ldx_mem(BPF_W, R2, R10, VAL_OFF + PROC_INFO.offset("exec_dev")),
       Insn.stx_mem(BPF_W, R7, R2, EXEC.offset("dev")),
       Insn.st_mem(BPF_W, R7, EXEC.offset("ancestor_count"), 0))  # count + 3 pad bytes
     for i in range(ANCESTORS_MAX):
@@ -120,7 +120,7 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     e.label("anc_done")
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("argv"))
     e.label("exec_drop")
-    e.count("block_stats", BLOCK_STATS_DROPS, _CNT_KEY)
+    e.count("block_stats", BLOCK_STATS_DROPS, _CNTKEY_OFF)
 
     # exec_argv record: the argument area as the new image sees it (bounded; argc says how many there are)
     e.label("argv")
@@ -128,9 +128,9 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     e(Insn.mov64_imm(R2, EXEC_ARGV.size + ARGS_MAX), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
       Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="argv_drop"),
       Insn.st_mem(BPF_W, R7, EXEC_ARGV.offset("type"), RecordType.EXEC_ARGV),
-      Insn.ldx_mem(BPF_W, R2, R10, _VAL + PROC_INFO.offset("pid")),
+      Insn.ldx_mem(BPF_W, R2, R10, VAL_OFF + PROC_INFO.offset("pid")),
       Insn.stx_mem(BPF_W, R7, R2, EXEC_ARGV.offset("pid")),
-      Insn.ldx_mem(BPF_DW, R2, R10, _VAL + PROC_INFO.offset("start_time")),
+      Insn.ldx_mem(BPF_DW, R2, R10, VAL_OFF + PROC_INFO.offset("start_time")),
       Insn.stx_mem(BPF_DW, R7, R2, EXEC_ARGV.offset("start_time")),
       Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("flags"), 0))
     e.load(R2, R9, k, "linux_binprm", "argc", 4)
@@ -151,7 +151,7 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     e.label("argv_submit")
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("out"))
     e.label("argv_drop")
-    e.count("block_stats", BLOCK_STATS_DROPS, _CNT_KEY)
+    e.count("block_stats", BLOCK_STATS_DROPS, _CNTKEY_OFF)
     e.label("out")
     e(Insn.mov64_imm(R0, 0), Insn.exit())
     return e.program("exec", "tracing", "tp_btf/sched_process_exec")
@@ -164,12 +164,12 @@ def fork_program(k: KernelLayout) -> AgentProgram:
     e.load(R2, R6, k, "task_struct", "pid", 4)
     e.load(R3, R6, k, "task_struct", "tgid", 4)
     e(Insn.jmp_reg("jne", R2, R3, to="out"))  # a new thread, not a new process
-    _proc_identity(e, k, R6)
+    proc_identity(e, k, R6)
     # the child runs its parent's image until it execs
     e.load(R1, R6, k, "task_struct", "mm")
     e.load(R1, R1, k, "mm_struct", "exe_file")
-    _exec_inode_from_file(e, k, R1)
-    e.update("procs", _KEY, _VAL, BPF_ANY)
+    exec_inode_from_file(e, k, R1)
+    e.update("procs", KEY_OFF, VAL_OFF, BPF_ANY)
     e.label("out")
     e(Insn.mov64_imm(R0, 0), Insn.exit())
     return e.program("fork", "tracing", "tp_btf/sched_process_fork")
@@ -183,9 +183,9 @@ def exit_program(k: KernelLayout) -> AgentProgram:
     e.load(R2, R2, k, "signal_struct", "live", 4)  # atomic_t: int counter at offset 0
     e(Insn.jmp_imm("jne", R2, 0, to="out"))
     e.load(R2, R6, k, "task_struct", "tgid", 4)
-    e(Insn.stx_mem(BPF_W, R10, R2, _KEY))
+    e(Insn.stx_mem(BPF_W, R10, R2, KEY_OFF))
     e.map_ref(R1, "procs")
-    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, _KEY), Insn.call("map_delete_elem"))
+    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, KEY_OFF), Insn.call("map_delete_elem"))
     e.label("out")
     e(Insn.mov64_imm(R0, 0), Insn.exit())
     return e.program("exit", "tracing", "tp_btf/sched_process_exit")
@@ -198,11 +198,11 @@ def procseed_program(k: KernelLayout) -> AgentProgram:
     e.load(R2, R6, k, "task_struct", "pid", 4)
     e.load(R3, R6, k, "task_struct", "tgid", 4)
     e(Insn.jmp_reg("jne", R2, R3, to="out"))
-    _proc_identity(e, k, R6)
+    proc_identity(e, k, R6)
     e.load(R1, R6, k, "task_struct", "mm")
     e.load(R1, R1, k, "mm_struct", "exe_file")
-    _exec_inode_from_file(e, k, R1)
-    e.update("procs", _KEY, _VAL, BPF_NOEXIST)  # never overwrite what fork/exec recorded
+    exec_inode_from_file(e, k, R1)
+    e.update("procs", KEY_OFF, VAL_OFF, BPF_NOEXIST)  # never overwrite what fork/exec recorded
     e.label("out")
     e(Insn.mov64_imm(R0, 0), Insn.exit())
     return e.program("procseed", "tracing", "iter/task")
