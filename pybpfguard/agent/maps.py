@@ -111,7 +111,7 @@ class PinnedMaps:
         try:
             meta_path = root / "agent_meta"
             if meta_path.exists():
-                with Map.from_pinned(meta_path) as meta:
+                with Map.from_pinned(meta_path, expect=specs["agent_meta"]) as meta:
                     version = meta.lookup_elem(0).layout_version
                 if version != LAYOUT_VERSION:
                     if not heal:

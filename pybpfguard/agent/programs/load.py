@@ -1,0 +1,47 @@
+"""Turn a generated :class:`AgentProgram` into a kernel :class:`Program`, resolving its maps by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pybpfguard.agent.programs.emit import AgentProgram
+from pybpfguard.bpf.btf.spec import Spec as BtfSpec
+from pybpfguard.bpf.maps import Map
+from pybpfguard.bpf.program import Program, ProgramSpec
+from pybpfguard.bpf.types import AttachType, ProgType
+
+# section word -> (program type, expected attach type)
+_KINDS: dict[str, tuple[ProgType, AttachType]] = {
+    "tp_btf": (ProgType.BPF_PROG_TYPE_TRACING, AttachType.BPF_TRACE_RAW_TP),
+    "iter": (ProgType.BPF_PROG_TYPE_TRACING, AttachType.BPF_TRACE_ITER),
+    "lsm": (ProgType.BPF_PROG_TYPE_LSM, AttachType.BPF_LSM_MAC),
+}
+
+
+def program_spec(prog: AgentProgram) -> ProgramSpec:
+    """The library spec for *prog* (``attach`` = ``<kind>/<target>``)."""
+    kind, _, target = prog.attach.partition("/")
+    prog_type, attach_type = _KINDS[kind]
+    return ProgramSpec(name=prog.name, prog_type=prog_type, insns=prog.insns, license=prog.license,
+                       expected_attach_type=attach_type, attach_to=target)
+
+
+def load_program(prog: AgentProgram, maps: Mapping[str, Map], kernel_btf: BtfSpec | None = None) -> Program:
+    """Load *prog* with ``fd_array`` = its maps (borrowed) in the order the program names them.
+
+    Raises KeyError naming a map the caller did not supply, and the loader's errors (VerifierError ...).
+    """
+    missing = [name for name in prog.maps if name not in maps]
+    if missing:
+        raise KeyError(f"program {prog.name} needs maps {missing} that were not created")
+    return Program.load(program_spec(prog), kernel_btf=kernel_btf, fd_array=[maps[name].fd for name in prog.maps])
+
+
+class BtfLayout:
+    """:class:`KernelLayout` over the running kernel's BTF (``offsetof`` through embedded structs)."""
+
+    def __init__(self, spec: BtfSpec) -> None:
+        self.spec = spec
+
+    def offsetof(self, struct: str, member: str) -> int:
+        return self.spec.member_offset(struct, member)
