@@ -65,8 +65,9 @@ def _raw_distance(insn: Insn, kind: int) -> int:
     return imm32(insn.imm & 0xFFFFFFFF)
 
 
-def _resolve(prog: list[Insn]) -> tuple[list[int], list[int | None], list[int | None]]:
-    """Return (size in slots, reference kind, target insn index) per instruction."""
+def _resolve(prog: list[Insn]) -> tuple[list[int], list[int | None], list[int | None], dict[int, int]]:
+    """Return per instruction (size in slots, reference kind, target insn index), and the extra slot
+    distance of raw offsets that leave the program (index -> slots past the end or before the start)."""
     sizes = [2 if insn.code == op.LD_IMM64 else 1 for insn in prog]
     labels: dict[str, int] = {}
     for i, insn in enumerate(prog):
@@ -76,6 +77,7 @@ def _resolve(prog: list[Insn]) -> tuple[list[int], list[int | None], list[int | 
                 raise DuplicateLabel(i, label, first)
     kinds: list[int | None] = []
     targets: list[int | None] = []
+    extras: dict[int, int] = {}
     slot_to_index: dict[int, int] | None = None
     slot = 0
     starts: list[int] = []
@@ -101,27 +103,42 @@ def _resolve(prog: list[Insn]) -> tuple[list[int], list[int | None], list[int | 
             j = slot_to_index.get(dest)
             if j is None:
                 if 0 <= dest < total:
-                    raise InvalidJumpTarget(i, dest, f"second slot of the ld_imm64 at insn {dest - 1}") from None
-                raise InvalidJumpTarget(i, dest, f"outside the program (slots 0..{total - 1})")
+                    owner = slot_to_index[dest - 1]
+                    raise InvalidJumpTarget(i, dest, f"second slot of the ld_imm64 at insn {owner}")
+                # outside the program: kept as given, relative to the program's end or start (the
+                # verifier refuses it; a fragment may mean it)
+                j, extras[i] = (len(prog), dest - total) if dest >= total else (0, dest)
             targets.append(j)
-    return sizes, kinds, targets
+    return sizes, kinds, targets, extras
+
+
+def _positions(sizes: list[int]) -> list[int]:
+    """Slot position of each instruction, plus the program's end."""
+    pos = []
+    slot = 0
+    for size in sizes:
+        pos.append(slot)
+        slot += size
+    pos.append(slot)
+    return pos
 
 
 def _relax(
-    prog: list[Insn], sizes: list[int], kinds: list[int | None], targets: list[int | None], isa: int
+    prog: list[Insn],
+    sizes: list[int],
+    kinds: list[int | None],
+    targets: list[int | None],
+    extras: dict[int, int],
+    isa: int,
 ) -> list[int]:
     """Grow far int16 jumps (see module doc) until all fit; return the slot position of each insn."""
     while True:
-        pos = []
-        slot = 0
-        for size in sizes:
-            pos.append(slot)
-            slot += size
+        pos = _positions(sizes)
         changed = False
         for i, kind in enumerate(kinds):
             if kind != _IN_OFF or sizes[i] != 1:
                 continue
-            distance = pos[targets[i]] - pos[i] - 1  # type: ignore[index]
+            distance = pos[targets[i]] + extras.get(i, 0) - pos[i] - 1  # type: ignore[index]
             if -_OFF_MAX - 1 <= distance <= _OFF_MAX:
                 continue
             if isa < 4:
@@ -141,19 +158,13 @@ def finalize(insns: Iterable[Insn], isa: int = 4) -> bytes:
 
     *isa* is the highest instruction-set version the target kernel runs (4 from Linux 6.6); it only
     decides whether far jumps may be relaxed to ``gotol``. Raises DuplicateLabel, UnresolvedLabel,
-    InvalidJumpTarget (into an ld_imm64's second slot or outside the program), JumpOutOfRange and
-    FieldRangeError, each with the instruction index.
+    InvalidJumpTarget (into an ld_imm64's second slot), JumpOutOfRange and FieldRangeError, each with
+    the instruction index. A raw offset (not a label) that leaves the program is kept as given, counted
+    from the program's end (or start), so relaxing never changes where it points.
     """
     prog = list(insns)
-    sizes, kinds, targets = _resolve(prog)
-    relaxed = any(k == _IN_OFF for k in kinds)
-    pos = _relax(prog, sizes, kinds, targets, isa) if relaxed else None
-    if pos is None:
-        pos = []
-        slot = 0
-        for size in sizes:
-            pos.append(slot)
-            slot += size
+    sizes, kinds, targets, extras = _resolve(prog)
+    pos = _relax(prog, sizes, kinds, targets, extras, isa) if _IN_OFF in kinds else _positions(sizes)
     out = bytearray()
     pack = _SLOT.pack
     for i, insn in enumerate(prog):
@@ -165,6 +176,8 @@ def finalize(insns: Iterable[Insn], isa: int = 4) -> bytes:
         kind = kinds[i]
         if kind is not None:
             distance = pos[targets[i]] - pos[i] - 1  # type: ignore[index]
+            if extras:
+                distance += extras.get(i, 0)
             size = sizes[i]
             if size > 1 and kind == _IN_OFF:  # relaxed conditional jump
                 _emit_relaxed(out, insn, regs, distance, size, i)
