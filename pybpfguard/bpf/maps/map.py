@@ -215,7 +215,7 @@ class Map:
     def keys(self, *, max_restarts: int = 64) -> Iterator[Any]:
         """Iterate over the keys; safe against concurrent deletes. See :func:`iterate.iter_raw_keys`."""
         decode = self._key.decode
-        for raw in iter_raw_keys(self._fd, self.spec, self._what, max_restarts=max_restarts):
+        for raw in iter_raw_keys(self._fd, self.spec, self._value.size, self._what, max_restarts=max_restarts):
             yield decode(raw)
 
     def __iter__(self) -> Iterator[Any]:
