@@ -69,11 +69,12 @@ def require_bpf_lsm_listed() -> None:
 
 
 def _listed_note() -> str:
+    """How the LSM list bears on a refusal, as a clause to append after the errno."""
     try:
         listed = bpf_lsm_listed()
     except OSError:
-        return f"the LSM list {lsm_path()} is unreadable"
-    return "although 'bpf' is in the LSM list" if listed else "and 'bpf' is missing from the LSM list"
+        return f"; the LSM list {lsm_path()} is unreadable"
+    return " although 'bpf' is in the LSM list" if listed else " and 'bpf' is missing from the LSM list"
 
 
 def trampoline_refusal(err: int, log: str) -> str | None:
@@ -90,9 +91,9 @@ def lsm_refusal(err: int, log: str) -> BPFLSMUnavailable | None:
     """The typed error for an LSM program load/attach refused with *err* (and verifier *log*), or None when
     the refusal is not about BPF LSM being unusable (e.g. a genuine verifier rejection)."""
     if err == _errno.EPERM and not log.strip():
-        return BPFLSMUnavailable(f"BPF LSM unusable: trampolines refused with EPERM {_listed_note()}", err)
+        return BPFLSMUnavailable(f"BPF LSM unusable: trampolines refused with EPERM{_listed_note()}", err)
     if err == ENOTSUPP:
         return BPFLSMUnavailable(
-            f"BPF LSM unusable: errno 524, not supported (e.g. no BPF trampoline); {_listed_note()}", err
+            f"BPF LSM unusable: errno 524, not supported (e.g. no BPF trampoline){_listed_note()}", err
         )
     return None
