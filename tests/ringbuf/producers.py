@@ -27,55 +27,16 @@ import struct
 from dataclasses import dataclass
 
 from pybpfguard.bpf import _sys
+from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R6, R7, R8, R10, Insn, finalize
 
 # include/uapi/linux/bpf.h
 BPF_PROG_TYPE_SOCKET_FILTER = 1  # enum bpf_prog_type
 BPF_MAP_TYPE_ARRAY = 2  # enum bpf_map_type
 BPF_MAP_TYPE_RINGBUF = 27
 BPF_F_MMAPABLE = 1 << 10  # map_flags
-BPF_PSEUDO_MAP_FD = 1  # ld_imm64 src_reg
-BPF_FUNC_map_lookup_elem = 1  # enum bpf_func_id (___BPF_FUNC_MAPPER)
-BPF_FUNC_ringbuf_reserve = 131
-BPF_FUNC_ringbuf_submit = 132
-BPF_FUNC_ringbuf_discard = 133
-BPF_ADD = 0x00
-BPF_FETCH = 0x01
-
-# Opcodes (include/uapi/linux/bpf.h, Documentation/bpf/standardization/instruction-set.rst):
-# class | size/source | mode/op
-_LD_IMM64 = 0x18  # BPF_LD | BPF_DW | BPF_IMM
-_MOV64_IMM, _MOV64_REG = 0xB7, 0xBF  # BPF_ALU64 | BPF_MOV | BPF_K/BPF_X
-_ADD64_IMM, _AND64_IMM, _XOR64_IMM, _RSH64_IMM = 0x07, 0x57, 0xA7, 0x77
-_JNE_IMM = 0x55  # BPF_JMP | BPF_JNE | BPF_K
-_CALL, _EXIT = 0x85, 0x95
-_ST_W = 0x62  # BPF_ST | BPF_MEM | BPF_W
-_STX = {8: 0x7B, 4: 0x63, 2: 0x6B, 1: 0x73}  # BPF_STX | BPF_MEM | BPF_DW/W/H/B
-_ATOMIC_DW = 0xDB  # BPF_STX | BPF_ATOMIC | BPF_DW
-R0, R1, R2, R3, R6, R7, R8, R10 = 0, 1, 2, 3, 6, 7, 8, 10
 
 COUNTERS = struct.Struct("=QQ")  # the counters array value: next_seq, dropped (native u64, like the map)
-
-
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    """One ``struct bpf_insn`` (8 bytes: code, dst_reg:4 | src_reg:4, s16 off, s32 imm)."""
-    return struct.pack("<BBhi", code, src << 4 | dst, off, imm)
-
-
-def _ld_map_fd(dst: int, map_fd: _sys.Fd) -> bytes:
-    return _insn(_LD_IMM64, dst, BPF_PSEUDO_MAP_FD, 0, map_fd.raw) + _insn(0)
-
-
-def _skip_if_ne(reg: int, imm: int, body: bytes) -> bytes:
-    """``if reg != imm`` jump over *body*; *body* runs otherwise. The one place a jump offset is counted."""
-    return _insn(_JNE_IMM, reg, 0, len(body) // 8, imm) + body
-
-
-def _return(value: int) -> bytes:
-    return _insn(_MOV64_IMM, R0, imm=value) + _insn(_EXIT)
-
-
-def _call(helper: int) -> bytes:
-    return _insn(_CALL, imm=helper)
+_TAIL_STORES = ((4, BPF_W), (2, BPF_H), (1, BPF_B))
 
 
 def chunk_salt(offset: int) -> int:
@@ -96,23 +57,23 @@ def record_seq(record: memoryview | bytes) -> int:
     return int.from_bytes(record[:8], "little")
 
 
-def _fill(record_size: int) -> bytes:
+def _fill(record_size: int) -> list[Insn]:
     """Stores of ``seq ^ chunk_salt(k)`` into the record at r7, seq in r6. A tail chunk shorter than 8
     bytes is written little-endian piece by piece (W, H, B), shifting the value down between pieces."""
-    code = _insn(_STX[8], R7, R6, 0)
+    code = [Insn.stx_mem(BPF_DW, R7, R6, 0)]
     for k in range(8, record_size, 8):
-        code += _insn(_MOV64_REG, R1, R6) + _insn(_XOR64_IMM, R1, imm=chunk_salt(k))
+        code += [Insn.mov64_reg(R1, R6), Insn.alu64_imm("xor", R1, chunk_salt(k))]
         left = record_size - k
         if left >= 8:
-            code += _insn(_STX[8], R7, R1, k)
+            code.append(Insn.stx_mem(BPF_DW, R7, R1, k))
             continue
         at = shifted = k
-        for width in (4, 2, 1):
+        for width, size in _TAIL_STORES:
             if left >= width:
                 if at > shifted:
-                    code += _insn(_RSH64_IMM, R1, imm=8 * (at - shifted))
+                    code.append(Insn.alu64_imm("rsh", R1, 8 * (at - shifted)))
                     shifted = at
-                code += _insn(_STX[width], R7, R1, at)
+                code.append(Insn.stx_mem(size, R7, R1, at))
                 at += width
                 left -= width
     return code
@@ -125,34 +86,40 @@ def producer_insns(ring: _sys.Fd, counters: _sys.Fd, record_size: int, discard_e
         raise ValueError(f"record_size {record_size} outside 8..4096")
     if discard_every and discard_every & (discard_every - 1):
         raise ValueError(f"discard_every {discard_every} is not a power of two")
-    lookup = (
-        _insn(_ST_W, R10, 0, -4, 0)  # key = 0
-        + _insn(_MOV64_REG, R2, R10)
-        + _insn(_ADD64_IMM, R2, imm=-4)
-        + _ld_map_fd(R1, counters)
-        + _call(BPF_FUNC_map_lookup_elem)
-        + _skip_if_ne(R0, 0, _return(0))
-        + _insn(_MOV64_REG, R8, R0)
-    )
-    reserve = (
-        _ld_map_fd(R1, ring)
-        + _insn(_MOV64_IMM, R2, imm=record_size)
-        + _insn(_MOV64_IMM, R3, imm=0)
-        + _call(BPF_FUNC_ringbuf_reserve)
-        + _skip_if_ne(R0, 0, _insn(_MOV64_IMM, R1, imm=1) + _insn(_ATOMIC_DW, R8, R1, 8, BPF_ADD) + _return(0))
-        + _insn(_MOV64_REG, R7, R0)
-    )
-    seq = _insn(_MOV64_IMM, R6, imm=1) + _insn(_ATOMIC_DW, R8, R6, 0, BPF_ADD | BPF_FETCH)
-    release = _insn(_MOV64_REG, R1, R7) + _insn(_MOV64_IMM, R2, imm=0)
-    discard = b""
+    code = [
+        Insn.st_mem(BPF_W, R10, -4, 0),  # key = 0
+        Insn.mov64_reg(R2, R10),
+        Insn.alu64_imm("add", R2, -4),
+        Insn.ld_map_fd(R1, counters.raw),
+        Insn.call("map_lookup_elem"),
+        Insn.jmp_imm("jeq", R0, 0, to="out"),
+        Insn.mov64_reg(R8, R0),  # r8 = &counters
+        Insn.ld_map_fd(R1, ring.raw),
+        Insn.mov64_imm(R2, record_size),
+        Insn.mov64_imm(R3, 0),
+        Insn.call("ringbuf_reserve"),
+        Insn.jmp_imm("jne", R0, 0, to="reserved"),
+        Insn.mov64_imm(R1, 1),
+        Insn.atomic("add", BPF_DW, R8, R1, 8),  # dropped += 1
+        Insn.mov64_imm(R0, 0).labelled("out"),
+        Insn.exit(),
+        Insn.mov64_reg(R7, R0).labelled("reserved"),  # r7 = record
+        Insn.mov64_imm(R6, 1),
+        Insn.atomic("add", BPF_DW, R8, R6, 0, fetch=True),  # r6 = next_seq++
+        *_fill(record_size),
+        Insn.mov64_reg(R1, R7),
+        Insn.mov64_imm(R2, 0),
+    ]
     if discard_every:
-        discard = (
-            _insn(_MOV64_REG, R1, R6)
-            + _insn(_AND64_IMM, R1, imm=discard_every - 1)
-            + _skip_if_ne(R1, 0, release + _call(BPF_FUNC_ringbuf_discard) + _return(2))
-        )
-    submit = release + _call(BPF_FUNC_ringbuf_submit) + _return(1)
-    return lookup + reserve + seq + _fill(record_size) + discard + submit
+        code += [
+            Insn.mov64_reg(R3, R6),
+            Insn.alu64_imm("and", R3, discard_every - 1),
+            Insn.jmp_imm("jeq", R3, 0, to="discard"),
+        ]
+    code += [Insn.call("ringbuf_submit"), Insn.mov64_imm(R0, 1), Insn.exit()]
+    if discard_every:
+        code += [Insn.call("ringbuf_discard").labelled("discard"), Insn.mov64_imm(R0, 2), Insn.exit()]
+    return finalize(code)
 
 
 @dataclass

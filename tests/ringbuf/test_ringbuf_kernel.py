@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from pybpfguard.bpf import _sys
+from pybpfguard.bpf.maps import Map, MapSpec, MapType
 from pybpfguard.bpf.ringbuf import RingBufferError, RingReader, record_span
 
 from .producers import expected_payload, load_producer, record_seq
@@ -168,3 +169,11 @@ def test_closed_reader_refuses_to_consume(ring_fd):
     reader.close()
     with pytest.raises(RingBufferError, match="closed"):
         reader.consume(lambda rec: None)
+
+
+def test_reader_borrows_a_map_object_and_leaves_it_open(kernel):
+    with Map.create(MapSpec(MapType.BPF_MAP_TYPE_RINGBUF, 1 << 14, name="events")) as events:
+        with RingReader(events) as reader, load_producer(events.fd, 16) as producer:
+            producer.run(3)
+            assert reader.size_bytes == 1 << 14 and reader.consume(SeqChecker(16)) == 3
+        assert not events.fd.closed  # borrowed, not taken
