@@ -113,5 +113,8 @@ class MapSpec:
         return self.type in PERCPU_TYPES
 
     def replace(self, **changes: object) -> MapSpec:
-        """A copy with *changes* applied (and checked again)."""
+        """A copy with *changes* applied (and checked again). A new layout brings its own size."""
+        for role in ("key", "value"):
+            if f"{role}_layout" in changes and f"{role}_size" not in changes:
+                changes[f"{role}_size"] = 0
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
