@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 
 from pybpfguard.bpf import _sys
+from pybpfguard.bpf._sys.maps import map_mmap
 from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R6, R7, R8, R10, Insn, finalize
 
 # include/uapi/linux/bpf.h
@@ -166,7 +167,7 @@ def load_producer(ring: _sys.Fd, record_size: int = 64, discard_every: int = 0) 
     """Load the producer socket filter writing *record_size*-byte records into *ring* (borrowed)."""
     counters = _sys.map_create(BPF_MAP_TYPE_ARRAY, 4, COUNTERS.size, 1, BPF_F_MMAPABLE, map_name="test_ctrs")
     try:
-        mem = mmap.mmap(counters.raw, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        mem = map_mmap(counters, mmap.PAGESIZE, writable=True)
         code = producer_insns(ring, counters, record_size, discard_every)
         prog = _sys.prog_load(BPF_PROG_TYPE_SOCKET_FILTER, code, prog_name="test_ringprod")
     except BaseException:

@@ -16,7 +16,7 @@ Usage::
 
 from pybpfguard.bpf.ringbuf.errors import RingBufferError, RingCorruptError
 from pybpfguard.bpf.ringbuf.poller import RingPoller
-from pybpfguard.bpf.ringbuf.reader import BPF_MAP_TYPE_RINGBUF, PAGE_SIZE, RingReader, map_fdinfo
+from pybpfguard.bpf.ringbuf.reader import BPF_MAP_TYPE_RINGBUF, PAGE_SIZE, RingReader
 from pybpfguard.bpf.ringbuf.ring import (
     BPF_RINGBUF_BUSY_BIT,
     BPF_RINGBUF_DISCARD_BIT,
@@ -40,6 +40,5 @@ __all__ = [
     "RingCorruptError",
     "RingPoller",
     "RingReader",
-    "map_fdinfo",
     "record_span",
 ]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import mmap
 import os
 import select
-from pathlib import Path
 from typing import Any, Protocol
 
 from pybpfguard.bpf import _sys
+from pybpfguard.bpf._sys.maps import map_get_info
 from pybpfguard.bpf.errors import from_errno
 from pybpfguard.bpf.ringbuf.errors import RingBufferError
 from pybpfguard.bpf.ringbuf.ring import RecordCallback, Ring
@@ -28,14 +28,6 @@ class HasMapFd(Protocol):
 
     @property
     def fd(self) -> _sys.Fd: ...
-
-
-def map_fdinfo(map_fd: _sys.Fd) -> dict[str, str]:
-    """The ``key: value`` lines of ``/proc/self/fdinfo/<fd>`` for a bpf map fd (kernel/bpf/syscall.c
-    ``bpf_map_show_fdinfo``: ``map_type``, ``key_size``, ``value_size``, ``max_entries``, ``map_flags``,
-    ``map_id``, ...). Values are the kernel's text (decimal, flags in hex)."""
-    text = Path(f"/proc/self/fdinfo/{map_fd.raw}").read_text()
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
 
 
 def _as_fd(ring_map: _sys.Fd | HasMapFd) -> _sys.Fd:
@@ -68,14 +60,14 @@ class RingReader(Ring):
         self._owned_fd: _sys.Fd | None = None
         self._epoll: select.epoll | None = None
         self._maps: list[mmap.mmap] = []
-        info = map_fdinfo(self._map_fd)
-        if int(info.get("map_type", "-1")) != BPF_MAP_TYPE_RINGBUF:
+        info = map_get_info(self._map_fd, "ring buffer reader")  # BPF_OBJ_GET_INFO_BY_FD
+        if info.type != BPF_MAP_TYPE_RINGBUF:
             raise RingBufferError(
-                f"fd {self._map_fd.raw} ({self._map_fd.what or 'map'}) has map_type {info.get('map_type')}, "
+                f"fd {self._map_fd.raw} ({self._map_fd.what or 'map'}) has map_type {info.type}, "
                 f"not BPF_MAP_TYPE_RINGBUF ({BPF_MAP_TYPE_RINGBUF})"
             )
-        size_bytes = int(info["max_entries"])
-        self.map_id = int(info.get("map_id", "0"))
+        size_bytes = int(info.max_entries)  # for a ring buffer: the data area in bytes
+        self.map_id = int(info.id)
         consumer = self._mmap(PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE, 0)
         producer = self._mmap(PAGE_SIZE + 2 * size_bytes, mmap.PROT_READ, PAGE_SIZE)
         view = memoryview(producer)
