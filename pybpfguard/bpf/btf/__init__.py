@@ -68,6 +68,28 @@ BTF_KIND_DECL_TAG = BtfKind.BTF_KIND_DECL_TAG
 BTF_KIND_TYPE_TAG = BtfKind.BTF_KIND_TYPE_TAG
 BTF_KIND_ENUM64 = BtfKind.BTF_KIND_ENUM64
 
+# The writer side needs the syscall layer (ctypes, libc): imported on first use so that reading BTF,
+# which a cold start does first, does not pay for it.
+_LAZY = {
+    "BTFBuilder": "pybpfguard.bpf.btf.writer",
+    "FuncInfo": "pybpfguard.bpf.btf.writer",
+    "encode_func_info": "pybpfguard.bpf.btf.writer",
+    "BTFLoadError": "pybpfguard.bpf.btf.program_btf",
+    "FuncDecl": "pybpfguard.bpf.btf.program_btf",
+    "ProgramBTF": "pybpfguard.bpf.btf.program_btf",
+    "load_btf": "pybpfguard.bpf.btf.program_btf",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "BTF_KIND_ARRAY",
     "BTF_KIND_CONST",
@@ -88,8 +110,10 @@ __all__ = [
     "BTF_KIND_UNION",
     "BTF_KIND_VAR",
     "BTF_KIND_VOLATILE",
+    "BTFBuilder",
     "BTFError",
     "BTFFormatError",
+    "BTFLoadError",
     "BitfieldMemberError",
     "BtfAttach",
     "BtfFuncLinkage",
@@ -97,16 +121,21 @@ __all__ = [
     "BtfKind",
     "BtfVarLinkage",
     "Field",
+    "FuncDecl",
+    "FuncInfo",
     "Layout",
     "LayoutFormatError",
     "LayoutMissingError",
     "MemberInfo",
     "MemberNotFoundError",
+    "ProgramBTF",
     "Spec",
     "TypeNotFoundError",
     "UnknownKindError",
     "attach_btf_id_for",
     "attach_proto",
+    "encode_func_info",
+    "load_btf",
     "load_module",
     "load_vmlinux",
     "vmlinux_path",
