@@ -129,3 +129,16 @@ class LinkType(enum.IntEnum):
     BPF_LINK_TYPE_UPROBE_MULTI = 12
     BPF_LINK_TYPE_NETKIT = 13
     BPF_LINK_TYPE_SOCKMAP = 14
+
+
+class ProgFlags(enum.IntFlag):
+    """include/uapi/linux/bpf.h: ``prog_flags`` of BPF_PROG_LOAD."""
+
+    BPF_F_STRICT_ALIGNMENT = 1 << 0
+    BPF_F_ANY_ALIGNMENT = 1 << 1
+    BPF_F_TEST_RND_HI32 = 1 << 2
+    BPF_F_TEST_STATE_FREQ = 1 << 3
+    BPF_F_SLEEPABLE = 1 << 4
+    BPF_F_XDP_HAS_FRAGS = 1 << 5
+    BPF_F_XDP_DEV_BOUND_ONLY = 1 << 6
+    BPF_F_TEST_REG_INVARIANTS = 1 << 7
