@@ -178,3 +178,16 @@ def test_cgroup_miss_rescans_at_most_once_per_interval_and_gone_is_empty() -> No
     now[0] += 1.5
     cache.get(missing)
     assert cache.rescans == 2
+
+
+def test_type_with_high_bits_set_is_not_taken_for_a_known_type(decoder) -> None:
+    rec = bytearray(_block())
+    rec[2] = 1  # type 0x00010002: low byte says BLOCK
+    with pytest.raises(RecordError, match="no decoder") as info:
+        decoder.decode(memoryview(bytes(rec)))
+    assert info.value.record_type == 0x10002
+
+
+def test_empty_record_raises_record_error(decoder) -> None:
+    with pytest.raises(RecordError, match="shorter than the u32 type"):
+        decoder.decode(memoryview(b""))

@@ -12,12 +12,20 @@ import struct
 from collections.abc import Callable
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.model import Action, BlockEvent, ExecArgvEvent, ExecEvent
-from pybpfguard.agent.events.records import BLOCK, EXEC, EXEC_ARGV, ActionCode, RecordFlags, RecordType
-from pybpfguard.agent.events.text import argv_b64, text_b64
+from pybpfguard.agent.events.records import (
+    ANCESTORS_MAX,
+    BLOCK,
+    EXEC,
+    EXEC_ARGV,
+    ActionCode,
+    RecordFlags,
+    RecordType,
+)
+from pybpfguard.agent.events.text import argv_b64, cut_at_nul, text_b64
 
 _TYPE = struct.Struct("<I")
 _BLOCK = BLOCK.struct
@@ -33,6 +41,7 @@ BLOCK.require_unpack_order(*_IDENTITY, "ino", "dev", "action")
 EXEC.require_unpack_order(*_IDENTITY, "ino", "dev", "ancestor_count", *["ancestors"] * 8)
 EXEC_ARGV.require_unpack_order("type", "pid", "start_time", "argc", "args_len", "flags")
 _ANCESTORS = EXEC.value_index("ancestors")
+_NO_TEXT: tuple[str | UnsetType, str | UnsetType] = (UNSET, UNSET)
 
 
 class RecordError(ValueError):
@@ -45,13 +54,31 @@ class RecordError(ValueError):
         self.length = length
 
 
-def _tail(rec: memoryview, start: int, n: int, record_type: int) -> bytes:
+# The decoders build events positionally (see model's docstring): these are the argument orders,
+# checked against the Structs at import so a change to a field table cannot shift values silently.
+_PROCESS_ARGS = ("pid", "ppid", "start_time", "exec_id", "trace_id", "parent_start_time", "parent_exec_id",
+                 "parent_trace_id", "cgid", "cgroup_path", "cgroup_path_b64", "comm", "comm_b64", "path", "path_b64")
+_BLOCK_ARGS = (*_PROCESS_ARGS, "resolved_path", "resolved_path_b64", "action", "ino", "dev", "path_truncated")
+_EXEC_ARGS = (*_PROCESS_ARGS, "ino", "dev", "ancestors", "path_truncated")
+_ARGV_ARGS = ("pid", "start_time", "exec_id", "trace_id", "argc", "argv", "argv_b64")
+for _cls, _args in ((BlockEvent, _BLOCK_ARGS), (ExecEvent, _EXEC_ARGS), (ExecArgvEvent, _ARGV_ARGS)):
+    if _cls.__struct_fields__[:len(_args)] != _args:
+        raise ImportError(f"decoder argument order {_args} no longer matches {_cls.__name__} fields")
+_COMM_CACHE_MAX = 4096
+
+
+def _tail_text(rec: memoryview, start: int, n: int, record_type: int) -> tuple[str, str | UnsetType]:
+    """The tail string at *start* of *n* bytes as (text, b64), ending at its first NUL."""
     end = start + n
     if len(rec) < end:
         raise RecordError(record_type, len(rec), f"tail of {n} bytes at {start} runs past the record")
-    raw = bytes(rec[start:end])
-    nul = raw.find(0)  # a kernel string ends at its first NUL
-    return raw if nul < 0 else raw[:nul]
+    try:
+        text = str(rec[start:end], "utf-8")  # fast path: no bytes copy, no NUL search in bytes
+    except UnicodeDecodeError:
+        return text_b64(cut_at_nul(bytes(rec[start:end])))
+    if "\0" in text:
+        text = text.partition("\0")[0]
+    return text, UNSET
 
 
 class RecordDecoder:
@@ -64,7 +91,8 @@ class RecordDecoder:
 
     def __init__(self, cgroups: CgroupCache) -> None:
         self.cgroups = cgroups
-        table: list[Callable[[memoryview], msgspec.Struct] | None] = [None] * (max(RecordType) + 1)
+        self._comms: dict[bytes, tuple[str, str | UnsetType]] = {}  # comm[16] -> (text, b64); few distinct
+        table: list[Callable[[memoryview], msgspec.Struct] | None] = [None] * 256
         table[RecordType.EXEC] = self._exec
         table[RecordType.BLOCK] = self._block
         table[RecordType.EXEC_ARGV] = self._exec_argv
@@ -72,66 +100,71 @@ class RecordDecoder:
 
     def decode(self, rec: memoryview) -> msgspec.Struct:
         """One record -> its event Struct."""
+        # Dispatch on the low byte (every type number is < 256); each decoder re-checks the whole
+        # u32 it unpacks, so a type with high bits set cannot pass for a known one.
+        try:
+            return self._dispatch[rec[0]](rec)  # type: ignore[misc]
+        except (IndexError, TypeError, struct.error) as err:
+            raise self._error(rec, err) from err
+
+    def _error(self, rec: memoryview, err: Exception) -> Exception:
         if len(rec) < 4:
-            raise RecordError(-1, len(rec), "shorter than the u32 type")
+            return RecordError(-1, len(rec), "shorter than the u32 type")
         record_type = _TYPE.unpack_from(rec)[0]
-        try:
-            fn = self._dispatch[record_type]
-        except IndexError:
-            fn = None
-        if fn is None:
-            raise RecordError(record_type, len(rec), "no decoder for this record type")
-        try:
-            return fn(rec)
-        except struct.error as err:
-            raise RecordError(record_type, len(rec), f"shorter than its layout: {err}") from err
+        if record_type >= len(self._dispatch) or self._dispatch[record_type] is None:
+            return RecordError(record_type, len(rec), "no decoder for this record type")
+        if isinstance(err, struct.error):
+            return RecordError(record_type, len(rec), f"shorter than its layout: {err}")
+        return err  # a bug in a decoder, not a bad record: keep it as it is
+
+    def _comm(self, raw: bytes) -> tuple[str, str | UnsetType]:
+        hit = self._comms.get(raw)
+        if hit is None:
+            if len(self._comms) >= _COMM_CACHE_MAX:
+                self._comms.clear()
+            hit = self._comms[raw] = text_b64(cut_at_nul(raw))
+        return hit
 
     def _block(self, rec: memoryview) -> msgspec.Struct:
-        _, pid, ppid, flags, path_len, start, pstart, cgid, comm, ino, dev, code = _BLOCK.unpack_from(rec)
+        typ, pid, ppid, flags, path_len, start, pstart, cgid, comm, ino, dev, code = _BLOCK.unpack_from(rec)
+        if typ != RecordType.BLOCK:
+            raise RecordError(typ, len(rec), "no decoder for this record type")
         exec_id = f"{pid}:{start}"
         parent_id = f"{ppid}:{pstart}"
-        cg, cg_b64 = self.cgroups.get(cgid)
-        comm, comm_b64 = text_b64(comm.partition(b"\0")[0])
-        path = path_b64 = UNSET
-        if path_len:
-            path, path_b64 = text_b64(_tail(rec, _BLOCK_SIZE, path_len, RecordType.BLOCK))
+        comm, comm_b64 = self._comms.get(comm) or self._comm(comm)
+        path, path_b64 = _tail_text(rec, _BLOCK_SIZE, path_len, RecordType.BLOCK) if path_len else _NO_TEXT
         try:
             action = _ACTIONS[code]
         except IndexError:
             raise RecordError(RecordType.BLOCK, len(rec), f"action code {code} unknown") from None
-        return BlockEvent(
-            pid=pid, ppid=ppid, start_time=start, exec_id=exec_id, trace_id=exec_id, parent_start_time=pstart,
-            parent_exec_id=parent_id, parent_trace_id=parent_id, cgid=cgid, cgroup_path=cg,
-            cgroup_path_b64=cg_b64, comm=comm, comm_b64=comm_b64, path=path, path_b64=path_b64,
-            action=action, ino=ino, dev=dev, path_truncated=True if flags & _TRUNCATED else UNSET)
+        return BlockEvent(pid, ppid, start, exec_id, exec_id, pstart, parent_id, parent_id, cgid,
+                          *self.cgroups.get(cgid), comm, comm_b64, path, path_b64, UNSET, UNSET, action, ino, dev,
+                          True if flags & _TRUNCATED else UNSET)
 
     def _exec(self, rec: memoryview) -> msgspec.Struct:
         values = _EXEC.unpack_from(rec)
-        _, pid, ppid, flags, path_len, start, pstart, cgid, comm, ino, dev, count = values[:_ANCESTORS]
+        typ, pid, ppid, flags, path_len, start, pstart, cgid, comm, ino, dev, count = values[:_ANCESTORS]
+        if typ != RecordType.EXEC:
+            raise RecordError(typ, len(rec), "no decoder for this record type")
         exec_id = f"{pid}:{start}"
         parent_id = f"{ppid}:{pstart}"
-        cg, cg_b64 = self.cgroups.get(cgid)
-        comm, comm_b64 = text_b64(comm.partition(b"\0")[0])
-        path = path_b64 = UNSET
-        if path_len:
-            path, path_b64 = text_b64(_tail(rec, _EXEC_SIZE, path_len, RecordType.EXEC))
-        ancestors = list(values[_ANCESTORS:_ANCESTORS + min(count, 8)])
-        return ExecEvent(
-            pid=pid, ppid=ppid, start_time=start, exec_id=exec_id, trace_id=exec_id, parent_start_time=pstart,
-            parent_exec_id=parent_id, parent_trace_id=parent_id, cgid=cgid, cgroup_path=cg,
-            cgroup_path_b64=cg_b64, comm=comm, comm_b64=comm_b64, path=path, path_b64=path_b64, ino=ino,
-            dev=dev, ancestors=ancestors, path_truncated=True if flags & _TRUNCATED else UNSET)
+        comm, comm_b64 = self._comms.get(comm) or self._comm(comm)
+        path, path_b64 = _tail_text(rec, _EXEC_SIZE, path_len, RecordType.EXEC) if path_len else _NO_TEXT
+        ancestors = list(values[_ANCESTORS:_ANCESTORS + min(count, ANCESTORS_MAX)])
+        return ExecEvent(pid, ppid, start, exec_id, exec_id, pstart, parent_id, parent_id, cgid,
+                         *self.cgroups.get(cgid), comm, comm_b64, path, path_b64, ino, dev, ancestors,
+                         True if flags & _TRUNCATED else UNSET)
 
     def _exec_argv(self, rec: memoryview) -> msgspec.Struct:
-        _, pid, start, argc, args_len, _flags = _ARGV.unpack_from(rec)
+        typ, pid, start, argc, args_len, _flags = _ARGV.unpack_from(rec)
+        if typ != RecordType.EXEC_ARGV:
+            raise RecordError(typ, len(rec), "no decoder for this record type")
         end = _ARGV_SIZE + args_len
         if len(rec) < end:
             raise RecordError(RecordType.EXEC_ARGV, len(rec), f"args of {args_len} bytes run past the record")
         # The argument area is "arg0\0arg1\0...": a last piece without its NUL was cut mid-argument
         # and is dropped, so a short argv (len < argc) always means truncation and never a wrong value.
         pieces = bytes(rec[_ARGV_SIZE:end]).split(b"\0")
-        args = pieces[:-1][:argc]
-        argv, b64 = argv_b64(args)
+        argv, b64 = argv_b64(pieces[:-1][:argc])
         exec_id = f"{pid}:{start}"
-        return ExecArgvEvent(pid=pid, start_time=start, exec_id=exec_id, trace_id=exec_id, argc=argc,
-                             argv=argv, argv_b64=b64)
+        return ExecArgvEvent(pid, start, exec_id, exec_id, argc, argv, b64)

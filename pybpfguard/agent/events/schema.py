@@ -15,11 +15,11 @@ import argparse
 import functools
 import json
 from importlib import resources
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 
-from pybpfguard.agent.events.model import EVENT_TYPES, Event
+from pybpfguard.agent.events.model import EVENT_TYPES, strict_class
 
 SCHEMA_NAME = "event-schema.json"
 SCHEMA_ID = "https://pybpfguard.invalid/event-schema.json"
@@ -48,7 +48,8 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 
 def build_schema() -> dict[str, Any]:
     """The schema as a dict, from the event Structs (msgspec's schema, re-keyed by JSON type)."""
-    components = msgspec.json.schema(Event)["$defs"]
+    strict = [strict_class(cls) for cls in EVENT_TYPES]
+    components = msgspec.json.schema(Union[tuple(strict)])["$defs"]  # noqa: UP007
     by_class = {cls.__name__: cls.__struct_config__.tag for cls in EVENT_TYPES}
     helpers = {name: body for name, body in components.items() if name not in by_class}
     defs: dict[str, Any] = {}
