@@ -1,0 +1,44 @@
+"""The BPF LSM tier: every test in this folder runs inside one QEMU guest with a stock kernel.
+
+On the host (which refuses LSM programs) each collected test is replaced by an item that reports the
+guest's verdict for the same node id; the first one boots the guest once and runs all of them there
+(tests/vm/pytest_items.py). Inside the guest (``PYBPFGUARD_IN_VM=1``) the tests run as ordinary tests
+with the shared fixtures of tests/conftest.py. See tests/vm/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+IN_VM = os.environ.get("PYBPFGUARD_IN_VM") == "1"
+LSM_DIR = Path(__file__).resolve().parent
+
+if not IN_VM:
+    # tests/ is importable as a root for the vm package under pytest's default import mode already;
+    # this keeps it so under --import-mode=importlib.
+    _tests_dir = str(LSM_DIR.parent)
+    if _tests_dir not in sys.path:
+        sys.path.insert(0, _tests_dir)
+    from vm.pytest_items import GuestTestItem, replace_with_guest_items, summary_line
+
+    @pytest.hookimpl(trylast=True)  # after -k/-m deselection: the guest runs exactly what was selected
+    def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+        replace_with_guest_items(config, items, under=LSM_DIR)
+
+    def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+        line = summary_line(config)
+        if line is not None:
+            terminalreporter.write_line(line)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(item: pytest.Item, call):  # type: ignore[no-untyped-def]
+        outcome = yield
+        report = outcome.get_result()
+        if isinstance(item, GuestTestItem) and report.skipped and isinstance(report.longrepr, tuple):
+            # Point a guest skip at the test, not at the host item's pytest.skip() call.
+            path, lineno, _ = item.location
+            report.longrepr = (path, (lineno or 0) + 1, report.longrepr[2])
