@@ -306,6 +306,7 @@ class Scalar:
         self.name = kind
         self.size = self.align = size
         self._struct = struct.Struct((">" if big else "<") + code)
+        self._order, self._code = (">" if big else "<"), code
         self._lo, self._hi = _int_range(kind)
 
     def pack(self, value: int) -> bytes:
@@ -315,6 +316,17 @@ class Scalar:
 
     def pack_into(self, buf: Any, offset: int, value: int) -> None:
         self._struct.pack_into(buf, offset, value)
+
+    def pack_many(self, values: Sequence[int]) -> bytes:
+        """``len(values) * size`` bytes in one ``struct`` call (batch buffers); LayoutError names a bad value."""
+        try:
+            return struct.pack(f"{self._order}{len(values)}{self._code}", *values)
+        except struct.error:
+            return b"".join(map(self.pack, values))  # raises LayoutError for the first value that does not fit
+
+    def unpack_many(self, data: bytes | bytearray | memoryview, count: int) -> list[int]:
+        """The first *count* values packed back to back in *data*."""
+        return list(struct.unpack_from(f"{self._order}{count}{self._code}", data))
 
     def unpack(self, data: bytes | bytearray | memoryview) -> int:
         if len(data) != self.size:

@@ -94,29 +94,60 @@ class BpfMapInfo(ctypes.Structure):
     ]
 
 
-def _elem(cmd: BpfCmd, fd: Fd, key: Buffer | None, value: Buffer | None, flags: int, what: str) -> None:
-    attr = MapElemAttr(map_fd=fd.raw, key=ptr(key), value=ptr(value), flags=flags)
-    bpf(cmd, attr, hint=what)
+class ElemCall:
+    """One map's element commands with a key buffer, a value buffer and an attr built once (the hot path).
 
+    Not thread-safe: the caller serialises calls (``Map`` holds a lock). *fd* is borrowed and must outlive
+    this object. ``key``/``value`` are bytes of exactly the map's sizes (None for keyless maps); results are
+    the bytes the kernel wrote into the value buffer.
+    """
 
-def map_lookup_elem(fd: Fd, key: Buffer | None, value: Buffer, flags: int = 0, what: str = "") -> None:
-    """BPF_MAP_LOOKUP_ELEM: copy the value for *key* into *value*. ENOENT raises KeyNotFoundError."""
-    _elem(BpfCmd.BPF_MAP_LOOKUP_ELEM, fd, key, value, flags, what)
+    __slots__ = ("_attr", "_key", "_value", "_value_addr", "what")
 
+    def __init__(self, fd: Fd, key_size: int, value_size: int, what: str) -> None:
+        self._key = ctypes.create_string_buffer(max(key_size, 1))
+        self._value = ctypes.create_string_buffer(max(value_size, 1))
+        self._value_addr = ctypes.addressof(self._value)
+        self._attr = MapElemAttr(map_fd=fd.raw)
+        self.what = what
 
-def map_update_elem(fd: Fd, key: Buffer | None, value: Buffer, flags: int = 0, what: str = "") -> None:
-    """BPF_MAP_UPDATE_ELEM with *flags* (BPF_ANY/BPF_NOEXIST/BPF_EXIST, BPF_F_LOCK)."""
-    _elem(BpfCmd.BPF_MAP_UPDATE_ELEM, fd, key, value, flags, what)
+    def _call(
+        self, cmd: BpfCmd, key: bytes | None, value: bytes | None, flags: int, *, uses_value: bool = True
+    ) -> None:
+        attr = self._attr
+        # The kernel refuses non-zero attr bytes past a command's last field (CHECK_ATTR): delete has no value.
+        attr.value = self._value_addr if uses_value else 0
+        if key is None:
+            attr.key = 0
+        else:
+            self._key.raw = key
+            attr.key = ctypes.addressof(self._key)
+        if value is not None:
+            self._value.raw = value
+        attr.flags = flags
+        bpf(cmd, attr, hint=self.what)
 
+    def lookup(self, key: bytes | None, flags: int = 0) -> bytes:
+        """BPF_MAP_LOOKUP_ELEM; KeyNotFoundError if absent."""
+        self._call(BpfCmd.BPF_MAP_LOOKUP_ELEM, key, None, flags)
+        return self._value.raw
 
-def map_delete_elem(fd: Fd, key: Buffer, what: str = "") -> None:
-    """BPF_MAP_DELETE_ELEM. ENOENT raises KeyNotFoundError; arrays refuse with EINVAL."""
-    _elem(BpfCmd.BPF_MAP_DELETE_ELEM, fd, key, None, 0, what)
+    def update(self, key: bytes | None, value: bytes, flags: int = 0) -> None:
+        """BPF_MAP_UPDATE_ELEM with *flags*."""
+        self._call(BpfCmd.BPF_MAP_UPDATE_ELEM, key, value, flags)
 
+    def peek(self, value: bytes) -> None:
+        """BPF_MAP_LOOKUP_ELEM with no key and *value* as input (BLOOM_FILTER); ENOENT if absent."""
+        self._call(BpfCmd.BPF_MAP_LOOKUP_ELEM, None, value, 0)
 
-def map_lookup_and_delete_elem(fd: Fd, key: Buffer | None, value: Buffer, flags: int = 0, what: str = "") -> None:
-    """BPF_MAP_LOOKUP_AND_DELETE_ELEM (hash types since Linux 5.14; queue/stack pop)."""
-    _elem(BpfCmd.BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, key, value, flags, what)
+    def lookup_and_delete(self, key: bytes | None, flags: int = 0) -> bytes:
+        """BPF_MAP_LOOKUP_AND_DELETE_ELEM."""
+        self._call(BpfCmd.BPF_MAP_LOOKUP_AND_DELETE_ELEM, key, None, flags)
+        return self._value.raw
+
+    def delete(self, key: bytes) -> None:
+        """BPF_MAP_DELETE_ELEM."""
+        self._call(BpfCmd.BPF_MAP_DELETE_ELEM, key, None, 0, uses_value=False)
 
 
 def map_get_next_key(fd: Fd, key: Buffer | None, next_key: Buffer, what: str = "") -> bool:

@@ -68,14 +68,11 @@ def lookup_batch(m: Map, *, chunk: int = 0, delete: bool = False) -> list[tuple[
         if err is not None and err.errno != errno.ENOENT:
             raise err
         kraw, vraw = keys.raw, values.raw
-        for i in range(done):
-            v = vraw[i * vsize : (i + 1) * vsize]
-            out.append(
-                (
-                    kcodec.decode(kraw[i * ksize : (i + 1) * ksize]),
-                    int.from_bytes(v, "little") if inner_ids else vcodec.decode(v),
-                )
-            )
+        if inner_ids:
+            got_values: list[Any] = [int.from_bytes(vraw[i : i + 4], "little") for i in range(0, done * 4, 4)]
+        else:
+            got_values = vcodec.decode_many(vraw, done)
+        out.extend(zip(kcodec.decode_many(kraw, done), got_values, strict=True))
         if err is not None:  # ENOENT: the walk reached the end
             return out
         in_batch = out_batch

@@ -62,12 +62,27 @@ class ElemCodec:
 
     def encode_many(self, items: Sequence[Any]) -> bytes:
         """``len(items) * size`` contiguous bytes, for batch buffers."""
-        if self._int is not None and items and isinstance(items[0], int):
+        if isinstance(self.layout, Scalar) and all(type(x) is int for x in items):
+            try:
+                return self.layout.pack_many(items)
+            except LayoutError as err:
+                raise LayoutError(f"{self.what}: {err}") from err
+        if self._int is not None and all(type(x) is int for x in items):
             try:
                 return struct.pack(f"<{len(items)}{self._int.format[1:]}", *items)
             except struct.error:
-                pass  # not all ints, or one out of range: the per-item path names the culprit
+                pass  # one out of range: the per-item path names the culprit
         return b"".join(map(self.encode, items))
+
+    def decode_many(self, raw: bytes, count: int) -> list[Any]:
+        """The first *count* keys or values packed back to back in *raw*."""
+        if isinstance(self.layout, Scalar):
+            return self.layout.unpack_many(raw, count)
+        size = self.size
+        if self.layout is None:
+            return [raw[i : i + size] for i in range(0, count * size, size)]
+        unpack_from = self.layout.unpack_from
+        return [unpack_from(raw, i) for i in range(0, count * size, size)]
 
 
 class PerCpuCodec:
@@ -96,3 +111,7 @@ class PerCpuCodec:
 
     def encode_many(self, items: Sequence[Any]) -> bytes:
         return b"".join(map(self.encode, items))
+
+    def decode_many(self, raw: bytes, count: int) -> list[list[Any]]:
+        size = self.size
+        return [self.decode(raw[i : i + size]) for i in range(0, count * size, size)]

@@ -26,7 +26,7 @@ import ctypes
 from collections.abc import Iterator
 
 from pybpfguard.bpf._sys import Fd
-from pybpfguard.bpf._sys.maps import map_get_next_key, map_lookup_elem
+from pybpfguard.bpf._sys.maps import ElemCall, map_get_next_key
 from pybpfguard.bpf.errors import KeyNotFoundError
 from pybpfguard.bpf.maps.errors import IterationAbortedError
 from pybpfguard.bpf.maps.spec import MapSpec
@@ -38,9 +38,7 @@ class _Walker:
     """State of one walk over the map behind *fd* (borrowed)."""
 
     def __init__(self, fd: Fd, spec: MapSpec, value_bytes: int, what: str) -> None:
-        self.fd = fd
-        self.what = what
-        self.value = ctypes.create_string_buffer(value_bytes)
+        self.call = ElemCall(fd, spec.key_size, value_bytes, what)
         self.size = spec.key_size
 
     def buf(self, key: bytes) -> Buf:
@@ -48,7 +46,7 @@ class _Walker:
 
     def exists(self, key: bytes) -> bool:
         try:
-            map_lookup_elem(self.fd, self.buf(key), self.value, 0, self.what)
+            self.call.lookup(key)
         except KeyNotFoundError:
             return False
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import mmap as _mmap
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ class Map:
     is KeyNotFoundError (a KeyError with errno ENOENT).
     """
 
-    __slots__ = ("_fd", "_key", "_keybuf_size", "_value", "_what", "ncpus", "spec")
+    __slots__ = ("_call", "_fd", "_key", "_keybuf_size", "_lock", "_value", "_what", "ncpus", "spec")
 
     def __init__(self, fd: _sys.Fd, spec: MapSpec) -> None:
         """Take ownership of *fd*, a map described by *spec* (not checked: use the class methods)."""
@@ -52,6 +53,8 @@ class Map:
         self.ncpus = possible_cpus() if spec.percpu else 1
         self._value: ElemCodec | PerCpuCodec = PerCpuCodec(value, self.ncpus) if spec.percpu else value
         self._keybuf_size = max(spec.key_size, 1)
+        self._call = _m.ElemCall(fd, spec.key_size, self._value.size, self._what)
+        self._lock = threading.Lock()  # guards _call's reused buffers
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -130,23 +133,20 @@ class Map:
         """The kernel's view (id, name, type, sizes, flags) via BPF_OBJ_GET_INFO_BY_FD."""
         return MapInfo.from_kernel(_m.map_get_info(self._fd, self._what))
 
-    # -- buffers -----------------------------------------------------------------------------------------
-    def _keybuf(self, key: Any) -> ctypes.Array[ctypes.c_char] | None:
+    # -- encoding ----------------------------------------------------------------------------------------
+    def _keybytes(self, key: Any) -> bytes | None:
         if not self.spec.key_size:
             if key is not None:
                 raise MapSpecError(self.name, "key", f"{self.spec.type.short} has no keys; pass None")
             return None
-        raw = self._key.encode(key)
-        return ctypes.create_string_buffer(raw, len(raw))
+        return self._key.encode(key)
 
-    def _valuebuf(self, value: Any) -> ctypes.Array[ctypes.c_char]:
+    def _valuebytes(self, value: Any) -> bytes:
         if self.spec.type in MAP_IN_MAP_TYPES:
             value = _inner_fd(value)
-        raw = self._value.encode(value)
-        return ctypes.create_string_buffer(raw, len(raw))
+        return self._value.encode(value)
 
-    def _decode(self, buf: ctypes.Array[ctypes.c_char]) -> Any:
-        raw = buf.raw
+    def _decode(self, raw: bytes) -> Any:
         if self.spec.type in MAP_IN_MAP_TYPES:
             return int.from_bytes(raw, "little")  # the inner map id
         return self._value.decode(raw)
@@ -154,9 +154,10 @@ class Map:
     # -- element commands --------------------------------------------------------------------------------
     def lookup_elem(self, key: Any, flags: int = 0) -> Any:
         """BPF_MAP_LOOKUP_ELEM: the value for *key*; KeyNotFoundError if absent."""
-        out = ctypes.create_string_buffer(self._value.size)
-        _m.map_lookup_elem(self._fd, self._keybuf(key), out, flags, self._what)
-        return self._decode(out)
+        raw_key = self._keybytes(key)
+        with self._lock:
+            raw = self._call.lookup(raw_key, flags)
+        return self._decode(raw)
 
     def get(self, key: Any, default: Any = None) -> Any:
         """Like :meth:`lookup_elem`, returning *default* when the key is absent."""
@@ -168,19 +169,22 @@ class Map:
     def update_elem(self, key: Any, value: Any, flags: int = UpdateFlags.BPF_ANY) -> None:
         """BPF_MAP_UPDATE_ELEM with *flags* BPF_ANY, BPF_NOEXIST (EEXIST if present), BPF_EXIST (ENOENT if
         absent), optionally | BPF_F_LOCK. A full hash map raises NoSpaceError (E2BIG); a frozen map EPERM."""
-        _m.map_update_elem(self._fd, self._keybuf(key), self._valuebuf(value), flags, self._what)
+        raw_key, raw_value = self._keybytes(key), self._valuebytes(value)
+        with self._lock:
+            self._call.update(raw_key, raw_value, flags)
 
     def delete_elem(self, key: Any) -> None:
         """BPF_MAP_DELETE_ELEM; KeyNotFoundError if absent (arrays refuse with EINVAL)."""
-        buf = self._keybuf(key)
-        assert buf is not None  # keyless maps have no delete
-        _m.map_delete_elem(self._fd, buf, self._what)
+        raw_key = self._key.encode(key)
+        with self._lock:
+            self._call.delete(raw_key)
 
     def lookup_and_delete_elem(self, key: Any, flags: int = 0) -> Any:
         """BPF_MAP_LOOKUP_AND_DELETE_ELEM: remove *key* and return its value (hash types, Linux 5.14)."""
-        out = ctypes.create_string_buffer(self._value.size)
-        _m.map_lookup_and_delete_elem(self._fd, self._keybuf(key), out, flags, self._what)
-        return self._decode(out)
+        raw_key = self._keybytes(key)
+        with self._lock:
+            raw = self._call.lookup_and_delete(raw_key, flags)
+        return self._decode(raw)
 
     def get_next_key(self, key: Any = None) -> Any:
         """BPF_MAP_GET_NEXT_KEY: the key after *key* (the first key for None), or None at the end.
@@ -189,20 +193,25 @@ class Map:
         walking by hand restarts silently. :meth:`keys` detects and handles that.
         """
         out = ctypes.create_string_buffer(self._keybuf_size)
-        cur = self._keybuf(key) if key is not None else None
+        raw = self._keybytes(key) if key is not None else None
+        cur = ctypes.create_string_buffer(raw, len(raw)) if raw is not None else None
         if not _m.map_get_next_key(self._fd, cur, out, self._what):
             return None
         return self._key.decode(out.raw)
 
     def push_elem(self, value: Any) -> None:
         """Add *value* to a BLOOM_FILTER (BPF_MAP_UPDATE_ELEM with no key; like bpf_map_push_elem)."""
-        _m.map_update_elem(self._fd, None, self._valuebuf(value), 0, self._what)
+        raw_value = self._valuebytes(value)
+        with self._lock:
+            self._call.update(None, raw_value, 0)
 
     def peek_elem(self, value: Any) -> bool:
         """Whether a BLOOM_FILTER may contain *value* (BPF_MAP_LOOKUP_ELEM with no key; false positives
         possible, false negatives not)."""
+        raw_value = self._valuebytes(value)
         try:
-            _m.map_lookup_elem(self._fd, None, self._valuebuf(value), 0, self._what)
+            with self._lock:
+                self._call.peek(raw_value)
         except KeyNotFoundError:
             return False
         return True
