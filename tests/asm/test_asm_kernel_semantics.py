@@ -4,13 +4,11 @@ Documentation/bpf/standardization/instruction-set.rst, modelled here in Python."
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 
 import pytest
 
 from pybpfguard.bpf._sys import map_create
-from pybpfguard.bpf._sys.maps import map_update_elem
 from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R6, R10, Insn, assemble, decode
 
 pytestmark = pytest.mark.kernel
@@ -251,10 +249,9 @@ def test_far_conditional_jump_relaxed_to_gotol_runs_both_ways(run_filter):
 def test_map_fd_and_map_value_pseudo_loads_reach_the_map(run_filter):
     BPF_MAP_TYPE_ARRAY = 2  # include/uapi/linux/bpf.h: enum bpf_map_type
     with map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1, map_name=b"asm_test") as fd:
-        key = ctypes.create_string_buffer((0).to_bytes(4, "little"), 4)
-        map_update_elem(fd, key, ctypes.create_string_buffer((0x5A5A).to_bytes(8, "little"), 8))
-        via_value = [Insn.ld_map_value(R1, fd.raw, 0), Insn.ldx_mem(BPF_W, R0, R1, 0), Insn.exit()]
-        assert run_filter(via_value) == 0x5A5A
+        # one program writes through the map_value address, a second reads it back through lookup_elem
+        write = [Insn.ld_map_value(R1, fd.raw, 4), Insn.st_mem(BPF_W, R1, 0, 0x5A5A), Insn.mov64_imm(R0, 0)]
+        assert run_filter([*write, Insn.exit()]) == 0
         text = f"""
         *(u32 *)(r10 - 4) = 0
         r2 = r10
@@ -262,7 +259,7 @@ def test_map_fd_and_map_value_pseudo_loads_reach_the_map(run_filter):
         r1 = map_fd({fd.raw}) ll
         call bpf_map_lookup_elem
         if r0 == 0 goto out
-        r0 = *(u32 *)(r0 + 0)
+        r0 = *(u32 *)(r0 + 4)
         out:
         exit
         """

@@ -41,20 +41,31 @@ _GOTOL = op.BPF_JMP32 | op.BPF_JA
 _JA = op.BPF_JMP | op.BPF_JA
 
 
-def ref_kind(insn: Insn) -> int | None:
-    """How *insn* refers to another instruction (_IN_OFF, _IN_IMM, _IN_IMM64) or None."""
-    code = insn.code
-    cls = code & 0x07
-    if cls in _JMP_CLASSES:
+_BY_SRC = -1  # call and ld_imm64: the kind depends on src_reg
+
+
+def _kind_of_code(code: int) -> int | None:
+    if code & 0x07 in _JMP_CLASSES:
         jop = code & 0xF0
         if jop == op.BPF_EXIT:
             return None
         if jop == op.BPF_CALL:
-            return _IN_IMM if insn.src_reg == op.BPF_PSEUDO_CALL else None
+            return _BY_SRC
         return _IN_IMM if code == _GOTOL else _IN_OFF
-    if code == op.LD_IMM64 and insn.src_reg == op.BPF_PSEUDO_FUNC:
-        return _IN_IMM64
-    return None
+    return _BY_SRC if code == op.LD_IMM64 else None
+
+
+_KIND = tuple(_kind_of_code(code) for code in range(256))
+
+
+def ref_kind(insn: Insn) -> int | None:
+    """How *insn* refers to another instruction (_IN_OFF, _IN_IMM, _IN_IMM64) or None."""
+    kind = _KIND[insn.code & 0xFF]
+    if kind != _BY_SRC:
+        return kind
+    if insn.code == op.LD_IMM64:
+        return _IN_IMM64 if insn.src_reg == op.BPF_PSEUDO_FUNC else None
+    return _IN_IMM if insn.src_reg == op.BPF_PSEUDO_CALL else None
 
 
 def _raw_distance(insn: Insn, kind: int) -> int:
@@ -68,26 +79,34 @@ def _raw_distance(insn: Insn, kind: int) -> int:
 def _resolve(prog: list[Insn]) -> tuple[list[int], list[int | None], list[int | None], dict[int, int]]:
     """Return per instruction (size in slots, reference kind, target insn index), and the extra slot
     distance of raw offsets that leave the program (index -> slots past the end or before the start)."""
-    sizes = [2 if insn.code == op.LD_IMM64 else 1 for insn in prog]
-    labels: dict[str, int] = {}
-    for i, insn in enumerate(prog):
-        for label in insn.labels:
-            first = labels.setdefault(label, i)
-            if first != i:
-                raise DuplicateLabel(i, label, first)
+    sizes: list[int] = []
+    starts: list[int] = []
     kinds: list[int | None] = []
+    labels: dict[str, int] = {}
+    slot = 0
+    kind_of = _KIND
+    for i, insn in enumerate(prog):
+        code = insn.code
+        starts.append(slot)
+        if code == op.LD_IMM64:
+            sizes.append(2)
+            slot += 2
+        else:
+            sizes.append(1)
+            slot += 1
+        kind = kind_of[code & 0xFF]
+        kinds.append(kind if kind != _BY_SRC else ref_kind(insn))
+        if insn.labels:
+            for label in insn.labels:
+                first = labels.setdefault(label, i)
+                if first != i:
+                    raise DuplicateLabel(i, label, first)
     targets: list[int | None] = []
     extras: dict[int, int] = {}
     slot_to_index: dict[int, int] | None = None
-    slot = 0
-    starts: list[int] = []
-    for size in sizes:
-        starts.append(slot)
-        slot += size
     total = slot
     for i, insn in enumerate(prog):
-        kind = ref_kind(insn)
-        kinds.append(kind)
+        kind = kinds[i]
         if kind is None:
             targets.append(None)
         elif insn.target is not None:

@@ -43,6 +43,11 @@ _TGT = rf"(?:{_NUM}|{_LABEL})"
 _MEM = rf"\(\s*r(\d+)\s*(?:([+-])\s*({_NUM}))?\s*\)"
 _SIZE = r"\(\s*([us])(8|16|32|64)\s*\*\s*\)"
 
+# fast paths for the commonest shapes (one regex, one groups() call); anything unusual falls through to
+# the general parser, which also produces the errors
+_RE_FAST_ALU = re.compile(rf"([rw])(\d+)\s*(s>>=|s/=|s%=|<<=|>>=|[-+*/|&^%]=|=)\s*(?:([rw])(\d+)|({_NUM}))$")
+_RE_FAST_LOAD = re.compile(r"r(\d+)\s*=\s*\*\(u(8|16|32|64) \*\)\(r(\d+) ([+-]) (\d+)\)$")
+_RE_FAST_STORE = re.compile(r"\*\(u(8|16|32|64) \*\)\(r(\d+) ([+-]) (\d+)\)\s*=\s*r(\d+)$")
 _RE_LABEL = re.compile(rf"\s*({_LABEL})\s*:")
 _RE_ASSIGN = re.compile(r"([rw])(\d+)\s*(s>>=|s/=|s%=|<<=|>>=|[-+*/|&^%]=|=)\s*")
 _RE_IF = re.compile(rf"if\s+([rw])(\d+)\s*(s[<>]=?|[<>]=?|==|!=|&)\s*(?:([rw])(\d+)|({_NUM}))\s+goto\s+({_TGT})$")
@@ -338,9 +343,58 @@ def _atomic_size(sign: str, bits: str) -> int:
     return _SIZES[bits]
 
 
+def _fast(stmt: str) -> Insn | None:
+    """The commonest shapes without the general parser's checks; None when in doubt."""
+    m = _RE_FAST_ALU.match(stmt)
+    if m is not None:
+        p, d, sym, q, s, num = m.groups()
+        dst = int(d)
+        if dst > 10:
+            return None
+        code, off = _FAST_OPS[sym]
+        code |= op.BPF_ALU64 if p == "r" else op.BPF_ALU
+        if q is not None:
+            src = int(s)
+            if q != p or src > 10:
+                return None
+            return Insn(code | op.BPF_X, dst, src, off, 0)
+        try:
+            imm = int(num)
+        except ValueError:  # hex: the general parser
+            return None
+        if not -0x80000000 <= imm <= 0xFFFFFFFF:
+            return None
+        return Insn(code, dst, 0, off, imm - 0x100000000 if imm > 0x7FFFFFFF else imm)
+    if stmt[0] == "r":
+        m = _RE_FAST_LOAD.match(stmt)
+        if m is not None:
+            d, bits, b, sign, o = m.groups()
+            dst, base, off = int(d), int(b), int(o)
+            if dst > 10 or base > 10 or off > 0x7FFF:
+                return None
+            return Insn(op.BPF_LDX | op.BPF_MEM | _SIZES[bits], dst, base, -off if sign == "-" else off)
+        return None
+    m = _RE_FAST_STORE.match(stmt)
+    if m is not None:
+        bits, b, sign, o, sr = m.groups()
+        base, src, off = int(b), int(sr), int(o)
+        if src > 10 or base > 10 or off > 0x7FFF:
+            return None
+        return Insn(op.BPF_STX | op.BPF_MEM | _SIZES[bits], base, src, -off if sign == "-" else off)
+    return None
+
+
+_FAST_OPS = {sym: (code, 1 if sym in ("s/=", "s%=") else 0) for sym, code in _ASSIGN_OPS.items()}
+_FAST_OPS["="] = (op.BPF_MOV, 0)
+
+
 def _parse_statement(stmt: str) -> Insn:
     """One instruction (no label, no comment, stripped) -> Insn. Raises _Fail."""
     first = stmt[0]
+    if first in "rw*":
+        insn = _fast(stmt)
+        if insn is not None:
+            return insn
     if first in "rw":
         m = _RE_ASSIGN.match(stmt)
         if m:
@@ -424,6 +478,12 @@ def _parse_statement(stmt: str) -> Insn:
     raise _Fail("unrecognised instruction")
 
 
+# statement text -> Insn: generated programs repeat many lines (spills, calls, exits), and an Insn is an
+# immutable value, so a parsed line is reused; bounded so a long-lived process does not grow without end
+_cache: dict[str, Insn] = {}
+_CACHE_MAX = 8192
+
+
 def _strip_comment(line: str) -> str:
     for mark in ("#", "//"):
         cut = line.find(mark)
@@ -439,45 +499,59 @@ def parse(text: str) -> list[Insn]:
     a duplicate label or a label with no instruction after it.
     """
     insns: list[Insn] = []
+    append = insns.append
     pending: list[str] = []
     seen: dict[str, int] = {}
     pending_line = 0
+    cache = _cache
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = _strip_comment(raw) if ("#" in raw or "/" in raw) else raw
-        pos = 0
-        while True:
-            m = _RE_LABEL.match(line, pos)
-            if m is None:
-                break
-            label = m.group(1)
-            if label in seen:
-                raise AsmSyntaxError(
-                    lineno, m.start(1) + 1, f"label {label!r} already defined on line {seen[label]}", raw
-                )
-            seen[label] = lineno
-            pending.append(label)
-            pending_line = lineno
-            pos = m.end()
-        stmt = line[pos:].strip()
+        stmt = raw.strip()
         if not stmt:
             continue
+        if "#" in stmt or "/" in stmt:
+            stmt = _strip_comment(stmt).rstrip()
+            if not stmt:
+                continue
+        if ":" in stmt:
+            stmt = _take_labels(stmt, raw, lineno, seen, pending)
+            pending_line = lineno
+            if not stmt:
+                continue
         if stmt[0] == ".":  # assembler directives (.text, .globl ...) carry no instruction
             continue
-        try:
-            insn = _parse_statement(stmt)
-        except _Fail as err:
-            col = len(line) - len(line[pos:].lstrip()) + 1 + err.col
-            raise AsmSyntaxError(lineno, col, err.message, raw) from None
-        except ValueError as err:  # a malformed number slipping past a pattern
-            col = len(line) - len(line[pos:].lstrip()) + 1
-            raise AsmSyntaxError(lineno, col, str(err), raw) from None
+        insn = cache.get(stmt)
+        if insn is None:
+            try:
+                insn = _parse_statement(stmt)
+            except _Fail as err:
+                raise AsmSyntaxError(lineno, raw.find(stmt) + 1 + err.col, err.message, raw) from None
+            except ValueError as err:  # a malformed number slipping past a pattern
+                raise AsmSyntaxError(lineno, raw.find(stmt) + 1, str(err), raw) from None
+            if len(cache) < _CACHE_MAX:
+                cache[stmt] = insn
         if pending:
             insn = Insn(insn.code, insn.dst_reg, insn.src_reg, insn.off, insn.imm, tuple(pending), insn.target)
-            pending = []
-        insns.append(insn)
+            pending.clear()
+        append(insn)
     if pending:
         raise AsmSyntaxError(pending_line, 1, f"label {pending[-1]!r} is not followed by an instruction")
     return insns
+
+
+def _take_labels(stmt: str, raw: str, lineno: int, seen: dict[str, int], pending: list[str]) -> str:
+    """Move the ``name:`` labels at the start of *stmt* into *pending*; return the rest, stripped."""
+    pos = 0
+    while True:
+        m = _RE_LABEL.match(stmt, pos)
+        if m is None:
+            return stmt[pos:].strip()
+        label = m.group(1)
+        if label in seen:
+            col = raw.find(label) + 1
+            raise AsmSyntaxError(lineno, col, f"label {label!r} already defined on line {seen[label]}", raw)
+        seen[label] = lineno
+        pending.append(label)
+        pos = m.end()
 
 
 def assemble(text: str, isa: int = 4) -> bytes:
