@@ -147,3 +147,10 @@ def test_split_blob_continues_ids_and_string_offsets_of_its_base() -> None:
     assert [typ.id for typ in split] == [2, 3]
     with pytest.raises(TypeNotFoundError):
         split.type_by_id(4)
+
+
+def test_empty_file_is_a_format_error_naming_the_file(tmp_path) -> None:
+    empty = tmp_path / "empty.btf"
+    empty.write_bytes(b"")
+    with pytest.raises(BTFFormatError, match=f"{empty}: 0 bytes, shorter than the 24-byte header"):
+        Spec.load(empty)
