@@ -62,3 +62,11 @@ def test_null_for_an_absent_optional_field_is_refused(sample_events) -> None:
     block = next(ev for ev in sample_events if isinstance(ev, model.BlockEvent))
     with pytest.raises(EventSchemaError, match="None is not of type 'string'"):
         validate({**msgspec.to_builtins(block), "type": "block", "k8s_pod": None})
+
+
+def test_event_built_without_a_required_field_refuses_to_encode() -> None:
+    event = model.DiagEvent(diag_type=1)  # timestamp forgotten
+    assert event.timestamp is model.REQUIRED
+    with pytest.raises(TypeError, match="MissingRequiredField"):
+        LineEncoder().append(event, bytearray())
+    assert model.REQUIRED_FIELDS[model.DiagEvent] == ("diag_type", "timestamp")
