@@ -123,3 +123,15 @@ def test_global_function_with_scalar_args_is_verified_on_its_own_and_runs() -> N
         _sys.prog_load(BPF_PROG_TYPE_SOCKET_FILTER, code, b"GPL", **pbtf.prog_load_args()) as prog,
     ):
         assert _sys.prog_test_run(prog, PACKET).retval == 42
+
+
+@pytest.mark.kernel
+def test_program_load_takes_program_btf_through_the_loader_interface() -> None:
+    from pybpfguard.bpf.program import Program, ProgramSpec
+    from pybpfguard.bpf.types import ProgType
+
+    insns = sum_with_bpf_loop()
+    funcs = [FuncDecl("prog", 0, nargs=1), FuncDecl("add_index", slot_of(insns, "add_index"), nargs=2)]
+    spec = ProgramSpec("btf_loop", ProgType.BPF_PROG_TYPE_SOCKET_FILTER, insns)
+    with ProgramBTF.load(funcs) as pbtf, Program.load(spec, prog_btf=pbtf) as prog:
+        assert _sys.prog_test_run(prog.fd, PACKET).retval == 55
