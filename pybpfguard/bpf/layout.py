@@ -29,6 +29,8 @@ fields are zero). Example, the agent's inode key (REFERENCE.md §6.5)::
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -80,6 +82,7 @@ class _Codec:
     encode: Callable[[Any], Sequence[Any]]
     decode: Callable[[Sequence[Any]], Any]
     default: Callable[[], Any]
+    plain: bool = False  # a little-endian int: struct itself range-checks it, decode is the identity
 
 
 def _int_range(kind: str) -> tuple[int, int]:
@@ -130,8 +133,12 @@ class Layout:
             name,
             [(f.name, Any, msgspec.field(default_factory=c.default)) for f, c in zip(placed, codecs, strict=True)],
             frozen=True,
-            kw_only=True,
         )
+        # Fast path for structs of little-endian ints only (most keys): one attrgetter, one struct call,
+        # positional construction. Any struct.error falls back to the checked path, which names the field.
+        self._plain = all(c.plain for c in codecs)
+        names = [f.name for f in placed]
+        self._getter = operator.attrgetter(*names) if len(names) > 1 else (lambda v: (getattr(v, names[0]),))
 
     # -- declaration -------------------------------------------------------------------------------------
     def _compile(self, fname: str, ftype: str | Layout) -> tuple[_Codec, int, int]:
@@ -173,7 +180,7 @@ class Layout:
                 lambda a: int.from_bytes(a[0], "big"),
                 int,
             )
-        return _Codec(code, 1, lambda v: (check(v),), lambda a: a[0], int)
+        return _Codec(code, 1, lambda v: (check(v),), lambda a: a[0], int, plain=True)
 
     @staticmethod
     def _bytes(where: str, count: int, *, nul_padded: bool) -> _Codec:
@@ -251,6 +258,11 @@ class Layout:
 
     def pack(self, value: Any = None, /, **fields: Any) -> bytes:
         """Encode a value (or a mapping, or keyword fields) into exactly ``size`` bytes."""
+        if self._plain and type(value) is self.value_type:
+            try:
+                return self._struct.pack(*self._getter(value))
+            except (struct.error, TypeError):
+                pass  # the checked path below raises a LayoutError that names the field and its range
         try:
             return self._struct.pack(*self._flatten(self._coerce(value, fields)))
         except struct.error as err:  # a checked value should never get here; keep the layout's name
@@ -260,14 +272,35 @@ class Layout:
         """Encode *value* into writable *buf* at byte *offset* (for batch buffers)."""
         self._struct.pack_into(buf, offset, *self._flatten(self._coerce(value, {})))
 
+    def pack_many(self, values: Sequence[Any]) -> bytes:
+        """``len(values) * size`` bytes, the values packed back to back (batch buffers)."""
+        vt = self.value_type
+        if self._plain and all(type(v) is vt for v in values):
+            try:
+                return b"".join(itertools.starmap(self._struct.pack, map(self._getter, values)))
+            except (struct.error, TypeError):
+                pass  # the per-value path raises a LayoutError naming the field
+        return b"".join(map(self.pack, values))
+
+    def unpack_many(self, data: bytes | bytearray | memoryview, count: int) -> list[Any]:
+        """The first *count* values packed back to back in *data*."""
+        view = memoryview(data)[: count * self.size]
+        if self._plain:
+            return list(itertools.starmap(self.value_type, self._struct.iter_unpack(view)))
+        return [self._build(t) for t in self._struct.iter_unpack(view)]
+
     def unpack(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode exactly ``size`` bytes into a value; LayoutError if the length differs."""
         if len(data) != self.size:
             raise LayoutError(f"layout {self.name}: {len(data)} bytes, want {self.size}")
+        if self._plain:
+            return self.value_type(*self._struct.unpack(data))
         return self._build(self._struct.unpack(data))
 
     def unpack_from(self, data: Any, offset: int = 0) -> Any:
         """Decode ``size`` bytes of *data* starting at byte *offset*."""
+        if self._plain:
+            return self.value_type(*self._struct.unpack_from(data, offset))
         return self._build(self._struct.unpack_from(data, offset))
 
     # -- offsets for program generators ------------------------------------------------------------------

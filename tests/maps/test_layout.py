@@ -97,6 +97,8 @@ def test_pack_then_unpack_returns_the_same_value(case):
     buf = bytearray(layout.size + 3)
     layout.pack_into(buf, 3, value)
     assert layout.unpack_from(buf, 3) == value
+    many = layout.pack_many([value, value])
+    assert many == raw * 2 and layout.unpack_many(many, 2) == [value, value]
 
 
 def test_inode_key_is_16_bytes_with_dev_at_8_as_reference_6_5_says():
@@ -149,6 +151,13 @@ def test_omitted_fields_are_zero_and_values_are_hashable():
 def test_values_that_do_not_fit_raise_naming_layout_field_and_limit(layout, fields, match):
     with pytest.raises(LayoutError, match=match):
         layout.pack(**fields)
+
+
+def test_pack_many_names_the_field_of_a_value_that_does_not_fit():
+    with pytest.raises(LayoutError, match="field dev: -3 is not a u32"):
+        INODE_KEY.pack_many([INODE_KEY.value(ino=1), INODE_KEY.value(dev=-3)])
+    with pytest.raises(LayoutError, match="-1 is not a u16"):
+        Scalar("u16").pack_many([1, -1])
 
 
 def test_declaration_errors_name_the_layout_and_field():

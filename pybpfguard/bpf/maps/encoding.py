@@ -62,7 +62,7 @@ class ElemCodec:
 
     def encode_many(self, items: Sequence[Any]) -> bytes:
         """``len(items) * size`` contiguous bytes, for batch buffers."""
-        if isinstance(self.layout, Scalar) and all(type(x) is int for x in items):
+        if self.layout is not None and not any(isinstance(x, (bytes, bytearray, memoryview)) for x in items):
             try:
                 return self.layout.pack_many(items)
             except LayoutError as err:
@@ -76,13 +76,10 @@ class ElemCodec:
 
     def decode_many(self, raw: bytes, count: int) -> list[Any]:
         """The first *count* keys or values packed back to back in *raw*."""
-        if isinstance(self.layout, Scalar):
+        if self.layout is not None:
             return self.layout.unpack_many(raw, count)
         size = self.size
-        if self.layout is None:
-            return [raw[i : i + size] for i in range(0, count * size, size)]
-        unpack_from = self.layout.unpack_from
-        return [unpack_from(raw, i) for i in range(0, count * size, size)]
+        return [raw[i : i + size] for i in range(0, count * size, size)]
 
 
 class PerCpuCodec:
