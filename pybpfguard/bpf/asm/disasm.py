@@ -59,6 +59,7 @@ _PSEUDO_LD = {
 _PSEUDO_PAIR = {op.BPF_PSEUDO_MAP_VALUE, op.BPF_PSEUDO_MAP_IDX_VALUE, op.BPF_PSEUDO_BTF_ID}
 _ALU_OPS_VALID = set(_ALU_SYM) | {op.BPF_NEG, op.BPF_END}
 _COND_OPS = set(_JMP_SYM)
+_JMP_CLASSES = (op.BPF_JMP, op.BPF_JMP32)
 
 
 def _mem(base: int, off: int) -> str:
@@ -362,26 +363,33 @@ def disassemble(code: bytes | bytearray | memoryview, *, lenient: bool = False, 
     """
     decoded = list(_walk(code, lenient))
     names: dict[int, str] = {}
+    targets: list[int | None] = []
     if labels:
         starts = {d[0] for d in decoded}
-        for slot, c, _dst, src, off, imm, _ in decoded:
-            t = _target_slot(slot, c, src, off, imm)
+        # only jumps, calls and ld_imm64 can refer to a slot: skip the lookup for everything else
+        targets = [
+            _target_slot(slot, c, src, off, imm) if c & 0x07 in _JMP_CLASSES or c == op.LD_IMM64 else None
+            for slot, c, _dst, src, off, imm, _ in decoded
+        ]
+        for t in targets:
             if t is not None and t in starts:
                 names[t] = f"L{t}"
     lines: list[str] = []
-    for slot, c, dst, src, off, imm, reasons in decoded:
-        if slot in names:
-            lines.append(f"{names[slot]}:")
+    append = lines.append
+    for i, (slot, c, dst, src, off, imm, reasons) in enumerate(decoded):
         target = None
         if names:
-            t = _target_slot(slot, c, src, off, imm)
-            target = names.get(t) if t is not None else None
+            if slot in names:
+                append(f"{names[slot]}:")
+            t = targets[i]
+            if t is not None:
+                target = names.get(t)
         if reasons:
             try:
                 text = format_fields(c, dst, src, off, imm, target)
             except KeyError:
                 text = f"# code {c:#04x} dst_reg {dst} src_reg {src} off {off} imm {imm}"
-            lines.append(f"\t{text}  # invalid: {'; '.join(reasons)}")
+            append(f"\t{text}  # invalid: {'; '.join(reasons)}")
         else:
-            lines.append("\t" + format_fields(c, dst, src, off, imm, target))
+            append("\t" + format_fields(c, dst, src, off, imm, target))
     return "\n".join(lines) + "\n" if lines else ""
