@@ -80,11 +80,6 @@ def btf_info(kind: BtfKind, vlen: int = 0, kind_flag: bool = False) -> int:
     return (int(kind_flag) << 31) | (int(kind) << 24) | vlen
 
 
-def info_kind(info: int) -> int:
-    """The kind number in ``btf_type.info`` (BTF_INFO_KIND: bits 24-28)."""
-    return (info >> 24) & 0x1F
-
-
 class BtfIntEncoding(enum.IntFlag):
     """include/uapi/linux/btf.h: BTF_INT_ENCODING bits (bits 24-27 of the INT's extra u32)."""
 
