@@ -1,0 +1,191 @@
+"""Rule edits shared by the CLI (REFERENCE §2.2): ``block add|del|list|clear``, ``allow add|del|list``.
+
+Every edit writes the pinned maps directly (the daemon need not run) and ``deny.db``; each validates all
+its input before it changes anything, and undoes its map writes if recording them fails, so nothing is
+half-applied. The CLI then asks a running daemon to re-sync (:func:`pybpfguard.agent.instance.request_sync`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from pybpfguard.agent import config
+from pybpfguard.agent.cgroups import cgroup2_mount
+from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps
+from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, PathRuleError, resolve_rule_path
+from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry
+from pybpfguard.bpf.cpus import possible_cpus
+from pybpfguard.bpf.errors import KeyNotFoundError
+from pybpfguard.bpf.maps import Map
+
+
+def _discard(m: Map, key: object) -> bool:
+    """Delete *key* from *m*; False when it was not there."""
+    try:
+        m.delete_elem(key)
+    except KeyNotFoundError:
+        return False
+    return True
+
+
+class RuleError(ValueError):
+    """A rule command was refused; the message names the input and the reason."""
+
+
+@dataclass
+class EditResult:
+    """What an edit did: ``changed`` (anything new), ``warnings`` for the operator."""
+
+    changed: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def _path_key(path: bytes) -> bytes | None:
+    """The NUL-padded ``deny_path`` key, or None when the path does not fit (enforced by inode alone)."""
+    return path.ljust(DENY_PATH_KEY_BYTES, b"\0") if len(path) < DENY_PATH_KEY_BYTES else None
+
+
+def refresh_hints(pins: PinnedMaps) -> None:
+    """Recompute ``file_policy_empty`` in the agent configuration from the file-rule maps."""
+    cfg = pins["agent_config"]
+    current = cfg.lookup_elem(0)
+    empty = int(next(iter(pins["deny_inode"].keys()), None) is None)
+    if current.file_policy_empty != empty:
+        cfg.update_elem(0, msgspec.structs.replace(current, file_policy_empty=empty))
+
+
+def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
+    """Deny the file *path* names now, by inode (and by path where it fits the path map)."""
+    try:
+        resolved = resolve_rule_path(path, DENY_PATH_MAX_BYTES)
+    except PathRuleError as err:
+        raise RuleError(str(err)) from err
+    key = INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)
+    result = EditResult(changed=False)
+    if pins["survival_allowlist"].get(key) is not None:
+        result.warnings.append(f"{os.fsdecode(resolved.canonical)} is on the survival allowlist: "
+                               "the rule is recorded but never enforced")
+    deny_inode, deny_path = pins["deny_inode"], pins["deny_path"]
+    old_flags = deny_inode.get(key)
+    path_keys = [k for k in {_path_key(resolved.canonical), _path_key(resolved.raw)} if k is not None]
+    new_path_keys = [k for k in path_keys if deny_path.get(k) is None]
+    deny_inode.update_elem(key, (old_flags or 0) | DENY_ALWAYS)
+    try:
+        for k in new_path_keys:
+            deny_path.update_elem(k, 1)
+        result.changed = db.add(DenyDbEntry(resolved.dev, resolved.ino, resolved.canonical)) or old_flags is None
+    except BaseException:
+        for k in new_path_keys:
+            _discard(deny_path, k)
+        if old_flags is None:
+            _discard(deny_inode, key)
+        else:
+            deny_inode.update_elem(key, old_flags)
+        raise
+    refresh_hints(pins)
+    return result
+
+
+def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
+    """Remove the rule for *path*: by the file it names now, else by the path recorded in deny.db."""
+    raw = os.fsencode(path)
+    entries = db.read()
+    keys = {e.key for e in entries if e.path == raw}
+    try:
+        resolved = resolve_rule_path(raw, DENY_PATH_MAX_BYTES)
+        keys.add(resolved.key)
+        canonical = resolved.canonical
+    except PathRuleError:
+        canonical = raw
+    if not keys:
+        raise RuleError(f"{os.fsdecode(raw)}: no rule for this path")
+    changed = False
+    for ino, dev in keys:
+        changed |= _discard(pins["deny_inode"], INODE_KEY.value(ino=ino, dev=dev))
+        changed |= db.remove_key((ino, dev)) > 0
+    for p in {raw, canonical, *(e.path for e in entries if e.key in keys)}:
+        k = _path_key(p)
+        if k is not None:
+            changed |= _discard(pins["deny_path"], k)
+    refresh_hints(pins)
+    return EditResult(changed)
+
+
+def block_list(pins: PinnedMaps, db: DenyDb) -> list[str]:
+    """One line per deny_inode entry: ``<path> (<dev>:<ino>)``, or ``<dev>:<ino>`` without a recorded path."""
+    paths = db.deny_paths()
+    lines = []
+    for key in sorted(pins["deny_inode"].keys(), key=lambda k: (k.dev, k.ino)):
+        path = paths.get((key.ino, key.dev))
+        ident = f"{key.dev}:{key.ino}"
+        lines.append(f"{os.fsdecode(path)} ({ident})" if path is not None else ident)
+    return lines
+
+
+def block_clear(pins: PinnedMaps, db: DenyDb, keep_cgids: set[int]) -> None:
+    """Empty deny_inode, deny_path, allow_cgroup (but *keep_cgids*) and the block counters; remove deny.db
+    and the applied-policy snapshots. Network rules and the survival allowlist are kept."""
+    for name in ("deny_inode", "deny_path"):
+        m = pins[name]
+        for k in list(m.keys()):
+            _discard(m, k)
+    allow = pins["allow_cgroup"]
+    for cgid in list(allow.keys()):
+        if cgid not in keep_cgids:
+            _discard(allow, cgid)
+    zero = BLOCK_STATS.value()
+    pins["block_stats"].update_elem(0, [zero] * possible_cpus())
+    db.clear()
+    for name in ("policy.applied", "policy.applied.prev", "policy.applied.sha256"):
+        config.state_file(name).unlink(missing_ok=True)
+    refresh_hints(pins)
+
+
+def resolve_cgroup(spec: str) -> int:
+    """``cgid:<N>`` or a cgroup v2 directory path -> cgid (its inode number). Raises RuleError."""
+    if spec.startswith("cgid:"):
+        try:
+            cgid = int(spec[5:], 10)
+        except ValueError:
+            raise RuleError(f"{spec}: cgid must be a decimal number") from None
+        if not 0 < cgid < 1 << 64:
+            raise RuleError(f"{spec}: cgid out of range")
+        return cgid
+    path = Path(spec)
+    if not path.is_absolute():
+        raise RuleError(f"{spec}: relative path; give the cgroup v2 directory's absolute path")
+    mount = Path(os.fsdecode(cgroup2_mount()))
+    try:
+        real = path.resolve(strict=True)
+    except OSError as err:
+        raise RuleError(f"{spec}: {err.strerror}") from err
+    if not (real == mount or mount in real.parents) or not (real / "cgroup.procs").exists():
+        raise RuleError(f"{spec}: not a cgroup v2 directory (cgroup2 is mounted at {mount})")
+    return os.stat(real).st_ino
+
+
+def allow_add(pins: PinnedMaps, spec: str) -> EditResult:
+    cgid = resolve_cgroup(spec)
+    allow = pins["allow_cgroup"]
+    changed = allow.get(cgid) is None
+    allow.update_elem(cgid, 1)
+    return EditResult(changed)
+
+
+def allow_del(pins: PinnedMaps, spec: str) -> EditResult:
+    if spec.startswith("cgid:"):
+        cgid = resolve_cgroup(spec)
+    else:
+        try:
+            cgid = resolve_cgroup(spec)
+        except RuleError:
+            raise RuleError(f"{spec}: no such cgroup; use cgid:<N> to remove a rule for a deleted cgroup") from None
+    return EditResult(_discard(pins["allow_cgroup"], cgid))
+
+
+def allow_list(pins: PinnedMaps) -> list[int]:
+    return sorted(pins["allow_cgroup"].keys())

@@ -1,0 +1,46 @@
+"""``block add|del <path>``, ``block list``, ``block clear`` (REFERENCE §2.2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pybpfguard.agent import config, rules
+from pybpfguard.agent.statefiles import DenyDb
+from pybpfguard.cli._rules import edit, ensure_state_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub.add_parser("add", help="deny a file by inode").add_argument("path")
+    sub.add_parser("del", help="remove the rule for a file").add_argument("path")
+    sub.add_parser("list", help="list the denied inodes")
+    sub.add_parser("clear", help="remove every file rule and cgroup exemption, reset the counters")
+
+
+def _agent_cgids() -> set[int]:
+    """The agent's own cgroup, which `block clear` keeps in allow_cgroup."""
+    try:
+        return {os.stat(config.agent_cgroup()).st_ino}
+    except OSError:
+        return set()
+
+
+def run(args: argparse.Namespace) -> int:
+    ensure_state_dir()
+    db = DenyDb(config.state_file("deny.db"))
+    path = os.fsencode(getattr(args, "path", "") or "")
+    if args.action == "add":
+        code, result = edit(args.prog, "block add", lambda pins: rules.block_add(pins, db, path))
+        for warning in result.warnings if result else []:
+            print(f"{args.prog} block add: warning: {warning}", file=sys.stderr)
+        return code
+    if args.action == "del":
+        return edit(args.prog, "block del", lambda pins: rules.block_del(pins, db, path))[0]
+    if args.action == "clear":
+        return edit(args.prog, "block clear", lambda pins: rules.block_clear(pins, db, _agent_cgids()))[0]
+    code, lines = edit(args.prog, "block list", lambda pins: rules.block_list(pins, db), sync=False)
+    for line in lines or []:
+        print(line)
+    return code
