@@ -274,8 +274,7 @@ class Layout:
 
     def pack_many(self, values: Sequence[Any]) -> bytes:
         """``len(values) * size`` bytes, the values packed back to back (batch buffers)."""
-        vt = self.value_type
-        if self._plain and all(type(v) is vt for v in values):
+        if self._plain and set(map(type, values)) == {self.value_type}:
             try:
                 return b"".join(itertools.starmap(self._struct.pack, map(self._getter, values)))
             except (struct.error, TypeError):

@@ -20,6 +20,7 @@ from typing import Any
 from pybpfguard.bpf.layout import Layout, LayoutError, Scalar
 
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_BYTES_TYPES = frozenset({bytes, bytearray, memoryview})
 
 
 def round_up8(size: int) -> int:
@@ -62,12 +63,13 @@ class ElemCodec:
 
     def encode_many(self, items: Sequence[Any]) -> bytes:
         """``len(items) * size`` contiguous bytes, for batch buffers."""
-        if self.layout is not None and not any(isinstance(x, (bytes, bytearray, memoryview)) for x in items):
+        types = set(map(type, items))
+        if self.layout is not None and not types & _BYTES_TYPES:
             try:
                 return self.layout.pack_many(items)
             except LayoutError as err:
                 raise LayoutError(f"{self.what}: {err}") from err
-        if self._int is not None and all(type(x) is int for x in items):
+        if self._int is not None and types == {int}:
             try:
                 return struct.pack(f"<{len(items)}{self._int.format[1:]}", *items)
             except struct.error:
