@@ -36,7 +36,7 @@ BPF_ANY, BPF_NOEXIST = 0, 1  # include/uapi/linux/bpf.h map update flags
 
 KEY_OFF = -8  # u32 tgid key on the stack
 VAL_OFF = -8 - PROC_INFO.size  # PROC_INFO on the stack
-_CNTKEY_OFF = VAL_OFF - 8
+CNT_KEY_OFF = VAL_OFF - 8
 
 #: Every (struct, member) the generators read: the recorded layout for listings holds exactly these.
 KERNEL_FIELDS: tuple[tuple[str, str], ...] = (
@@ -120,7 +120,7 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     e.label("anc_done")
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("argv"))
     e.label("exec_drop")
-    e.count("block_stats", BLOCK_STATS_DROPS, _CNTKEY_OFF)
+    e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
 
     # exec_argv record: the argument area as the new image sees it (bounded; argc says how many there are)
     e.label("argv")
@@ -151,7 +151,7 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     e.label("argv_submit")
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("out"))
     e.label("argv_drop")
-    e.count("block_stats", BLOCK_STATS_DROPS, _CNTKEY_OFF)
+    e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
     e.label("out")
     e(Insn.mov64_imm(R0, 0), Insn.exit())
     return e.program("exec", "tracing", "tp_btf/sched_process_exec")
