@@ -25,6 +25,9 @@ Our spellings where LLVM has none (``disassemble`` writes them, ``parse`` reads 
 ===============================================  ==============================================
 
 Errors are AsmSyntaxError with 1-based line and column.
+
+(About 590 lines: one grammar, its patterns beside the code that reads their groups; split it into
+patterns and actions if it grows further.)
 """
 
 from __future__ import annotations
