@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from pybpfguard.agent.maps import PinnedMaps, private_specs
-from pybpfguard.agent.programs.load import BtfLayout
 from pybpfguard.agent.programs.process import PROC_INFO
+from pybpfguard.bpf.btf.layout import Layout as KernelLayout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.maps import Map
 
 
 @pytest.fixture(scope="session")
-def kernel_layout() -> BtfLayout:
-    return BtfLayout(load_vmlinux())
+def kernel_layout() -> KernelLayout:
+    return KernelLayout.from_btf(load_vmlinux())
 
 
 @pytest.fixture

@@ -35,13 +35,3 @@ def load_program(prog: AgentProgram, maps: Mapping[str, Map], kernel_btf: BtfSpe
     if missing:
         raise KeyError(f"program {prog.name} needs maps {missing} that were not created")
     return Program.load(program_spec(prog), kernel_btf=kernel_btf, fd_array=[maps[name].fd for name in prog.maps])
-
-
-class BtfLayout:
-    """:class:`KernelLayout` over the running kernel's BTF (``offsetof`` through embedded structs)."""
-
-    def __init__(self, spec: BtfSpec) -> None:
-        self.spec = spec
-
-    def offsetof(self, struct: str, member: str) -> int:
-        return self.spec.member_offset(struct, member)

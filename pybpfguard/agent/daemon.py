@@ -1,0 +1,321 @@
+"""``run``: load and attach the agent's programs, enforce, and turn every decision into one JSON event.
+
+Start-up (spans ``daemon.run`` > ``daemon.load_bpf``, ``daemon.attach_programs``, ``daemon.event_loop``):
+one daemon per pin root; open or create the pinned maps; write the runtime configuration; generate the
+programs from the running kernel's BTF and load them; seed the process table; attach; then pick the
+file/exec enforcement mechanism this kernel really has (BPF LSM, else fanotify permission marks) and
+report it as the posture. SIGTERM/SIGINT: drain the ring, detach, exit 0; the pinned rules stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from pybpfguard.agent import config
+from pybpfguard.agent.cgroups import CgroupCache
+from pybpfguard.agent.events.decode import RecordDecoder, RecordError
+from pybpfguard.agent.events.model import BlockEvent, ExecEvent, StateChangeEvent
+from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
+from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
+from pybpfguard.agent.logs import Logger, Tracer
+from pybpfguard.agent.maps import AGENT_CONFIG, PinnedMaps, private_specs
+from pybpfguard.agent.options import RunOptions
+from pybpfguard.agent.posture import Mechanism, Posture, PostureReport, PostureTracker
+from pybpfguard.agent.programs.emit import AgentProgram
+from pybpfguard.agent.programs.file_lsm import SIGNAL_STATE, SIGNAL_STATE_KEY, file_open_program
+from pybpfguard.agent.programs.load import load_program
+from pybpfguard.agent.programs.process import (
+    PROC_INFO,
+    exec_program,
+    exit_program,
+    fork_program,
+    procseed_program,
+)
+from pybpfguard.agent.selfcgroup import AgentCgroup
+from pybpfguard.agent.survival import survival_inodes
+from pybpfguard.bpf.btf.layout import Layout as KernelLayout
+from pybpfguard.bpf.btf.spec import load_vmlinux
+from pybpfguard.bpf.errors import BPFError, NotSupportedError, SyscallError
+from pybpfguard.bpf.iter import run_iterator
+from pybpfguard.bpf.link import Link, attach_lsm, attach_tracing
+from pybpfguard.bpf.maps import Map, MapSpec, MapType
+from pybpfguard.bpf.program import Program
+from pybpfguard.bpf.ringbuf import RingReader
+
+EXIT_OK, EXIT_FAILED, EXIT_ENFORCE_REFUSED = 0, 1, 3
+_LOG_TARGETS = {"stdout": LogTarget.STDOUT, "journald": LogTarget.JOURNALD, "syslog": LogTarget.SYSLOG}
+
+
+class Daemon:
+    """The running agent. ``start()`` loads and attaches; ``serve()`` runs until ``stop()``; ``close()``."""
+
+    def __init__(self, options: RunOptions, logger: Logger, tracer: Tracer, sinks: FanOut) -> None:
+        self.options = options
+        self.log = logger
+        self.tracer = tracer
+        self.sinks = sinks
+        self.pin_root = config.pin_root()
+        self.maps: dict[str, Map] = {}
+        self.pins: PinnedMaps | None = None
+        self.programs: list[Program] = []
+        self.links: list[Link] = []
+        self.reader: RingReader | None = None
+        self.guard: Any = None  # the fanotify FileGuard, when file enforcement needs it
+        self.cgroup: AgentCgroup | None = None
+        self.cgroups = CgroupCache()
+        self.decoder = RecordDecoder(self.cgroups)
+        self.tracker = PostureTracker()
+        self.report = PostureReport(options.enforce)
+        self.events_emitted = 0
+        self.decode_errors = 0
+        self._sample = 0
+        self._stopping = False
+        self._sync: SyncServer | None = None
+
+    # ---- start-up ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.tracer.span("daemon.load_bpf"):
+            self.pins = PinnedMaps.open(self.pin_root, heal=config.env_flag("PIN_HEAL"),
+                                        max_deny_inodes=self.options.max_deny_inodes,
+                                        max_deny_paths=self.options.max_deny_paths)
+            self.maps = dict(self.pins.maps)
+            for name, spec in private_specs(self.options.ringbuf_bytes, PROC_INFO).items():
+                self.maps[name] = Map.create(spec)
+            self.maps["enforce_signal_state"] = Map.create(MapSpec(
+                MapType.BPF_MAP_TYPE_LRU_HASH, 65536, name="enforce_sigstat", key_layout=SIGNAL_STATE_KEY,
+                value_layout=SIGNAL_STATE))
+            self._write_config()
+            self._exempt_self()
+            layout = KernelLayout.from_btf(load_vmlinux())
+            tracking = [self._load(gen(layout)) for gen in (exec_program, fork_program, exit_program)]
+            with self._load(procseed_program(layout)) as seed:
+                run_iterator(seed)
+            lsm_prog = self._try_lsm(file_open_program(layout))
+        with self.tracer.span("daemon.attach_programs"):
+            for prog in tracking:
+                self.links.append(attach_tracing(prog))
+            file_mech = self._attach_file_enforcement(lsm_prog)
+        self.report.classes = {"file": file_mech, "exec": file_mech} if self.options.enforce else {}
+        self.reader = RingReader(self.maps["events"])
+        self._sync = SyncServer(self.pin_root)
+        self._announce_posture()
+        self.log.info("agent started", mode="enforce" if self.options.enforce else "audit",
+                      file_enforcement=file_mech.value, pin_root=self.pin_root)
+
+    def _load(self, prog: AgentProgram) -> Program:
+        loaded = load_program(prog, self.maps)
+        self.programs.append(loaded)
+        return loaded
+
+    def _write_config(self) -> None:
+        o = self.options
+        self.maps["agent_config"].update_elem(0, AGENT_CONFIG.value(
+            audit_only=0 if o.enforce else 1, enforce_signal=o.enforce_signal.value,
+            event_sample_rate=o.event_sample_rate, sigkill_escalation_threshold=o.kill_escalation_threshold,
+            sigkill_escalation_window_seconds=o.kill_escalation_window_s))
+
+    def _exempt_self(self) -> None:
+        """Survival allowlist and the agent's own cgroup (REFERENCE §6.3)."""
+        from pybpfguard.agent.maps import INODE_KEY
+
+        survival = self.maps["survival_allowlist"]
+        for ino, dev in survival_inodes():
+            with contextlib.suppress(SyscallError):  # full: the first 256 stay
+                survival.update_elem(INODE_KEY.value(ino=ino, dev=dev), 1)
+        self.cgroup = AgentCgroup()
+        self.maps["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
+
+    def _try_lsm(self, prog: AgentProgram) -> Program | None:
+        """Load the file_open LSM program when this kernel runs BPF LSM; None (with the reason) otherwise."""
+        try:
+            return self._load(prog)
+        except (NotSupportedError, SyscallError) as err:
+            self.log.info("BPF LSM unavailable; file and exec enforcement falls back to fanotify", reason=str(err))
+            return None
+
+    def _attach_file_enforcement(self, lsm_prog: Program | None) -> Mechanism:
+        if lsm_prog is not None:
+            try:
+                self.links.append(attach_lsm(lsm_prog))
+                return Mechanism.BPF_LSM
+            except BPFError as err:
+                self.log.warn("file_open LSM attach failed; falling back to fanotify", reason=str(err))
+        from pybpfguard.agent.guard_adapter import start_file_guard
+
+        try:
+            self.guard = start_file_guard(self)
+        except OSError as err:
+            self.log.error("fanotify unavailable: file and exec rules are not enforced", reason=str(err))
+            self.report.faults.append("file_enforcement_unavailable")
+            return Mechanism.NONE
+        return Mechanism.FANOTIFY
+
+    def _announce_posture(self) -> None:
+        state = self.report.state
+        if state is Posture.UNKNOWN or not self.tracker.move(state):
+            return
+        self.emit(StateChangeEvent(event_version=1, state=state.value, reason_code="STARTUP",
+                                   detail=self.report.detail, strict_mode=self.options.strict_degrade,
+                                   transition_id=self.tracker.transition_id,
+                                   degradation_count=self.tracker.degradation_count))
+
+    # ---- the event loop -----------------------------------------------------------------------------
+
+    def emit(self, event: msgspec.Struct) -> None:
+        self.sinks.emit(event)
+        self.events_emitted += 1
+
+    def _sampled_out(self) -> bool:
+        rate = self.options.event_sample_rate
+        if rate <= 1:
+            return False
+        self._sample += 1
+        return self._sample % rate != 0
+
+    def on_record(self, rec: memoryview) -> None:
+        try:
+            event = self.decoder.decode(rec)
+        except RecordError as err:
+            self.decode_errors += 1
+            self.log.warn("undecodable ring record", error=str(err))
+            return
+        if isinstance(event, ExecEvent) and event.path is msgspec.UNSET:
+            _fill_exec_path(event)
+        if not isinstance(event, BlockEvent) and self._sampled_out():
+            return  # the kernel samples block records itself
+        self.emit(event)
+
+    def serve(self) -> None:
+        assert self.reader is not None and self._sync is not None
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno())
+        handlers: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handlers[signum] = signal.signal(signum, self._on_signal)
+        sel = selectors.DefaultSelector()
+        sel.register(self.reader.fileno(), selectors.EVENT_READ, "ring")
+        sel.register(self._sync.fileno(), selectors.EVENT_READ, "sync")
+        sel.register(wake_r, selectors.EVENT_READ, "signal")
+        guard_fd = self.guard.wakeup_fileno() if self.guard is not None else None
+        if guard_fd is not None:
+            sel.register(guard_fd, selectors.EVENT_READ, "guard")
+        try:
+            while not self._stopping:
+                for key, _ in sel.select(timeout=0.1):
+                    if key.data == "sync":
+                        self._sync.serve(self.resync)
+                    elif key.data == "signal":
+                        with contextlib.suppress(BlockingIOError):
+                            wake_r.recv(4096)
+                self.reader.consume(self.on_record)
+                if self.guard is not None:
+                    self.guard.drain(self.emit)
+            self.reader.consume(self.on_record)  # drain what is left
+            if self.guard is not None:
+                self.guard.drain(self.emit)
+        finally:
+            sel.close()
+            signal.set_wakeup_fd(old_fd)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            wake_r.close()
+            wake_w.close()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def resync(self) -> None:
+        """A CLI changed the pinned rules: bring user-space enforcement (fanotify marks) up to date."""
+        if self.guard is not None:
+            self.guard.resync()
+
+    # ---- shutdown -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Detach and close everything this daemon created; the pinned maps (the rules) stay."""
+        for closer in ([self.guard] if self.guard is not None else []) + self.links + self.programs:
+            with contextlib.suppress(OSError, BPFError):
+                closer.close()
+        self.guard = None
+        self.links.clear()
+        self.programs.clear()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+        for name, m in self.maps.items():
+            if self.pins is None or name not in self.pins.maps:
+                m.close()
+        if self.pins is not None:
+            self.pins.close()
+            self.pins = None
+        self.maps.clear()
+        if self.cgroup is not None:
+            self.cgroup.close()
+            self.cgroup = None
+
+
+def _fill_exec_path(event: ExecEvent) -> None:
+    """Best effort: the kernel side did not resolve the executable's path; read /proc/<pid>/exe while the
+    process still runs, and keep it only if it is still the exec'd inode."""
+    exe = f"/proc/{event.pid}/exe"
+    with contextlib.suppress(OSError):
+        target = os.readlink(exe)
+        st = os.stat(exe)
+        if st.st_ino == event.ino:
+            event.path = target
+
+
+def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: str,
+               stop_after: Callable[[Daemon], bool] | None = None) -> int:
+    """The ``run`` command: returns the process exit code (REFERENCE §2)."""
+    logger = Logger(log_level, log_format)
+    tracer = Tracer(logger)
+    try:
+        sinks = build_sinks(frozenset(_LOG_TARGETS[name] for name in options.log))
+    except (OSError, ValueError) as err:
+        logger.error("cannot open the event sinks", error=str(err))
+        return EXIT_FAILED
+    with tracer.span("daemon.run"):
+        try:
+            lock = InstanceLock(config.pin_root())
+        except AlreadyRunning as err:
+            logger.error(str(err))
+            return EXIT_FAILED
+        daemon = Daemon(options, logger, tracer, sinks)
+        try:
+            started = time.monotonic()
+            daemon.start()
+            if (options.enforce and options.enforce_gate_mode == "fail-closed"
+                    and daemon.report.state is Posture.AUDIT_FALLBACK):
+                logger.error("enforcement requested but not available", detail=daemon.report.detail)
+                return EXIT_ENFORCE_REFUSED
+            logger.debug("start-up done", duration_ms=f"{(time.monotonic() - started) * 1000:.1f}")
+            with tracer.span("daemon.event_loop"):
+                daemon.serve()
+        except BPFError as err:
+            logger.error("start-up failed", error=str(err))
+            return EXIT_FAILED
+        finally:
+            daemon.close()
+            sinks.flush(2.0)
+            sinks.close()
+            lock.close()
+    return EXIT_OK

@@ -1,0 +1,141 @@
+"""Plugs the fanotify :class:`FileGuard` into the daemon: rules from the pinned maps, identity from the
+BPF process table, decisions to ``block`` events and the pinned counters.
+
+One process has one identity whichever path reports it: pid, start times and the parent's come from the
+``procs`` map the tracking programs keep (the kernel's ``task->start_time``), never from /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Callable, Mapping, Set
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from pybpfguard.agent import config
+from pybpfguard.agent.events.model import BlockEvent
+from pybpfguard.agent.events.text import text_b64
+from pybpfguard.agent.file_guard import EnforceSignal, FileGuard, Mode, ProcessIdentity
+from pybpfguard.agent.maps import PinnedMaps
+from pybpfguard.agent.paths import InodeKey
+from pybpfguard.agent.statefiles import DenyDb
+from pybpfguard.bpf.errors import BPFError
+from pybpfguard.bpf.maps import Map
+
+if TYPE_CHECKING:
+    from pybpfguard.agent.daemon import Daemon
+
+_SIGNALS = {0: EnforceSignal.NONE, 2: EnforceSignal.INT, 9: EnforceSignal.KILL, 15: EnforceSignal.TERM}
+_DRAIN_MAX = 4096
+
+
+class PinnedRules:
+    """RuleSource + PathSource over the pinned maps and deny.db."""
+
+    def __init__(self, pins: PinnedMaps, db: DenyDb) -> None:
+        self.pins = pins
+        self.db = db
+
+    def deny_inodes(self) -> Mapping[InodeKey, int]:
+        return {(k.ino, k.dev): flags for k, flags in self.pins["deny_inode"].items()}
+
+    def allow_cgroups(self) -> Set[int]:
+        return frozenset(self.pins["allow_cgroup"].keys())
+
+    def survival(self) -> Set[InodeKey]:
+        return frozenset((k.ino, k.dev) for k in self.pins["survival_allowlist"])
+
+    def deny_paths(self) -> Mapping[InodeKey, bytes]:
+        return self.db.deny_paths()
+
+
+def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:
+    """``identity(pid)`` from the procs map, with comm from /proc (None when the process is unknown)."""
+
+    def identity(pid: int) -> ProcessIdentity | None:
+        entry = procs.get(pid)
+        if entry is None:
+            return None
+        comm = b""
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/comm", "rb") as f:
+            comm = f.read().rstrip(b"\n")
+        return ProcessIdentity(entry.pid, entry.ppid, entry.start_time, entry.parent_start_time, comm)
+
+    return identity
+
+
+class GuardAdapter:
+    """What the daemon holds when fanotify enforces files: ``drain(emit)``, ``resync()``, ``close()``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        assert daemon.pins is not None
+        self.daemon = daemon
+        self.pins = daemon.pins
+        opts = daemon.options
+        self.guard = FileGuard(
+            PinnedRules(self.pins, DenyDb(config.state_file("deny.db"))),
+            mode=Mode.ENFORCE if opts.enforce else Mode.AUDIT,
+            enforce_signal=_SIGNALS[opts.enforce_signal.value],
+            kill_escalation_threshold=opts.kill_escalation_threshold,
+            kill_escalation_window_s=opts.kill_escalation_window_s,
+            identity=proc_identity(daemon.maps["procs"]),
+        )
+        self.guard.start()
+        self._counted = 0
+
+    def wakeup_fileno(self) -> int | None:
+        return None  # decisions are drained on every loop turn (at most 100 ms apart)
+
+    def resync(self) -> None:
+        result = self.guard.refresh()
+        for key, reason in result.unmarked.items():
+            self.daemon.log.warn("denied inode has no markable path: not enforced", inode=f"{key[1]}:{key[0]}",
+                                 reason=reason)
+
+    def drain(self, emit: Callable[[msgspec.Struct], None]) -> None:
+        """Turn queued decisions into block events (the sample rate applies), count them in block_stats."""
+        cache = self.daemon.cgroups
+        n = 0
+        while n < _DRAIN_MAX:
+            try:
+                d = self.guard.decisions.get_nowait()
+            except queue.Empty:
+                break
+            n += 1
+            if self.daemon._sampled_out():
+                continue
+            ident = d.identity
+            pid, ppid = d.pid, ident.ppid if ident else 0
+            start, pstart = (ident.start_time, ident.parent_start_time) if ident else (0, 0)
+            exec_id, parent_id = f"{pid}:{start}", f"{ppid}:{pstart}"
+            cg, cg_b64 = cache.get(d.cgid)
+            comm, comm_b64 = text_b64(ident.comm if ident else b"")
+            path, path_b64 = text_b64(d.path) if d.path else (msgspec.UNSET, msgspec.UNSET)
+            emit(BlockEvent(
+                pid=pid, ppid=ppid, start_time=start, exec_id=exec_id, trace_id=exec_id, parent_start_time=pstart,
+                parent_exec_id=parent_id, parent_trace_id=parent_id, cgid=d.cgid, cgroup_path=cg,
+                cgroup_path_b64=cg_b64, comm=comm, comm_b64=comm_b64, path=path, path_b64=path_b64,
+                action=d.action.value, ino=d.ino, dev=d.dev,
+                path_truncated=msgspec.UNSET if d.path_complete else True))
+        if n:
+            self._count(n)
+
+    def _count(self, n: int) -> None:
+        """Add *n* matches to the pinned ``block_stats`` (this process is its only writer without LSM)."""
+        stats = self.pins["block_stats"]
+        try:
+            per_cpu = stats.lookup_elem(0)
+            per_cpu[0] = msgspec.structs.replace(per_cpu[0], blocks=per_cpu[0].blocks + n)
+            stats.update_elem(0, per_cpu)
+        except BPFError as err:
+            self.daemon.log.warn("cannot update block_stats", error=str(err))
+
+    def close(self) -> None:
+        self.guard.stop()
+
+
+def start_file_guard(daemon: Daemon) -> GuardAdapter:
+    """Start fanotify enforcement for *daemon*; raises OSError (FanotifyError) when fanotify is refused."""
+    return GuardAdapter(daemon)
