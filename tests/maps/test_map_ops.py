@@ -139,3 +139,11 @@ def test_hash_of_maps_refuses_an_inner_map_of_another_shape():
         with pytest.raises(SyscallError) as info:
             outer.update_elem(1, wrong)
         assert info.value.errno == errno.EINVAL and "map 'by_cgroup'" in str(info.value)
+
+
+def test_closed_map_refuses_element_commands_instead_of_using_a_stale_fd_number():
+    m = Map.create(hash_spec("closed"))
+    m.close()
+    m.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        m.lookup_elem(1)

@@ -102,19 +102,21 @@ class ElemCall:
     the bytes the kernel wrote into the value buffer.
     """
 
-    __slots__ = ("_attr", "_key", "_value", "_value_addr", "what")
+    __slots__ = ("_attr", "_fd", "_key", "_value", "_value_addr", "what")
 
     def __init__(self, fd: Fd, key_size: int, value_size: int, what: str) -> None:
         self._key = ctypes.create_string_buffer(max(key_size, 1))
         self._value = ctypes.create_string_buffer(max(value_size, 1))
         self._value_addr = ctypes.addressof(self._value)
         self._attr = MapElemAttr(map_fd=fd.raw)
+        self._fd = fd
         self.what = what
 
     def _call(
         self, cmd: BpfCmd, key: bytes | None, value: bytes | None, flags: int, *, uses_value: bool = True
     ) -> None:
         attr = self._attr
+        attr.map_fd = self._fd.raw  # read each call: a closed Fd raises instead of reaching a reused number
         # The kernel refuses non-zero attr bytes past a command's last field (CHECK_ATTR): delete has no value.
         attr.value = self._value_addr if uses_value else 0
         if key is None:
