@@ -201,9 +201,6 @@ class Daemon:
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         old_fd = signal.set_wakeup_fd(wake_w.fileno())
-        handlers: dict[int, Any] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            handlers[signum] = signal.signal(signum, self._on_signal)
         sel = selectors.DefaultSelector()
         sel.register(self.reader.fileno(), selectors.EVENT_READ, "ring")
         sel.register(self._sync.fileno(), selectors.EVENT_READ, "sync")
@@ -228,13 +225,8 @@ class Daemon:
         finally:
             sel.close()
             signal.set_wakeup_fd(old_fd)
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
             wake_r.close()
             wake_w.close()
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._stopping = True
 
     def stop(self) -> None:
         self._stopping = True
@@ -300,6 +292,9 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
             logger.error(str(err))
             return EXIT_FAILED
         daemon = Daemon(options, logger, tracer, sinks)
+        # Installed before start-up so a SIGTERM during loading still ends in a clean shutdown.
+        previous = {signum: signal.signal(signum, lambda *_: daemon.stop()) for signum in (signal.SIGTERM,
+                                                                                          signal.SIGINT)}
         try:
             started = time.monotonic()
             daemon.start()
@@ -315,6 +310,8 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
             return EXIT_FAILED
         finally:
             daemon.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             sinks.flush(2.0)
             sinks.close()
             lock.close()
