@@ -1,0 +1,1 @@
+"""Tests of the fanotify file guard (pybpfguard.agent.file_guard)."""

@@ -1,0 +1,88 @@
+"""Fixtures for the fanotify file guard: a running FileGuard over in-memory rules, and a child runner.
+
+Every opener is a child process (tests/guard/opener.py) with a timeout, so a hung answer fails the test
+instead of hanging it; the guard is stopped (marks removed, pending opens allowed) after each test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pybpfguard.agent.cgroups import cgroup2_mount
+from pybpfguard.agent.file_guard import EnforceSignal, FileGuard, MemoryRules, Mode
+
+OPENER = Path(__file__).with_name("opener.py")
+CHILD_TIMEOUT_S = 20
+
+
+def run_child(op: str, *args: bytes | str, prefix: list[str] | None = None,
+              timeout_s: float = CHILD_TIMEOUT_S) -> tuple[subprocess.CompletedProcess[str], dict | None]:
+    """Run opener.py *op* with hex-encoded *args* (after *prefix*, e.g. ``unshare -m ...``); returns the
+    process and its JSON result (None if it printed none, e.g. killed by a signal)."""
+    argv = [sys.executable, str(OPENER), op, *(os.fsencode(a).hex() for a in args)]
+    proc = subprocess.run([*(prefix or []), *argv], capture_output=True, text=True, timeout=timeout_s)
+    return proc, parse_result(proc)
+
+
+def parse_result(proc: subprocess.CompletedProcess[str]) -> dict | None:
+    """The child's JSON result without its ``pid`` (set as ``proc.pid``); None when it printed none."""
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        return None
+    out = json.loads(lines[-1])
+    proc.pid = out.pop("pid")  # type: ignore[attr-defined]
+    return out
+
+
+def own_cgid() -> int:
+    """cgid of this process (children inherit it)."""
+    with open("/proc/self/cgroup", "rb") as f:
+        rel = next(line[3:].rstrip(b"\n") for line in f if line.startswith(b"0::"))
+    return os.stat(cgroup2_mount() + rel).st_ino
+
+
+def child_errno(op: str, *args: bytes | str, prefix: list[str] | None = None) -> int:
+    proc, out = run_child(op, *args, prefix=prefix)
+    assert out is not None, f"child printed nothing: rc={proc.returncode} stderr={proc.stderr[-2000:]}"
+    return int(out["errno"])
+
+
+GuardFactory = Callable[..., tuple[FileGuard, MemoryRules]]
+
+
+@pytest.fixture
+def make_guard(kernel: None) -> Iterator[GuardFactory]:
+    """``make_guard(mode=Mode.ENFORCE, enforce_signal=EnforceSignal.NONE, **kw)`` -> (guard, rules):
+    a started FileGuard over empty MemoryRules; every guard made is stopped at teardown."""
+    guards: list[FileGuard] = []
+
+    def make(mode: Mode = Mode.ENFORCE, enforce_signal: EnforceSignal = EnforceSignal.NONE,
+             **kw: object) -> tuple[FileGuard, MemoryRules]:
+        rules = MemoryRules()
+        guard = FileGuard(rules, mode=mode, enforce_signal=enforce_signal, **kw)  # type: ignore[arg-type]
+        guards.append(guard)
+        guard.start()
+        return guard, rules
+
+    yield make
+    for g in guards:
+        g.stop()
+        assert not g.errors, g.errors
+
+
+def take(guard: FileGuard, n: int, timeout_s: float = 5.0) -> list:
+    """Exactly *n* decisions. The responder queues a decision just *after* answering, so the child may
+    be gone before it is queued: wait for each, then check that no further one arrives (every counted
+    block that was not dropped is queued before the next event is read)."""
+    out = [guard.decisions.get(timeout=timeout_s) for _ in range(n)]
+    stats = guard.stats()
+    assert stats.blocks - stats.dropped == n, (stats, out)
+    assert guard.decisions.empty()
+    return out

@@ -1,0 +1,53 @@
+"""Child-side actions for the file guard tests; prints one JSON result line on stdout.
+
+Usage: opener.py open PATH | openat DIR NAME | exec PATH | loop PATH SECONDS | repeat PATH N
+Paths are passed hex-encoded (any bytes survive argv and JSON). Result: {"errno": 0|E} for one action,
+{"denied": N, "allowed": M, "other": K} for loops.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+
+def _try(fn) -> int:  # type: ignore[no-untyped-def]
+    try:
+        fn()
+    except OSError as err:
+        return err.errno or -1
+    return 0
+
+
+def _open(path: bytes) -> None:
+    os.close(os.open(path, os.O_RDONLY))
+
+
+def main() -> None:
+    op, args = sys.argv[1], [bytes.fromhex(a) for a in sys.argv[2:]]
+    if op == "open":
+        out = {"errno": _try(lambda: _open(args[0]))}
+    elif op == "openat":
+        dfd = os.open(args[0], os.O_RDONLY | os.O_DIRECTORY)
+        out = {"errno": _try(lambda: os.close(os.open(args[1], os.O_RDONLY, dir_fd=dfd)))}
+    elif op == "exec":
+        out = {"errno": _try(lambda: os.execv(args[0], [args[0]]))}
+    elif op in ("loop", "repeat"):
+        if op == "repeat":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # survive TERM strikes until KILL
+        counts = {"denied": 0, "allowed": 0, "other": 0}
+        deadline = time.monotonic() + float(args[1]) if op == "loop" else None
+        n = 0 if op == "loop" else int(args[1])
+        while (deadline is not None and time.monotonic() < deadline) or (deadline is None and n > 0):
+            n -= 1
+            e = _try(lambda: _open(args[0]))
+            counts["denied" if e == 1 else "allowed" if e == 0 else "other"] += 1
+        out = counts
+    else:
+        raise SystemExit(f"unknown op {op}")
+    print(json.dumps({"pid": os.getpid(), **out}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
