@@ -16,6 +16,15 @@ from typing import Any
 
 from pybpfguard.bpf.asm import Insn
 
+# (struct, member) pairs the process-tracking generators read (pybpfguard.agent.programs.process)
+_PROCESS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("task_struct", "pid"), ("task_struct", "tgid"), ("task_struct", "real_parent"),
+    ("task_struct", "group_leader"), ("task_struct", "start_time"), ("task_struct", "signal"),
+    ("task_struct", "mm"), ("signal_struct", "live"), ("linux_binprm", "file"), ("linux_binprm", "argc"),
+    ("file", "f_inode"), ("inode", "i_ino"), ("inode", "i_sb"), ("super_block", "s_dev"),
+    ("mm_struct", "arg_start"), ("mm_struct", "arg_end"), ("mm_struct", "exe_file"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ProgramEntry:
@@ -44,6 +53,13 @@ PROGRAMS: dict[str, ProgramEntry] = {
             "socket_counter",
             (("__sk_buff", "len"),),
         ),
+        *(
+            ProgramEntry(name, "BPF_PROG_TYPE_TRACING", "pybpfguard.agent.programs.process", f"{name}_program",
+                         _PROCESS_FIELDS)
+            for name in ("exec", "fork", "exit", "procseed")
+        ),
+        ProgramEntry("file_open", "BPF_PROG_TYPE_LSM", "pybpfguard.agent.programs.file_lsm", "file_open_program",
+                     (*_PROCESS_FIELDS, ("file", "f_path"))),
     )
 }
 

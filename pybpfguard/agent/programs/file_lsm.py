@@ -22,7 +22,6 @@ SIGNAL_STATE_KEY = Layout("signal_state_key", [("pid", "u32"), ("pad", "u32"), (
 SIGNAL_STATE = Layout("signal_state", [("window_start_ns", "u64"), ("strikes", "u32"), ("pad", "u32")])
 
 SIGKILL, SIGTERM = 9, 15
-KERNEL_FIELDS: tuple[tuple[str, str], ...] = (("file", "f_path"),)
 
 _INODE = CNT_KEY_OFF - 8 - INODE_KEY.size  # inode key on the stack
 _CGID = _INODE - 8

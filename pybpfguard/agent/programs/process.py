@@ -38,15 +38,6 @@ KEY_OFF = -8  # u32 tgid key on the stack
 VAL_OFF = -8 - PROC_INFO.size  # PROC_INFO on the stack
 CNT_KEY_OFF = VAL_OFF - 8
 
-#: Every (struct, member) the generators read: the recorded layout for listings holds exactly these.
-KERNEL_FIELDS: tuple[tuple[str, str], ...] = (
-    ("task_struct", "pid"), ("task_struct", "tgid"), ("task_struct", "real_parent"),
-    ("task_struct", "group_leader"), ("task_struct", "start_time"), ("task_struct", "signal"),
-    ("task_struct", "mm"), ("signal_struct", "live"), ("linux_binprm", "file"), ("linux_binprm", "argc"),
-    ("file", "f_inode"), ("inode", "i_ino"), ("inode", "i_sb"), ("super_block", "s_dev"),
-    ("mm_struct", "arg_start"), ("mm_struct", "arg_end"), ("mm_struct", "exe_file"),
-)
-
 
 def proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
     """Fill PROC_INFO on the stack (pid, ppid, both start times) for *task*, a group leader."""
