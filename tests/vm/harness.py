@@ -36,14 +36,19 @@ CONSOLE_TAIL_LINES = 40
 
 
 class VMError(Exception):
-    """The guest did not run the command to completion; ``console`` holds the serial log for diagnosis."""
+    """The guest did not run the command to completion; ``console`` holds the serial log for diagnosis,
+    ``output`` what the command printed before it stopped. ``str()`` ends with the tails of both."""
 
     def __init__(self, message: str, console: str = "", output: str = "") -> None:
         self.reason = message
         self.console = console
         self.output = output
-        tail = "\n".join(console.splitlines()[-CONSOLE_TAIL_LINES:])
-        super().__init__(f"{message}\n--- console tail ---\n{tail}" if tail else message)
+        text = message
+        for title, log in (("output", output), ("console", console)):
+            tail = "\n".join(log.splitlines()[-CONSOLE_TAIL_LINES:])
+            if tail:
+                text += f"\n--- {title} tail ---\n{tail}"
+        super().__init__(text)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.reason, self.console, self.output))
@@ -151,12 +156,42 @@ def ensure_image(cache_dir: Path = CACHE_DIR) -> VMImage:
     return image
 
 
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate in kHz from /proc/cpuinfo "cpu MHz", None if absent.
+
+    Under TCG the guest's rdtsc reads the host TSC (qemu cpu_get_host_ticks), so this is the guest's TSC
+    rate too. On hosts with cpufreq "cpu MHz" is the current clock instead: the guest clock then runs
+    somewhat fast or slow, which changes timing only, never outcomes.
+    """
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "cpu MHz":
+                return round(float(value) * 1000)
+    return None
+
+
+def kernel_cmdline() -> str:
+    """The guest's kernel command line.
+
+    ``tsc_early_khz`` (Documentation/admin-guide/kernel-parameters.txt) skips TSC calibration against
+    the PIT, which under TCG on a loaded host fails ("tsc: Unable to calibrate against PIT"); microvm has
+    no HPET or PM timer to fall back on, and the boot then hangs. ``tsc=reliable`` keeps the clocksource
+    watchdog from dropping the TSC over emulation jitter. ``reboot=t`` plus qemu's ``-no-reboot`` turn
+    the guest's final reboot (and a panic, via ``panic=-1``) into qemu exiting.
+    """
+    args = ["console=ttyS0", "quiet", "panic=-1", "reboot=t", "tsc=reliable"]
+    khz = host_tsc_khz()
+    if khz:
+        args.append(f"tsc_early_khz={khz}")
+    return " ".join(args)
+
+
 def qemu_argv(image: VMImage, ctl_dir: Path, workdir: Path | None, console_log: Path) -> list[str]:
     """The qemu command line: microvm, TCG, serial console to *console_log*, 9p shares root/ctl/work.
 
     microvm gives virtio over MMIO only and passes the devices on the kernel command line
-    (virtio_mmio.device=...); ``-no-reboot`` plus ``reboot=t`` turns the guest's final reboot (and a panic,
-    via ``panic=-1``) into qemu exiting.
+    (virtio_mmio.device=..., handed to the module by /init).
     """
     shares = [("root", Path("/"), True), ("ctl", ctl_dir, False)]
     if workdir is not None:
@@ -166,7 +201,7 @@ def qemu_argv(image: VMImage, ctl_dir: Path, workdir: Path | None, console_log: 
         "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=console,path={console_log}", "-serial", "chardev:console",
         "-kernel", str(image.vmlinux), "-initrd", str(image.initramfs),
-        "-append", "console=ttyS0 quiet panic=-1 reboot=t",
+        "-append", kernel_cmdline(),
     ]  # fmt: skip
     for tag, path, readonly in shares:
         ro = ",readonly=on" if readonly else ""
