@@ -25,6 +25,7 @@ from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
 from pybpfguard.agent.events.model import BlockEvent, ExecEvent, StateChangeEvent
 from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
+from pybpfguard.agent.health import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.maps import AGENT_CONFIG, PinnedMaps, private_specs
@@ -109,6 +110,11 @@ class Daemon:
         self.reader = RingReader(self.maps["events"])
         self._sync = SyncServer(self.pin_root)
         self._announce_posture()
+        write_runtime(RuntimeStatus(
+            pid=os.getpid(), mode="enforce" if self.options.enforce else "audit", state=self.report.state.value,
+            detail=self.report.detail, enforce_capable=self.report.enforce_capable,
+            hooks={"exec": "attached", "fork": "attached", "exit": "attached",
+                   "file_open": "attached" if file_mech is Mechanism.BPF_LSM else "missing"}))
         self.log.info("agent started", mode="enforce" if self.options.enforce else "audit",
                       file_enforcement=file_mech.value, pin_root=self.pin_root)
 
@@ -262,6 +268,7 @@ class Daemon:
         if self.cgroup is not None:
             self.cgroup.close()
             self.cgroup = None
+        remove_runtime()
 
 
 def _fill_exec_path(event: ExecEvent) -> None:

@@ -106,3 +106,17 @@ def test_sigterm_stops_cleanly_and_keeps_the_cli_pins(start_agent, agent_env, bp
     assert agent.stop() == 0
     assert (bpffs / "pybpfguard" / "deny_inode").exists()
     assert not os.path.exists(agent_env["PYBPFGUARD_AGENT_CGROUP"])
+
+
+def test_health_reports_what_the_running_daemon_really_enforces(start_agent):
+    import json
+
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    report = json.loads(agent.cli("health", "--json").stdout)
+    assert report["ok"] and report["runtime_state"] == "ENFORCE" and report["enforce_capable"]
+    assert report["hooks"] == {"exec": "attached", "fork": "attached", "exit": "attached", "file_open": "missing"}
+    assert report["features"]["fanotify_permission"] and not report["features"]["bpf_lsm"]
+    assert report["pins_present"] and report["layout_version"] == 1
+    agent.stop()
+    after = agent.cli("health", "--json", check=False)
+    assert after.returncode == 1 and json.loads(after.stdout)["runtime_state"] == "UNKNOWN"

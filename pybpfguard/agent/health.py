@@ -1,0 +1,168 @@
+"""``health``: prerequisites, a test load, the pins, and what the running daemon really enforces.
+
+The daemon publishes its posture in ``<state dir>/runtime.json`` (written at start and on each
+transition, removed on a clean exit); ``health`` reports it only while that daemon is alive, so a stale
+file never claims enforcement (No-Pretend, REFERENCE §6.4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from pybpfguard.agent import config
+from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
+from pybpfguard.agent.logs import Tracer
+from pybpfguard.agent.maps import LAYOUT_VERSION, PinnedMaps, pinned_specs
+
+RUNTIME_FILE = "runtime.json"
+HOOKS = ("exec", "fork", "exit", "file_open")
+
+
+class RuntimeStatus(msgspec.Struct, kw_only=True):
+    """What the daemon writes to runtime.json."""
+
+    pid: int
+    mode: str  # requested: audit | enforce
+    state: str  # Posture value
+    detail: str  # class=mechanism list
+    enforce_capable: bool
+    hooks: dict[str, str]  # name -> attached | missing | not_requested
+
+
+def write_runtime(status: RuntimeStatus) -> None:
+    path = config.state_file(RUNTIME_FILE)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(msgspec.json.encode(status))
+    os.replace(tmp, path)
+
+
+def remove_runtime() -> None:
+    config.state_file(RUNTIME_FILE).unlink(missing_ok=True)
+
+
+def read_runtime() -> RuntimeStatus | None:
+    """The live daemon's status, or None (no file, unreadable, or its process is gone)."""
+    try:
+        status = msgspec.json.decode(config.state_file(RUNTIME_FILE).read_bytes(), type=RuntimeStatus)
+    except (OSError, msgspec.DecodeError):
+        return None
+    try:
+        os.kill(status.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return status
+
+
+@dataclass
+class HealthReport:
+    ok: bool = True
+    capability: str = "disabled"
+    runtime_state: str = "UNKNOWN"
+    enforce_capable: bool = False
+    features: dict[str, bool] = field(default_factory=dict)
+    hooks: dict[str, str] = field(default_factory=dict)
+    pins_present: bool = False
+    layout_version: int | None = None
+    issues: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "capability": self.capability, "runtime_state": self.runtime_state,
+                "enforce_capable": self.enforce_capable, "features": self.features, "hooks": self.hooks,
+                "pins_present": self.pins_present, "layout_version": self.layout_version, "issues": self.issues}
+
+
+def _fanotify_available() -> bool:
+    from pybpfguard.agent.fanotify import FanotifyGroup, InitFlag
+
+    try:
+        with FanotifyGroup(InitFlag.FAN_CLASS_CONTENT | InitFlag.FAN_CLOEXEC, os.O_RDONLY):
+            return True
+    except OSError:
+        return False
+
+
+def check(tracer: Tracer) -> HealthReport:
+    """Probe everything ``health`` reports. Never raises for a missing feature: it becomes an issue."""
+    from pybpfguard.bpf import features
+
+    report = HealthReport()
+    with tracer.span("health.detect_kernel_features"):
+        btf = features.kernel_btf().available
+        ringbuf = features.map_type(features.MapType.BPF_MAP_TYPE_RINGBUF).available
+        tracing = features.prog_type(features.ProgType.BPF_PROG_TYPE_TRACING).available
+        lsm = features.bpf_lsm()
+        try:
+            cgroup2_mount()
+            cgroup_v2 = True
+        except NoCgroup2Error:
+            cgroup_v2 = False
+        fanotify = _fanotify_available()
+        report.features = {"bpf_syscall": tracing or ringbuf, "btf": btf, "ringbuf": ringbuf, "tp_btf": tracing,
+                           "cgroup_v2": cgroup_v2, "bpf_lsm": lsm.available, "fanotify_permission": fanotify}
+    with tracer.span("health.load_bpf"):
+        report.features["programs_load"] = _test_load(report)
+    telemetry = all(report.features[k] for k in ("btf", "ringbuf", "tp_btf", "cgroup_v2", "programs_load"))
+    report.enforce_capable = telemetry and (lsm.available or fanotify)
+    report.capability = "full" if report.enforce_capable else "audit_only" if telemetry else "disabled"
+    for name, present in report.features.items():
+        if not present and name not in ("bpf_lsm",):
+            report.issues.append(f"{name} unavailable")
+    if not lsm.available:
+        report.issues.append(f"BPF LSM unusable ({lsm.reason}): file and exec rules are enforced by fanotify"
+                             if fanotify else f"BPF LSM unusable ({lsm.reason}) and no fanotify: audit only")
+    _check_pins(report)
+    runtime = read_runtime()
+    if runtime is not None:
+        report.runtime_state = runtime.state
+        report.hooks = runtime.hooks
+        if runtime.state in ("AUDIT_FALLBACK", "DEGRADED"):
+            report.issues.append(f"daemon posture {runtime.state}: {runtime.detail}")
+    else:
+        report.hooks = {name: "missing" for name in HOOKS}
+        report.issues.append("no running daemon")
+    report.ok = telemetry and (runtime is not None) and runtime.state not in ("DEGRADED",)
+    return report
+
+
+def _test_load(report: HealthReport) -> bool:
+    """Generate and load (never attach) the exec telemetry program."""
+    from pybpfguard.agent.programs.load import load_program
+    from pybpfguard.agent.programs.process import PROC_INFO, exec_program
+    from pybpfguard.bpf.btf.layout import Layout
+    from pybpfguard.bpf.btf.spec import load_vmlinux
+    from pybpfguard.bpf.errors import BPFError
+    from pybpfguard.bpf.maps import Map, MapSpec, MapType
+
+    maps: dict[str, Map] = {}
+    try:
+        maps["procs"] = Map.create(MapSpec(MapType.BPF_MAP_TYPE_LRU_HASH, 16, name="procs", key_size=4,
+                                           value_layout=PROC_INFO))
+        maps["events"] = Map.create(MapSpec(MapType.BPF_MAP_TYPE_RINGBUF, 4096, name="events"))
+        maps["block_stats"] = Map.create(pinned_specs()["block_stats"])
+        with load_program(exec_program(Layout.from_btf(load_vmlinux())), maps):
+            return True
+    except (BPFError, OSError) as err:
+        report.issues.append(f"test load failed: {err}")
+        return False
+    finally:
+        for m in maps.values():
+            m.close()
+
+
+def _check_pins(report: HealthReport) -> None:
+    root = config.pin_root()
+    report.pins_present = all((root / name).exists() for name in pinned_specs())
+    if not report.pins_present:
+        return
+    with contextlib.suppress(OSError), PinnedMaps.open(root, create=False) as pins:
+        report.layout_version = pins["agent_meta"].lookup_elem(0).layout_version
+    if report.layout_version not in (None, LAYOUT_VERSION):
+        report.issues.append(f"pins have layout version {report.layout_version}, expected {LAYOUT_VERSION}")
