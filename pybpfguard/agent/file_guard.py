@@ -151,6 +151,15 @@ class SyncResult:
     unmarked: dict[InodeKey, str]
 
 
+def _read_small(path: bytes) -> bytes:
+    """One read(2) of a small /proc file (a Python file object costs about 10 us more per read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
 class ProcReader:
     """Default opener lookups from /proc. ``cgroup_id`` maps the ``0::<path>`` line of
     /proc/<pid>/cgroup to ``st_ino`` of that directory under the cgroup2 mount, cached by path (the
@@ -167,8 +176,7 @@ class ProcReader:
     def cgroup_id(self, pid: int) -> int:
         """cgid of *pid*, 0 when unknown (no such pid, not visible in our PID namespace)."""
         try:
-            with open(b"/proc/%d/cgroup" % pid, "rb") as f:
-                data = f.read()
+            data = _read_small(b"/proc/%d/cgroup" % pid)
         except OSError:
             return 0  # the process is gone or invisible: no exemption applies
         start = data.find(b"0::")
@@ -198,8 +206,7 @@ class ProcReader:
         return ProcessIdentity(pid, ppid, start, parent_start, comm)
 
     def _stat(self, pid: int) -> tuple[int, int, bytes]:
-        with open(b"/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
+        data = _read_small(b"/proc/%d/stat" % pid)
         lpar, rpar = data.find(b"("), data.rfind(b")")
         rest = data[rpar + 2 :].split()  # rest[0] is field 3 (state)
         return int(rest[1]), int(rest[19]) * self._tick_ns, data[lpar + 1 : rpar]
