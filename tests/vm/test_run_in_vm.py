@@ -1,0 +1,103 @@
+"""run_in_vm boots the stock kernel, runs one command and hands back its status; qemu never outlives it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vm.guest_pytest import junit_address, parse_junit
+from vm.harness import VMTimeoutError, run_in_vm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _children(pid: int) -> list[str]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process exited while we listed /proc
+        comm, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            out.append(comm)
+    return out
+
+
+def test_command_exit_status_output_and_work_share_writes_come_back_to_the_host(tmp_path: Path) -> None:
+    script = 'echo "lsm=$(cat /sys/kernel/security/lsm)"; echo "$GREETING" > from-guest; exit 7'
+    result = run_in_vm(["/bin/sh", "-c", script], env={"GREETING": "hello host"}, workdir=tmp_path, timeout_s=120)
+    assert result.returncode == 7
+    assert "bpf" in result.output.split("lsm=", 1)[1].strip().split(",")
+    assert (tmp_path / "from-guest").read_text() == "hello host\n"
+    assert "vm-init: job exited 7" in result.console
+    assert result.duration_s > 0
+
+
+def test_guest_root_is_the_host_tree_read_only(tmp_path: Path) -> None:
+    result = run_in_vm(
+        ["/bin/sh", "-c", f"test -f {REPO}/pyproject.toml && ! touch {REPO}/written-by-guest"],
+        env={},
+        workdir=tmp_path,
+        timeout_s=120,
+    )
+    assert result.returncode == 0, result.output
+    assert not (REPO / "written-by-guest").exists()
+
+
+def test_timeout_kills_qemu_and_leaves_no_child_process() -> None:
+    with pytest.raises(VMTimeoutError) as excinfo:
+        run_in_vm(["/bin/sleep", "600"], env={}, timeout_s=1.0)
+    assert "qemu killed" in str(excinfo.value)
+    assert not [c for c in _children(os.getpid()) if "qemu" in c or "setpriv" in c]
+
+
+def test_lsm_tier_fails_every_test_instead_of_skipping_when_no_kernel_can_boot(tmp_path: Path) -> None:
+    env = dict(os.environ, PYBPFGUARD_VM_KERNEL=str(tmp_path / "vmlinuz-missing"))
+    env.pop("PYBPFGUARD_REQUIRE_KERNEL", None)  # the tier must fail on its own, not via the skip policy
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/lsm", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 1, proc.stdout
+    assert "failed" in summary
+    assert "passed" not in summary
+    assert "skipped" not in summary
+    assert "no usable kernel" in proc.stdout
+
+
+def test_junit_verdicts_map_back_to_node_ids_with_classes_and_parameters(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "test_sample.py").write_text(
+        "import pytest\n"
+        "class TestGroup:\n"
+        "    @pytest.mark.parametrize('p', ['a/b', 'c::d'])\n"
+        "    def test_param(self, p):\n"
+        "        assert p != 'c::d', 'param failed'\n"
+        "def test_skip():\n"
+        "    pytest.skip('not here')\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    junit = tmp_path / "junit.xml"
+    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "addopts=", "pkg"]
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    subprocess.run([*args, f"--junitxml={junit}"], cwd=tmp_path, env=env, capture_output=True, check=False)
+    collected = subprocess.run([*args, "--collect-only", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    nodeids = [line for line in collected.stdout.splitlines() if "::" in line]
+    verdicts = parse_junit(junit.read_text())
+    outcomes = {nodeid: verdicts[junit_address(nodeid)].outcome.value for nodeid in nodeids}
+    assert outcomes == {
+        "pkg/test_sample.py::TestGroup::test_param[a/b]": "passed",
+        "pkg/test_sample.py::TestGroup::test_param[c::d]": "failed",
+        "pkg/test_sample.py::test_skip": "skipped",
+    }
+    assert "param failed" in verdicts[junit_address("pkg/test_sample.py::TestGroup::test_param[c::d]")].text
