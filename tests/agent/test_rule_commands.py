@@ -1,0 +1,72 @@
+"""``block`` / ``allow`` through the real CLI against a private bpffs: clear errors, nothing half-applied."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pybpfguard.agent.paths import kernel_dev
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def cli(bpffs, tmp_path):
+    env = dict(os.environ, PYBPFGUARD_PIN_ROOT=str(bpffs / "pybpfguard"), PYBPFGUARD_STATE_DIR=str(tmp_path / "st"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pybpfguard", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    return run
+
+
+def _state(cli) -> tuple[str, str]:
+    return cli("block", "list").stdout, cli("allow", "list").stdout
+
+
+@pytest.mark.parametrize(("arg", "reason"), [
+    ("relative/file", "relative path"),
+    ("/nonexistent/pybpfguard-test-file", "cannot resolve"),
+    ("/var/log/*.log", "glob characters are not supported"),
+])
+def test_block_add_refuses_bad_paths_with_a_clear_error_and_changes_nothing(cli, arg, reason):
+    before = _state(cli)
+    out = cli("block", "add", arg)
+    assert out.returncode == 1 and reason in out.stderr and arg in out.stderr
+    assert _state(cli) == before
+
+
+def test_allow_add_refuses_a_directory_that_is_not_a_cgroup(cli, tmp_path):
+    out = cli("allow", "add", str(tmp_path))
+    assert out.returncode == 1 and "not a cgroup v2 directory" in out.stderr
+    assert cli("allow", "add", "cgid:abc").returncode == 1
+    assert cli("allow", "list").stdout == ""
+
+
+def test_block_add_records_inode_path_and_deny_db_and_del_removes_all_three(cli, tmp_path):
+    target = tmp_path / "name with spaces"
+    target.write_text("x")
+    st = os.stat(target)
+    dev = kernel_dev(st.st_dev)
+    assert cli("block", "add", str(target)).returncode == 0
+    assert cli("block", "list").stdout == f"{target} ({dev}:{st.st_ino})\n"
+    assert (tmp_path / "st" / "deny.db").read_text() == f"{dev} {st.st_ino} {target}\n"
+    assert cli("block", "del", str(target)).returncode == 0
+    assert cli("block", "list").stdout == ""
+    assert (tmp_path / "st" / "deny.db").read_text() == ""
+
+
+def test_block_clear_empties_rules_and_counters_but_keeps_pins(cli, tmp_path, test_cgroup, bpffs):
+    target = tmp_path / "f"
+    target.write_text("x")
+    assert cli("block", "add", str(target)).returncode == 0
+    assert cli("allow", "add", str(test_cgroup)).returncode == 0
+    assert cli("allow", "list").stdout == f"cgid:{os.stat(test_cgroup).st_ino}\n"
+    assert cli("block", "clear").returncode == 0
+    assert _state(cli) == ("", "")
+    assert cli("stats").stdout == "blocks_total 0\nringbuf_drops_total 0\n"
+    assert (bpffs / "pybpfguard" / "survival_allowlist").exists()
