@@ -24,7 +24,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
 from pybpfguard.agent.events.model import BlockEvent, ExecEvent, StateChangeEvent
-from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
+from pybpfguard.agent.events.sinks import FanOut, build_sinks
 from pybpfguard.agent.health import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
@@ -53,7 +53,6 @@ from pybpfguard.bpf.program import Program
 from pybpfguard.bpf.ringbuf import RingReader
 
 EXIT_OK, EXIT_FAILED, EXIT_ENFORCE_REFUSED = 0, 1, 3
-_LOG_TARGETS = {"stdout": LogTarget.STDOUT, "journald": LogTarget.JOURNALD, "syslog": LogTarget.SYSLOG}
 
 
 class Daemon:
@@ -288,7 +287,7 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
     logger = Logger(log_level, log_format)
     tracer = Tracer(logger)
     try:
-        sinks = build_sinks(frozenset(_LOG_TARGETS[name] for name in options.log))
+        sinks = build_sinks(options.log)
     except (OSError, ValueError) as err:
         logger.error("cannot open the event sinks", error=str(err))
         return EXIT_FAILED

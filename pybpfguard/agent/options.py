@@ -6,7 +6,7 @@ import enum
 import signal
 from dataclasses import dataclass
 
-from pybpfguard.agent.config import env
+from pybpfguard.agent.events.sinks import LogTarget
 
 
 class UsageError(ValueError):
@@ -33,28 +33,11 @@ _SIGNAL_WORDS = {
     "int": EnforceSignal.INT, "sigint": EnforceSignal.INT, "2": EnforceSignal.INT,
 }
 
-SINKS = ("stdout", "journald", "syslog")
-
-
 def parse_signal(text: str) -> EnforceSignal:
     try:
         return _SIGNAL_WORDS[text.strip().lower()]
     except KeyError:
         raise UsageError(f"--enforce-signal: {text!r} is not one of none, term, kill, int") from None
-
-
-def parse_log(text: str) -> tuple[str, ...]:
-    """``stdout|journald|both|syslog`` or a comma list; ``both`` = stdout + journald."""
-    out: list[str] = []
-    for word in text.split(","):
-        word = word.strip()
-        names = ("stdout", "journald") if word == "both" else (word,)
-        for name in names:
-            if name not in SINKS:
-                raise UsageError(f"--log: {word!r} is not one of stdout, journald, both, syslog")
-            if name not in out:
-                out.append(name)
-    return tuple(out)
 
 
 def round_ringbuf(size: int) -> int:
@@ -77,7 +60,7 @@ class RunOptions:
     lsm_hook: str = "file"
     ringbuf_bytes: int = 16 << 20
     event_sample_rate: int = 1
-    log: tuple[str, ...] = ("stdout",)
+    log: frozenset[LogTarget] = frozenset({LogTarget.STDOUT})
     max_deny_inodes: int = 65536
     max_deny_paths: int = 16384
 
@@ -94,7 +77,3 @@ class RunOptions:
             raise UsageError(f"--enforce-gate-mode: {self.enforce_gate_mode!r} is not fail-closed or audit-fallback")
         if self.enforce_fallback not in ("signal", "off"):
             raise UsageError(f"--enforce-fallback: {self.enforce_fallback!r} is not signal or off")
-
-
-def default_log() -> str:
-    return env("LOG") or "stdout"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pybpfguard.agent.options import RunOptions, UsageError, parse_log, parse_signal, round_ringbuf
+from pybpfguard.agent.events.sinks import LogOptionError, parse_log
+from pybpfguard.agent.options import RunOptions, UsageError, parse_signal, round_ringbuf
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,9 +53,12 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
 def run(args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
-    except UsageError as err:
+    except (UsageError, LogOptionError) as err:
         print(f"{args.prog} run: {err}", file=sys.stderr)
         return 2
+    if options.ringbuf_bytes != args.ringbuf_bytes:
+        print(f"{args.prog} run: warning: --ringbuf-bytes={args.ringbuf_bytes} rounded up to {options.ringbuf_bytes} "
+              "(a power of two of at least 4096)", file=sys.stderr)
     from pybpfguard.agent.daemon import run_daemon
 
     return run_daemon(options, log_level=args.log_level, log_format=args.log_format, prog=args.prog)

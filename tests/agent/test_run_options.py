@@ -2,7 +2,8 @@ import argparse
 
 import pytest
 
-from pybpfguard.agent.options import EnforceSignal, UsageError, parse_log, parse_signal, round_ringbuf
+from pybpfguard.agent.events.sinks import LogTarget
+from pybpfguard.agent.options import EnforceSignal, UsageError, parse_signal, round_ringbuf
 from pybpfguard.cli import run as run_cli
 
 
@@ -14,7 +15,7 @@ def _parse(*argv: str) -> argparse.Namespace:
 
 def test_run_defaults_to_audit_with_term_signal_and_stdout():
     opts = run_cli.options_from_args(_parse())
-    assert not opts.enforce and opts.enforce_signal is EnforceSignal.TERM and opts.log == ("stdout",)
+    assert not opts.enforce and opts.enforce_signal is EnforceSignal.TERM and opts.log == {LogTarget.STDOUT}
 
 
 @pytest.mark.parametrize(("word", "sig"), [("block", EnforceSignal.NONE), ("sigterm", EnforceSignal.TERM),
@@ -27,13 +28,6 @@ def test_kill_without_allow_sigkill_is_a_usage_error():
     with pytest.raises(UsageError, match="--allow-sigkill"):
         run_cli.options_from_args(_parse("--enforce", "--enforce-signal=kill"))
     assert run_cli.options_from_args(_parse("--enforce-signal=kill", "--allow-sigkill")).enforce_signal.action == "KILL"
-
-
-def test_log_both_means_stdout_and_journald_and_comma_lists_work():
-    assert parse_log("both") == ("stdout", "journald")
-    assert parse_log("stdout,syslog") == ("stdout", "syslog")
-    with pytest.raises(UsageError, match="'file'"):
-        parse_log("file")
 
 
 def test_ringbuf_size_rounds_up_to_a_power_of_two_of_at_least_a_page():
