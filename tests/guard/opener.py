@@ -1,6 +1,7 @@
 """Child-side actions for the file guard tests; prints one JSON result line on stdout.
 
-Usage: opener.py open PATH | openat DIR NAME | exec PATH | loop PATH SECONDS | repeat PATH N
+Usage: opener.py open PATH | openat DIR NAME | exec PATH | fexec PATH | uring_open PATH
+                 | loop PATH SECONDS | repeat PATH N
 Paths are passed hex-encoded (any bytes survive argv and JSON). Result: {"errno": 0|E} for one action,
 {"denied": N, "allowed": M, "other": K} for loops.
 """
@@ -33,6 +34,17 @@ def main() -> None:
         out = {"errno": _try(lambda: os.close(os.open(args[1], os.O_RDONLY, dir_fd=dfd)))}
     elif op == "exec":
         out = {"errno": _try(lambda: os.execv(args[0], [args[0]]))}
+    elif op == "fexec":
+        # O_PATH opens raise no permission event; glibc's fexecve is execveat(fd, "", AT_EMPTY_PATH)
+        fd = os.open(args[0], os.O_PATH)
+        out = {"errno": _try(lambda: os.execve(fd, [args[0]], dict(os.environ)))}
+    elif op == "uring_open":
+        from uring import uring_openat  # tests/guard/uring.py, next to this script
+
+        res = uring_openat(args[0])
+        if res >= 0:
+            os.close(res)
+        out = {"errno": -res if res < 0 else 0}
     elif op in ("loop", "repeat"):
         if op == "repeat":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # survive TERM strikes until KILL

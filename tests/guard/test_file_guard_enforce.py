@@ -8,10 +8,19 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from pybpfguard.agent.file_guard import Action, EnforceSignal, Mode
+from pybpfguard.agent.file_guard import (
+    PROTECT_VERIFIED_EXEC,
+    Action,
+    EnforceSignal,
+    FileGuard,
+    MemoryRules,
+    Mode,
+    ProcessIdentity,
+)
 from pybpfguard.agent.paths import inode_key
 
 from .conftest import OPENER, child_errno, own_cgid, parse_result, run_child, take
@@ -247,3 +256,88 @@ def test_kill_signal_escalates_from_term_to_kill_at_threshold(make_guard, secret
     assert proc.returncode == -signal.SIGKILL and out is None
     actions = [d.action for d in take(guard, 5)]
     assert actions == [Action.TERM] * 4 + [Action.KILL]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_execveat_empty_path_of_denied_binary_is_denied(make_guard, denied_true, mode):
+    """Case 8: execveat(fd, "", AT_EMPTY_PATH) on an O_PATH fd decides on the file itself."""
+    copy, _ = denied_true
+    guard, rules = make_guard(mode)
+    key = rules.add(str(copy))
+    guard.refresh()
+    proc, out = run_child("fexec", str(copy))
+    if mode is Mode.ENFORCE:
+        assert out == {"errno": errno.EPERM}
+    else:
+        assert out is None and proc.returncode == 0, proc.stderr
+    [d] = take(guard, 1)
+    assert (d.ino, d.dev) == key and d.exec and d.path == os.fsencode(copy)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_exec_of_binary_25_directories_deep_is_denied_with_full_path(make_guard, tmp_path, mode):
+    """Case 5."""
+    deep = tmp_path.joinpath(*(f"level{i:02d}" for i in range(25)))
+    deep.mkdir(parents=True)
+    binary = deep / "deeptrue"
+    shutil.copy2("/bin/true", binary)
+    guard, rules = make_guard(mode)
+    rules.add(str(binary))
+    guard.refresh()
+    proc, out = run_child("exec", str(binary))
+    assert (out == {"errno": errno.EPERM}) if mode is Mode.ENFORCE else (proc.returncode == 0)
+    [d] = take(guard, 1)
+    assert d.path == os.fsencode(binary) and d.exec and d.action is EXPECT_ACTION[mode]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_io_uring_openat_of_denied_file_is_denied_for_submitter(make_guard, secret, mode):
+    """Case 13: IORING_OP_OPENAT (inline or in an io-wq worker) raises the same permission event;
+    fanotify reports the tgid, so the decision names the submitting process."""
+    if Path("/proc/sys/kernel/io_uring_disabled").read_text().strip() != "0":
+        pytest.fail("io_uring is disabled on this host (kernel.io_uring_disabled)")
+    guard, rules = make_guard(mode)
+    rules.add(str(secret))
+    guard.refresh()
+    proc, out = run_child("uring_open", str(secret))
+    assert out == {"errno": EXPECT_ERRNO[mode]}, proc.stderr
+    [d] = take(guard, 1)
+    assert d.pid == proc.pid and d.path == os.fsencode(secret) and d.action is EXPECT_ACTION[mode]
+
+
+def test_protect_only_rule_allows_verified_exec_process(make_guard, secret):
+    """§3.5 step 5: flags == PROTECT_VERIFIED_EXEC denies only processes that are not VERIFIED_EXEC."""
+    verified = {"yes": True}
+
+    def identity(pid):
+        return ProcessIdentity(pid, 1, 0, 0, b"opener", verified_exec=verified["yes"])
+
+    guard, rules = make_guard(Mode.ENFORCE, identity=identity)
+    rules.add(str(secret), flags=PROTECT_VERIFIED_EXEC)
+    guard.refresh()
+    assert child_errno("open", str(secret)) == 0
+    assert guard.stats().allowed_verified == 1
+    verified["yes"] = False
+    assert child_errno("open", str(secret)) == errno.EPERM
+    [d] = take(guard, 1)
+    assert d.identity is not None and d.identity.comm == b"opener"
+
+
+def test_unexpected_responder_error_fails_open_for_that_event_and_keeps_serving(kernel, secret):
+    calls = []
+
+    def flaky_identity(pid):
+        calls.append(pid)
+        if len(calls) == 1:
+            raise RuntimeError("identity source broke")
+        return None
+
+    rules = MemoryRules()
+    rules.add(str(secret))
+    with FileGuard(rules, mode=Mode.ENFORCE, enforce_signal=EnforceSignal.NONE,
+                   identity=flaky_identity) as guard:
+        assert child_errno("open", str(secret)) == 0  # answered FAN_ALLOW after the error
+        assert child_errno("open", str(secret)) == errno.EPERM
+        assert guard.running and guard.stats().errors == 1
+        assert [type(e) for e in guard.errors] == [RuntimeError]
+    assert not guard.running
