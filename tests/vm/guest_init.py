@@ -1,7 +1,8 @@
 """The guest's /init (busybox sh) and the files through which host and guest talk.
 
 Contract, all in the "ctl" 9p share (a private host temp dir, mounted at /ctl before the chroot):
-``workdir`` (host path of the writable work share, or empty), ``job`` (a /bin/sh script run chrooted in the
+``workdir`` (host path of the writable work share, or empty), ``keep`` (a host path under /tmp to keep
+visible over the guest's tmpfs /tmp, or empty), ``job`` (a /bin/sh script run chrooted in the
 host's read-only root), then, written by the guest: ``output`` (the job's stdout and stderr) and ``rc``
 (its exit status, 128+N if killed by signal N). A missing ``rc`` means the guest never finished the job.
 Every line /init prints starts with "vm-init:", so its steps are easy to find in the console log.
@@ -47,7 +48,12 @@ mount -t bpf bpf $R/sys/fs/bpf || die "mount bpffs"
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || die "mount cgroup2"
 mount -t devtmpfs devtmpfs $R/dev || die "mount $R/dev"
 mkdir -p $R/dev/shm && mount -t tmpfs -o mode=1777 shm $R/dev/shm || die "mount $R/dev/shm"
+# A host path under /tmp that must stay visible (the command's cwd, e.g. a clone in /tmp) is moved
+# aside before the guest's tmpfs hides it, then moved back on top.
+keep=$(cat /ctl/keep)
+if [ -n "$keep" ]; then mount --bind "$R$keep" /keep || die "hold $keep"; fi
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp || die "mount $R/tmp"
+if [ -n "$keep" ]; then mkdir -p "$R$keep" && mount --move /keep "$R$keep" || die "restore $keep"; fi
 mount -t tmpfs -o mode=755 tmpfs $R/run || die "mount $R/run"
 
 workdir=$(cat /ctl/workdir)

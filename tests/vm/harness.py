@@ -234,7 +234,7 @@ def run_in_vm(
 
     *env* is the command's whole environment. *workdir* (an existing host directory, or None) is shared
     writable at the same path. *cwd* is the command's working directory (default *workdir*, else ``/``),
-    a host path seen read-only unless it is inside *workdir*. The guest has its own proc,
+    a host path seen read-only unless it is inside *workdir* (kept visible even under /tmp). The guest has its own proc,
     sysfs, securityfs, bpffs (/sys/fs/bpf), cgroup2 (/sys/fs/cgroup), devtmpfs and tmpfs /tmp, /run,
     /dev/shm; anything written outside *workdir* is lost at exit.
 
@@ -256,7 +256,10 @@ def run_in_vm(
         ctl.mkdir()
         console_log = Path(run_dir) / "console.log"
         (ctl / "workdir").write_text(str(workdir) if workdir is not None else "")
-        (ctl / "job").write_text(job_script(argv, env, cwd or workdir or Path("/")))
+        cwd = Path(cwd).resolve() if cwd is not None else workdir or Path("/")
+        (ctl / "job").write_text(job_script(argv, env, cwd))
+        hidden = cwd.is_relative_to("/tmp") and not (workdir is not None and cwd.is_relative_to(workdir))
+        (ctl / "keep").write_text(str(cwd) if hidden else "")
         cmd = qemu_argv(image, ctl, workdir, console_log)
         setpriv = shutil.which("setpriv")
         if setpriv is not None:

@@ -23,6 +23,8 @@ from .guest_init import INIT_SCRIPT
 # dependencies (virtio, virtio_ring, netfs, fscache, 9pnet ...) come from modules.dep.
 ROOT_MODULES = ("virtio_mmio", "9pnet_virtio", "9p")
 
+# Mount points and homes /init needs (guest_init.py); "keep" holds a host path while /tmp is covered.
+_DIRECTORIES = ("bin", "dev", "proc", "sys", "ctl", "keep", "newroot", "lib", "lib/modules")
 _MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
 
@@ -137,9 +139,10 @@ def build_initramfs(kernel_release: str, busybox: Path, modules_root: Path = Pat
     modules_dir = modules_root / kernel_release
     order = module_load_order(modules_dir)
     cpio = CpioWriter()
-    for d in ("bin", "dev", "proc", "sys", "ctl", "newroot", "lib", "lib/modules", f"lib/modules/{kernel_release}"):
+    for d in (*_DIRECTORIES, f"lib/modules/{kernel_release}"):
         cpio.directory(d)
-    # The kernel opens /dev/console for init's stdio before devtmpfs is mounted (include/uapi: 5:1).
+    # The kernel opens /dev/console for init's stdio before /init mounts devtmpfs
+    # (Documentation/admin-guide/devices.txt: char 5:1).
     cpio.char_device("dev/console", 5, 1)
     cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
     cpio.symlink("bin/sh", "busybox")

@@ -40,9 +40,10 @@ def test_command_exit_status_output_and_work_share_writes_come_back_to_the_host(
 
 def test_guest_root_is_the_host_tree_read_only(tmp_path: Path) -> None:
     result = run_in_vm(
-        ["/bin/sh", "-c", f"test -f {REPO}/pyproject.toml && ! touch {REPO}/written-by-guest"],
+        ["/bin/sh", "-c", "test -f pyproject.toml && ! touch written-by-guest"],
         env={},
         workdir=tmp_path,
+        cwd=REPO,  # visible even when the clone is under /tmp, which the guest covers with its tmpfs
         timeout_s=120,
     )
     assert result.returncode == 0, result.output
