@@ -362,20 +362,29 @@ class FileGuard:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="pybpfguard-file-guard", daemon=True)
         self._thread.start()
-        self.refresh()
+        try:
+            self.refresh()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         """Stop answering: join the responder, answer every queued permission event FAN_ALLOW, close
-        the group (its marks go with it: fail-open). Idempotent."""
+        the group (its marks go with it: fail-open). Idempotent. A responder still busy after
+        *timeout_s* (a callback that blocks) is abandoned: the group closes anyway and the kernel
+        allows whatever waits, so no opener stays stuck; the responder's late answer fails harmlessly."""
         group, self._group = self._group, None
         if group is None:
             return
         self._stopping = True
         os.write(self._wake_w, b"x")
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                self.errors.append(TimeoutError(f"file guard responder still busy after {timeout_s} s"))
+                group.close()
         for ev in ([] if group.fd.closed else group.read(1 << 16)):
             if ev.fd >= 0:
                 group.respond(ev.fd, Response.FAN_ALLOW)
@@ -502,7 +511,7 @@ class FileGuard:
                     if ev.fd >= 0:
                         try:
                             group.respond(ev.fd, Response.FAN_ALLOW)
-                        except FanotifyError as again:
+                        except (FanotifyError, ValueError) as again:  # ValueError: stop() closed it
                             self.errors.append(again)
 
     def _handle(self, group: FanotifyGroup, mask: int, fd: int, pid: int) -> None:

@@ -125,3 +125,32 @@ def test_stop_allows_pending_opens_and_leaves_no_process_stuck(kernel, tmp_path)
     assert '"errno": 1' in outs[0]  # answered by the responder before stop
     assert '"errno": 0' in outs[1]  # answered FAN_ALLOW by stop()
     assert child_errno("open", str(secret)) == 0  # marks gone with the group
+
+
+def test_stop_with_a_stuck_responder_still_releases_every_opener(kernel, tmp_path):
+    """A callback that never returns cannot keep stop() or an opener waiting: after the timeout the
+    group closes and the kernel allows the open the responder was holding."""
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck_identity(pid):
+        entered.set()
+        release.wait(30)
+        return None
+
+    rules = MemoryRules()
+    rules.add(str(secret))
+    guard = FileGuard(rules, mode=Mode.ENFORCE, enforce_signal=EnforceSignal.NONE,
+                      identity=stuck_identity).start()
+    argv = [sys.executable, str(OPENER), "open", os.fsencode(str(secret)).hex()]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert entered.wait(20)
+        guard.stop(timeout_s=0.5)
+        out, _ = child.communicate(timeout=20)
+    finally:
+        release.set()
+        guard.stop()
+    assert '"errno": 0' in out
+    assert any(isinstance(e, TimeoutError) for e in guard.errors)
