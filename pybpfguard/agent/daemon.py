@@ -80,6 +80,7 @@ class Daemon:
         self._sample = 0
         self._stopping = False
         self._sync: SyncServer | None = None
+        self._hooks: dict[str, str] = {}
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -108,12 +109,9 @@ class Daemon:
         self.report.classes = {"file": file_mech, "exec": file_mech} if self.options.enforce else {}
         self.reader = RingReader(self.maps["events"])
         self._sync = SyncServer(self.pin_root)
-        self._announce_posture()
-        write_runtime(RuntimeStatus(
-            pid=os.getpid(), mode="enforce" if self.options.enforce else "audit", state=self.report.state.value,
-            detail=self.report.detail, enforce_capable=self.report.enforce_capable,
-            hooks={"exec": "attached", "fork": "attached", "exit": "attached",
-                   "file_open": "attached" if file_mech is Mechanism.BPF_LSM else "missing"}))
+        self._hooks = {"exec": "attached", "fork": "attached", "exit": "attached",
+                       "file_open": "attached" if file_mech is Mechanism.BPF_LSM else "missing"}
+        self.resync(reason_code="STARTUP")
         self.log.info("agent started", mode="enforce" if self.options.enforce else "audit",
                       file_enforcement=file_mech.value, pin_root=self.pin_root)
 
@@ -165,14 +163,18 @@ class Daemon:
             return Mechanism.NONE
         return Mechanism.FANOTIFY
 
-    def _announce_posture(self) -> None:
+    def _publish(self, reason_code: str) -> None:
+        """Emit ``state_change`` when the posture moved (requested audit has none to report) and rewrite
+        runtime.json, which ``health`` reads."""
         state = self.report.state
-        if state is Posture.UNKNOWN or not self.tracker.move(state):
-            return
-        self.emit(StateChangeEvent(event_version=1, state=state.value, reason_code="STARTUP",
-                                   detail=self.report.detail, strict_mode=self.options.strict_degrade,
-                                   transition_id=self.tracker.transition_id,
-                                   degradation_count=self.tracker.degradation_count))
+        if self.tracker.move(state) and state is not Posture.UNKNOWN:
+            self.emit(StateChangeEvent(event_version=1, state=state.value, reason_code=reason_code,
+                                       detail=self.report.detail, strict_mode=self.options.strict_degrade,
+                                       transition_id=self.tracker.transition_id,
+                                       degradation_count=self.tracker.degradation_count))
+        write_runtime(RuntimeStatus(
+            pid=os.getpid(), mode="enforce" if self.options.enforce else "audit", state=state.value,
+            detail=self.report.detail, enforce_capable=self.report.enforce_capable, hooks=self._hooks))
 
     # ---- the event loop -----------------------------------------------------------------------------
 
@@ -236,10 +238,16 @@ class Daemon:
     def stop(self) -> None:
         self._stopping = True
 
-    def resync(self) -> None:
-        """A CLI changed the pinned rules: bring user-space enforcement (fanotify marks) up to date."""
-        if self.guard is not None:
-            self.guard.resync()
+    def resync(self, reason_code: str = "") -> None:
+        """The pinned rules changed (or the daemon starts): bring user-space enforcement (fanotify marks) up
+        to date. A deny rule fanotify cannot mark (no path on record for the inode) is not enforced: that is
+        a DEGRADED posture until it is fixed, never a silent gap."""
+        unmarked = self.guard.resync() if self.guard is not None else {}
+        fault = f"unenforced_inode_rules={len(unmarked)}"
+        self.report.faults = [f for f in self.report.faults if not f.startswith("unenforced_inode_rules=")]
+        if unmarked:
+            self.report.faults.append(fault)
+        self._publish(reason_code or ("HOOK_ATTACH_FAILED" if unmarked else "RECOVERED"))
 
     # ---- shutdown -----------------------------------------------------------------------------------
 

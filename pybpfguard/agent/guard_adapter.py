@@ -88,11 +88,13 @@ class GuardAdapter:
     def wakeup_fileno(self) -> int | None:
         return None  # decisions are drained on every loop turn (at most 100 ms apart)
 
-    def resync(self) -> None:
+    def resync(self) -> Mapping[InodeKey, str]:
+        """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why."""
         result = self.guard.refresh()
         for key, reason in result.unmarked.items():
             self.daemon.log.warn("denied inode has no markable path: not enforced", inode=f"{key[1]}:{key[0]}",
                                  reason=reason)
+        return result.unmarked
 
     def drain(self, emit: Callable[[msgspec.Struct], None]) -> None:
         """Turn queued decisions into block events (the sample rate applies), count them in block_stats."""

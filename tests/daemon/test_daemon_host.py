@@ -120,3 +120,24 @@ def test_health_reports_what_the_running_daemon_really_enforces(start_agent):
     agent.stop()
     after = agent.cli("health", "--json", check=False)
     assert after.returncode == 1 and json.loads(after.stdout)["runtime_state"] == "UNKNOWN"
+
+
+def test_an_inode_rule_fanotify_cannot_mark_degrades_the_posture_until_removed(start_agent, tmp_path, bpffs):
+    from pybpfguard.agent.maps import INODE_KEY, PinnedMaps
+
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    assert agent.wait_for(lambda e: e["type"] == "state_change")["state"] == "ENFORCE"
+    orphan = INODE_KEY.value(ino=987654321, dev=12345)  # a [deny_inode]-style rule with no path on record
+    with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
+        pins["deny_inode"].update_elem(orphan, 1)
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    agent.cli("block", "add", str(marker))  # any rule edit makes the daemon re-sync
+    ev = agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "DEGRADED")
+    assert ev["reason_code"] == "HOOK_ATTACH_FAILED" and "unenforced_inode_rules=1" in ev["detail"]
+    assert ev["transition_id"] == 2 and ev["degradation_count"] == 1
+    with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
+        pins["deny_inode"].delete_elem(orphan)
+    agent.cli("block", "del", str(marker))
+    back = agent.wait_for(lambda e: e["type"] == "state_change" and e["transition_id"] == 3)
+    assert back["state"] == "ENFORCE" and back["reason_code"] == "RECOVERED"
