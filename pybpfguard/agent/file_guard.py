@@ -18,7 +18,7 @@ Threading: the responder thread only needs the GIL and the *identity*/*cgroup_id
 never block on anything another thread of the agent may hold while it opens a file (a thread of the
 agent opening a denied file waits for this very responder).
 
-Size (about 580 lines, over the 400 of STYLE §10): the engine keeps its value types (Mode, Action,
+Size (about 560 lines, over the 400 of STYLE §10): the engine keeps its value types (Mode,
 BlockDecision, ...) and the /proc fallback lookups (ProcReader) here because the ownership list of this
 work names one engine module; they split cleanly into ``file_guard_types`` and ``procinfo``.
 """
@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pybpfguard.agent.cgroups import cgroup2_mount
+from pybpfguard.agent.events.model import Action
 from pybpfguard.agent.fanotify import FanotifyError, FanotifyGroup, InitFlag, MarkFlag, Mask, Response
+from pybpfguard.agent.options import EnforceSignal
 from pybpfguard.agent.paths import InodeKey, inode_key, resolve_rule_path
 
 __all__ = [
@@ -71,25 +73,6 @@ class Mode(enum.Enum):
 
     AUDIT = "audit"
     ENFORCE = "enforce"
-
-
-class EnforceSignal(enum.Enum):
-    """``--enforce-signal`` (§2.1)."""
-
-    NONE = "none"
-    TERM = "term"
-    KILL = "kill"
-    INT = "int"
-
-
-class Action(enum.Enum):
-    """The ``action`` of a block event (§4.3): what was actually done."""
-
-    AUDIT = "AUDIT"
-    TERM = "TERM"
-    KILL = "KILL"
-    INT = "INT"
-    BLOCK = "BLOCK"
 
 
 @dataclass(frozen=True, slots=True)
