@@ -21,7 +21,8 @@ from pybpfguard.agent.file_guard import (
     Mode,
     ProcessIdentity,
 )
-from pybpfguard.agent.paths import inode_key
+from pybpfguard.agent.paths import inode_key, resolve_rule_path
+from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry
 
 from .conftest import OPENER, child_errno, own_cgid, parse_result, run_child, take
 
@@ -341,3 +342,28 @@ def test_unexpected_responder_error_fails_open_for_that_event_and_keeps_serving(
         assert guard.running and guard.stats().errors == 1
         assert [type(e) for e in guard.errors] == [RuntimeError]
     assert not guard.running
+
+
+def test_deny_db_is_the_path_source_for_marks(kernel, secret, tmp_path):
+    """The daemon's wiring: inode rules from the rule source, the path to mark from deny.db."""
+    resolved = resolve_rule_path(str(secret))
+    db = DenyDb(tmp_path / "state" / "deny.db")
+    db.add(DenyDbEntry(resolved.dev, resolved.ino, resolved.canonical))
+    rules = MemoryRules(deny={resolved.key: 1})  # no paths of its own
+    with FileGuard(rules, db, mode=Mode.ENFORCE, enforce_signal=EnforceSignal.NONE) as guard:
+        assert guard.coverage() == (1, {})
+        assert child_errno("open", str(secret)) == errno.EPERM
+
+
+def test_rule_removed_after_its_path_vanished_stops_denying(make_guard, secret, tmp_path):
+    """The mark cannot be removed by path any more; it stays, but the open is answered ALLOW."""
+    guard, rules = make_guard(Mode.ENFORCE)
+    key = rules.add(str(secret))
+    guard.refresh()
+    moved = tmp_path / "moved"
+    secret.rename(moved)
+    rules.remove(key)
+    result = guard.refresh()
+    assert result.removed == () and guard.stats().stale_marks == 1
+    assert child_errno("open", str(moved)) == 0
+    assert take(guard, 0) == []
