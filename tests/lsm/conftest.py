@@ -38,7 +38,11 @@ if not IN_VM:
     def pytest_runtest_makereport(item: pytest.Item, call):  # type: ignore[no-untyped-def]
         outcome = yield
         report = outcome.get_result()
-        if isinstance(item, GuestTestItem) and report.skipped and isinstance(report.longrepr, tuple):
+        if not isinstance(item, GuestTestItem):
+            return
+        if call.when == "call" and item.guest_duration_s is not None:
+            report.duration = item.guest_duration_s  # --durations shows the test's time, not the boot's
+        if report.skipped and isinstance(report.longrepr, tuple):
             # Point a guest skip at the test, not at the host item's pytest.skip() call.
             path, lineno, _ = item.location
             report.longrepr = (path, (lineno or 0) + 1, report.longrepr[2])

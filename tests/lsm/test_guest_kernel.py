@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,14 @@ def test_guest_has_its_own_writable_bpffs_and_tmp(kernel: None, tmp_path: Path) 
     assert (tmp_path / "probe").read_text() == "x"
 
 
-@pytest.mark.parametrize("path", ["/sys/fs/bpf", "/sys/fs/cgroup"])
+@pytest.mark.parametrize("path", ["/sys/fs/bpf", "/sys/fs/cgroup", "/sys/kernel/tracing"])
 def test_guest_mounts_kernel_filesystems_where_tools_look(path: str) -> None:
     assert os.path.ismount(path)
+
+
+def test_guest_loopback_is_up_for_socket_hook_tests() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        conn, _ = server.accept()
+        conn.close()
+        client.close()

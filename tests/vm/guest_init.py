@@ -46,6 +46,7 @@ mount -t sysfs sysfs $R/sys || die "mount $R/sys"
 mount -t securityfs securityfs $R/sys/kernel/security || die "mount securityfs"
 mount -t bpf bpf $R/sys/fs/bpf || die "mount bpffs"
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || die "mount cgroup2"
+mount -t tracefs tracefs $R/sys/kernel/tracing || die "mount tracefs"
 mount -t devtmpfs devtmpfs $R/dev || die "mount $R/dev"
 mkdir -p $R/dev/shm && mount -t tmpfs -o mode=1777 shm $R/dev/shm || die "mount $R/dev/shm"
 # A host path under /tmp that must stay visible (the command's cwd, e.g. a clone in /tmp) is moved
@@ -61,6 +62,9 @@ if [ -n "$workdir" ]; then
     # After /tmp: a work folder under the host's /tmp is created in the guest's tmpfs, then shared over it.
     mkdir -p "$R$workdir" && mount -t 9p -o "@RW_OPTS@" work "$R$workdir" || die "mount work share $workdir"
 fi
+
+# No network device: loopback only, for the tests of socket hooks.
+ip link set lo up || die "loopback up"
 
 say "running job"
 chroot $R /bin/sh -c "$(cat /ctl/job)" </dev/null >/ctl/output 2>&1

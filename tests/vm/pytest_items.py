@@ -33,12 +33,16 @@ class GuestTestItem(pytest.Item):
         self.keywords.update(origin.keywords)
         # Hooks written for pytest.Function read fixturenames; the host side needs no fixtures.
         self.fixturenames: list[str] = []
+        # The guest's own timing of this test (seconds); the host's includes the shared boot.
+        self.guest_duration_s: float | None = None
 
     def runtest(self) -> None:
         run = guest_run(self.config)
         if run.error is not None:
             raise GuestFailure(f"VM tier could not run the guest: {run.error}")
         verdict = run.verdict(self.nodeid)
+        if verdict is not None:
+            self.guest_duration_s = verdict.duration_s
         if verdict is None:
             rc = run.vm.returncode if run.vm is not None else "?"
             raise GuestFailure(
