@@ -33,6 +33,7 @@ CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 BUSYBOX = Path("/bin/busybox")
 MEMORY_MB = 512
 CONSOLE_TAIL_LINES = 40
+STALE_CACHE_AGE_S = 600.0
 
 
 class VMError(Exception):
@@ -142,6 +143,7 @@ def ensure_image(cache_dir: Path = CACHE_DIR) -> VMImage:
     entry = cache_dir / _cache_key(release, vmlinuz)
     image = VMImage(release, entry / "vmlinux", entry / "initramfs.cpio")
     if image.vmlinux.exists() and image.initramfs.exists():
+        os.utime(entry)  # marks the entry in use, so a build of another key leaves it alone for a while
         return image
     try:
         entry.mkdir(parents=True, exist_ok=True)
@@ -149,10 +151,12 @@ def ensure_image(cache_dir: Path = CACHE_DIR) -> VMImage:
         _write_atomically(image.vmlinux, extract_vmlinux(vmlinuz))
     except (OSError, KernelImageError, InitramfsError, subprocess.CalledProcessError) as err:
         raise VMSetupError(f"building the VM image for {release} in {entry}: {err}") from err
+    now = time.time()
     for stale in cache_dir.iterdir():
-        if stale.is_dir() and stale != entry:
-            # Old keys are dead weight (about 70 MB each); a concurrent run removing one too is harmless.
-            shutil.rmtree(stale, ignore_errors=True)
+        # Old keys are dead weight (about 70 MB each). An entry touched in the last few minutes may be
+        # about to boot in another engineer's run (of older code): leave it for the next build.
+        if stale.is_dir() and stale != entry and now - stale.stat().st_mtime > STALE_CACHE_AGE_S:
+            shutil.rmtree(stale, ignore_errors=True)  # a concurrent run may be removing it too
     return image
 
 
