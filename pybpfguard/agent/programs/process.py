@@ -16,6 +16,7 @@ uses: start times are the kernel's ``task->start_time`` of the group leader (ns 
 from __future__ import annotations
 
 from pybpfguard.agent.events.records import ANCESTORS_MAX, ARGS_MAX, EXEC, EXEC_ARGV, RecordType
+from pybpfguard.agent.programs import dpath
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
 from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R6, R7, R8, R9, R10, Insn
 from pybpfguard.bpf.layout import Layout
@@ -37,6 +38,7 @@ BPF_ANY, BPF_NOEXIST = 0, 1  # include/uapi/linux/bpf.h map update flags
 KEY_OFF = -8  # u32 tgid key on the stack
 VAL_OFF = -8 - PROC_INFO.size  # PROC_INFO on the stack
 CNT_KEY_OFF = VAL_OFF - 8
+_DPATH_OFF = CNT_KEY_OFF - dpath.STACK_BYTES  # the exec path walk's stack (dpath.emit_path)
 
 
 def proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
@@ -82,9 +84,9 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     exec_inode_from_file(e, k, R1)
     e.update("procs", KEY_OFF, VAL_OFF, BPF_ANY)
 
-    # exec record
+    # exec record: fixed part, then the executable's absolute path (bprm->file->f_path, walked in BPF)
     e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, EXEC.size), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
+    e(Insn.mov64_imm(R2, EXEC.size + dpath.PATH_TAIL_BYTES), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
       Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="exec_drop"),
       Insn.st_mem(BPF_W, R7, EXEC.offset("type"), RecordType.EXEC),
       Insn.st_mem(BPF_H, R7, EXEC.offset("flags"), 0),
@@ -109,6 +111,10 @@ def exec_program(k: KernelLayout) -> AgentProgram:
           Insn.stx_mem(BPF_W, R7, R2, EXEC.offset("ancestors") + 4 * i),
           Insn.st_mem(BPF_B, R7, EXEC.offset("ancestor_count"), i + 1))
     e.label("anc_done")
+    e.load(R1, R9, k, "linux_binprm", "file")
+    e(Insn.alu64_imm("add", R1, k.offsetof("file", "f_path")))
+    dpath.emit_path(e, k, rec=R7, path=R1, tail_off=EXEC.size, len_off=EXEC.offset("path_len"),
+                    flags_off=EXEC.offset("flags"), stack=_DPATH_OFF)
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("argv"))
     e.label("exec_drop")
     e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
