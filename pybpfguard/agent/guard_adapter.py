@@ -8,6 +8,7 @@ One process has one identity whichever path reports it: pid, start times and the
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 from collections.abc import Callable, Mapping, Set
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ import msgspec
 from pybpfguard.agent import config
 from pybpfguard.agent.events.model import BlockEvent
 from pybpfguard.agent.events.text import text_b64
-from pybpfguard.agent.file_guard import EnforceSignal, FileGuard, Mode, ProcessIdentity
+from pybpfguard.agent.file_guard import FileGuard, Mode, ProcessIdentity
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.statefiles import DenyDb
@@ -27,7 +28,6 @@ from pybpfguard.bpf.maps import Map
 if TYPE_CHECKING:
     from pybpfguard.agent.daemon import Daemon
 
-_SIGNALS = {0: EnforceSignal.NONE, 2: EnforceSignal.INT, 9: EnforceSignal.KILL, 15: EnforceSignal.TERM}
 _DRAIN_MAX = 4096
 
 
@@ -59,8 +59,12 @@ def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:
         if entry is None:
             return None
         comm = b""
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/comm", "rb") as f:
-            comm = f.read().rstrip(b"\n")
+        with contextlib.suppress(OSError):  # raw syscalls: this runs before the permission answer
+            fd = os.open(f"/proc/{pid}/comm", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                comm = os.read(fd, 64).rstrip(b"\n")
+            finally:
+                os.close(fd)
         return ProcessIdentity(entry.pid, entry.ppid, entry.start_time, entry.parent_start_time, comm)
 
     return identity
@@ -77,7 +81,7 @@ class GuardAdapter:
         self.guard = FileGuard(
             PinnedRules(self.pins, DenyDb(config.state_file("deny.db"))),
             mode=Mode.ENFORCE if opts.enforce else Mode.AUDIT,
-            enforce_signal=_SIGNALS[opts.enforce_signal.value],
+            enforce_signal=opts.enforce_signal,
             kill_escalation_threshold=opts.kill_escalation_threshold,
             kill_escalation_window_s=opts.kill_escalation_window_s,
             identity=proc_identity(daemon.maps["procs"]),

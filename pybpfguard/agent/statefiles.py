@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pybpfguard.agent.config import state_file
 from pybpfguard.agent.paths import InodeKey
 
 __all__ = [
@@ -23,12 +24,9 @@ __all__ = [
     "escape_path",
     "format_deny_db",
     "parse_deny_db",
-    "state_dir",
-    "state_file",
     "unescape_path",
 ]
 
-DEFAULT_STATE_DIR = "/var/lib/pybpfguard"
 
 
 class StateFileError(ValueError):
@@ -42,17 +40,6 @@ class StateFileError(ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (StateFileError, (self.path, self.line, self.reason))
-
-
-def state_dir() -> Path:
-    """``PYBPFGUARD_STATE_DIR`` or /var/lib/pybpfguard (location variables have no AEGIS_ fallback, §1.2)."""
-    return Path(os.environ.get("PYBPFGUARD_STATE_DIR") or DEFAULT_STATE_DIR)
-
-
-def state_file(name: str) -> Path:
-    """Path of state file *name* (``deny.db``): ``PYBPFGUARD_<NAME>_PATH`` (``DENY_DB``) or the state dir."""
-    override = os.environ.get("PYBPFGUARD_" + name.upper().replace(".", "_").replace("-", "_") + "_PATH")
-    return Path(override) if override else state_dir() / name
 
 
 def escape_path(path: bytes) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pybpfguard.agent.config import state_file
 from pybpfguard.agent.paths import (
     BLOCK_ADD_MAX_BYTES,
     PathRuleError,
@@ -23,7 +24,6 @@ from pybpfguard.agent.statefiles import (
     escape_path,
     format_deny_db,
     parse_deny_db,
-    state_file,
     unescape_path,
 )
 
