@@ -1,0 +1,171 @@
+"""Pieces of the deny decision (REFERENCE §3.5, §6.2, §6.3) that the LSM generators share.
+
+``file_open`` (file_lsm.py) and ``bprm_check_security`` (exec_lsm.py) emit the same steps: read the agent
+configuration, build the inode key, look up ``deny_inode`` / ``survival_allowlist`` / ``allow_cgroup``,
+decide audit or enforce, send the configured signal with TERM->KILL escalation, and write a ``block``
+record (sampling, a drop counter when the ring is full) before the verdict.
+
+Register contract of every routine here: R9 holds the ``agent_config`` value (set by
+:func:`load_config`), R6 is the caller's (not touched), R7 and R8 are scratch, R0..R5 are clobbered.
+Labels the routines jump to: ``allow`` (return 0), which the caller defines, and the ones they define
+themselves (``sig_*``, ``emit``, ``reserve``, ``fill``, ``path_ok``, ``verdict``): one use per program.
+Stack slots sit below ``process.CNT_KEY_OFF`` and are listed here so a caller can put its own below
+:data:`STACK_END`.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+
+from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordType
+from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, DENY_ALWAYS, INODE_KEY
+from pybpfguard.agent.programs.emit import Emitter, KernelLayout
+from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity
+from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R7, R8, R9, R10, Insn
+from pybpfguard.bpf.layout import Layout
+
+#: ``enforce_signal_state`` key and value: the escalation window of one (pid, start_time).
+SIGNAL_STATE_KEY = Layout("signal_state_key", [("pid", "u32"), ("pad", "u32"), ("start_time", "u64")])
+SIGNAL_STATE = Layout("signal_state", [("window_start_ns", "u64"), ("strikes", "u32"), ("pad", "u32")])
+
+SIGKILL, SIGTERM = 9, 15  # include/uapi/asm-generic/signal.h
+
+INODE_OFF = CNT_KEY_OFF - 8 - INODE_KEY.size  # inode key on the stack
+CGID_OFF = INODE_OFF - 8
+SIGKEY_OFF = CGID_OFF - SIGNAL_STATE_KEY.size
+SIGVAL_OFF = SIGKEY_OFF - SIGNAL_STATE.size
+ACTION_OFF = SIGVAL_OFF - 8  # u64 slot: the ActionCode chosen
+STACK_END = ACTION_OFF  # callers' own slots go below this
+
+#: Writes the record's path tail: called with the reserved record in R7; must set ``path_len``.
+PathWriter = Callable[[Emitter], None]
+
+
+def config(e: Emitter, dst: int, field: str) -> None:
+    """``dst = agent_config.<field>`` (u8 or u32 by layout); R9 holds the config value pointer."""
+    f = AGENT_CONFIG.field(field)
+    size = {1: BPF_B, 4: BPF_W, 8: BPF_DW}[f.size]
+    e(Insn.ldx_mem(size, dst, R9, f.offset))
+
+
+def load_config(e: Emitter) -> None:
+    """R9 = the ``agent_config`` value; no configuration jumps to ``allow``."""
+    e(Insn.st_mem(BPF_W, R10, CNT_KEY_OFF, 0))
+    e.lookup("agent_config", CNT_KEY_OFF)
+    e(Insn.jmp_imm("jeq", R0, 0, to="allow"), Insn.mov64_reg(R9, R0))
+
+
+def inode_key(e: Emitter, k: KernelLayout, file: int) -> None:
+    """The inode key ``{ino, dev, pad}`` of the ``struct file *`` in *file* at :data:`INODE_OFF`."""
+    e.load(R2, file, k, "file", "f_inode")
+    e.load(R3, R2, k, "inode", "i_ino")
+    e(Insn.stx_mem(BPF_DW, R10, R3, INODE_OFF + INODE_KEY.offset("ino")))
+    e.load(R3, R2, k, "inode", "i_sb")
+    e.load(R3, R3, k, "super_block", "s_dev", 4)
+    e(Insn.stx_mem(BPF_W, R10, R3, INODE_OFF + INODE_KEY.offset("dev")),
+      Insn.st_mem(BPF_W, R10, INODE_OFF + INODE_KEY.offset("pad"), 0))
+
+
+def survival_then_cgroup(e: Emitter) -> None:
+    """Steps 3 and 4: a survival inode or an ``allow_cgroup`` member jumps to ``allow``; CGID_OFF is set."""
+    e.lookup("survival_allowlist", INODE_OFF)
+    e(Insn.jmp_imm("jne", R0, 0, to="allow"),
+      Insn.call("get_current_cgroup_id"), Insn.stx_mem(BPF_DW, R10, R0, CGID_OFF))
+    e.lookup("allow_cgroup", CGID_OFF)
+    e(Insn.jmp_imm("jne", R0, 0, to="allow"))
+
+
+def deny_inode_match(e: Emitter, miss: str) -> None:
+    """Step 2: ``deny_inode[key]`` with DENY_ALWAYS, else jump to *miss*; then :func:`survival_then_cgroup`."""
+    e.lookup("deny_inode", INODE_OFF)
+    e(Insn.jmp_imm("jeq", R0, 0, to=miss),
+      Insn.ldx_mem(BPF_B, R2, R0, 0), Insn.jmp_imm("jset", R2, DENY_ALWAYS, to="denied"),
+      Insn.ja(miss))  # protect-only rules need VERIFIED_EXEC tracking, not generated yet
+    e.label("denied")
+    survival_then_cgroup(e)
+
+
+def effective_audit(e: Emitter, to: str) -> None:
+    """ACTION = AUDIT, and jump to *to* when audit_only, emergency_disable or break_glass_active is set."""
+    e(Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.AUDIT))
+    for name in ("audit_only", "emergency_disable", "break_glass_active"):
+        config(e, R2, name)
+        e(Insn.jmp_imm("jne", R2, 0, to=to))
+
+
+def signal(e: Emitter) -> None:
+    """Send the configured signal; KILL escalates from TERM per (pid, start_time). Sets the action slot.
+
+    Needs the PROC_INFO of the current process at ``VAL_OFF`` (pid, start_time)."""
+    e(Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.BLOCK))
+    config(e, R8, "enforce_signal")
+    e(Insn.jmp_imm("jeq", R8, 0, to="sig_done"),
+      Insn.jmp_imm("jeq", R8, SIGKILL, to="sig_kill"))
+    # TERM or INT: sent as configured, never escalated
+    e(Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.TERM),
+      Insn.jmp_imm("jeq", R8, SIGTERM, to="sig_send"),
+      Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.INT),
+      Insn.ja("sig_send"))
+    e.label("sig_kill")
+    e(Insn.ldx_mem(BPF_W, R2, R10, VAL_OFF), Insn.stx_mem(BPF_W, R10, R2, SIGKEY_OFF),
+      Insn.st_mem(BPF_W, R10, SIGKEY_OFF + 4, 0),
+      Insn.ldx_mem(BPF_DW, R2, R10, VAL_OFF + 8), Insn.stx_mem(BPF_DW, R10, R2, SIGKEY_OFF + 8),
+      Insn.call("ktime_get_ns"), Insn.mov64_reg(R7, R0))
+    e.lookup("enforce_signal_state", SIGKEY_OFF)
+    e(Insn.jmp_imm("jeq", R0, 0, to="sig_new_window"))
+    config(e, R2, "sigkill_escalation_window_seconds")
+    e(Insn.alu64_imm("mul", R2, 1_000_000_000),
+      Insn.ldx_mem(BPF_DW, R3, R0, SIGNAL_STATE.offset("window_start_ns")),
+      Insn.alu64_reg("add", R3, R2), Insn.jmp_reg("jgt", R7, R3, to="sig_new_window"),
+      Insn.mov64_imm(R2, 1), Insn.atomic("add", BPF_W, R0, R2, SIGNAL_STATE.offset("strikes"), fetch=True),
+      Insn.alu64_imm("add", R2, 1), Insn.ja("sig_strikes"))
+    e.label("sig_new_window")
+    e(Insn.stx_mem(BPF_DW, R10, R7, SIGVAL_OFF + SIGNAL_STATE.offset("window_start_ns")),
+      Insn.st_mem(BPF_W, R10, SIGVAL_OFF + SIGNAL_STATE.offset("strikes"), 1),
+      Insn.st_mem(BPF_W, R10, SIGVAL_OFF + SIGNAL_STATE.offset("pad"), 0))
+    e.update("enforce_signal_state", SIGKEY_OFF, SIGVAL_OFF, 0)
+    e(Insn.mov64_imm(R2, 1))
+    e.label("sig_strikes")
+    config(e, R3, "sigkill_escalation_threshold")
+    e(Insn.mov64_imm(R8, SIGTERM), Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.TERM),
+      Insn.jmp_reg("jlt", R2, R3, to="sig_send"),
+      Insn.mov64_imm(R8, SIGKILL), Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.KILL))
+    e.label("sig_send")
+    e(Insn.mov64_reg(R1, R8), Insn.call("send_signal"))
+    e.label("sig_done")
+
+
+def block_event_and_verdict(e: Emitter, write_path: PathWriter) -> None:
+    """From label ``emit``: sample, reserve a ``block`` record of BLOCK.size + PATH_MAX bytes (a full ring
+    counts ``ringbuf_drops``), fill identity (PROC_INFO at VAL_OFF), ino/dev (INODE_OFF), cgid, action,
+    comm, the path (*write_path*), submit; then return -EPERM unless the action is AUDIT, and define
+    ``allow`` (return 0)."""
+    e.label("emit")
+    config(e, R2, "event_sample_rate")
+    e(Insn.jmp_imm("jle", R2, 1, to="reserve"), Insn.mov64_reg(R8, R2), Insn.call("get_prandom_u32"),
+      Insn.alu64_reg("mod", R0, R8), Insn.jmp_imm("jne", R0, 0, to="verdict"))
+    e.label("reserve")
+    e.map_ref(R1, "events")
+    e(Insn.mov64_imm(R2, BLOCK.size + PATH_MAX), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jne", R7, 0, to="fill"))
+    e.count("block_stats", BLOCK_STATS.offset("ringbuf_drops"), CNT_KEY_OFF)
+    e(Insn.ja("verdict"))
+    e.label("fill")
+    e(Insn.st_mem(BPF_W, R7, BLOCK.offset("type"), RecordType.BLOCK),
+      Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), 0))
+    copy_identity(e, R7)
+    for name, size in (("ino", BPF_DW), ("dev", BPF_W)):
+        e(Insn.ldx_mem(size, R2, R10, INODE_OFF + INODE_KEY.offset(name)),
+          Insn.stx_mem(size, R7, R2, BLOCK.offset(name)))
+    e(Insn.ldx_mem(BPF_DW, R2, R10, CGID_OFF), Insn.stx_mem(BPF_DW, R7, R2, BLOCK.offset("cgid")),
+      Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.stx_mem(BPF_W, R7, R2, BLOCK.offset("action")),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, BLOCK.offset("comm")), Insn.mov64_imm(R2, 16),
+      Insn.call("get_current_comm"))
+    write_path(e)
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"))
+    e.label("verdict")
+    e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm("jeq", R2, ActionCode.AUDIT, to="allow"),
+      Insn.mov64_imm(R0, -errno.EPERM), Insn.exit())
+    e.label("allow")
+    e(Insn.mov64_imm(R0, 0), Insn.exit())
