@@ -1,15 +1,21 @@
 """Ring record (``memoryview``) -> event Struct, dispatched on the record's ``u32 type``.
 
 One ``struct.Struct`` per layout, built at import (:mod:`.records`); the dispatch is a tuple indexed
-by type, so a record costs one small unpack for its type, one unpack for its header, and the Struct
-construction. ``exec_id`` is ``f"{pid}:{start_time}"``; ``trace_id`` is the same string; parent ids
-likewise (REFERENCE §4.2). ``cgroup_path`` comes from the :class:`~pybpfguard.agent.cgroups.CgroupCache`.
+by type, so a record costs one unpack for its header and the Struct construction. ``exec_id`` is
+``f"{pid}:{start_time}"``; ``trace_id`` is the same string; parent ids likewise (REFERENCE §4.2).
+``cgroup_path`` comes from the :class:`~pybpfguard.agent.cgroups.CgroupCache`.
+
+The event loop decodes a whole ring batch with :meth:`RecordDecoder.decode_batch`: ``block`` records
+(the ones that come in floods) are decoded inline in its loop, with no call per record, the id
+strings come from a per-process cache (a busy process repeats its ids in every event) and the cgroup
+path of the previous record is reused when the cgid repeats. ``decode`` is the same code for one
+record.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -65,6 +71,10 @@ for _cls, _args in ((BlockEvent, _BLOCK_ARGS), (ExecEvent, _EXEC_ARGS), (ExecArg
     if _cls.__struct_fields__[:len(_args)] != _args:
         raise ImportError(f"decoder argument order {_args} no longer matches {_cls.__name__} fields")
 _COMM_CACHE_MAX = 4096
+_ID_CACHE_MAX = 65536  # processes whose exec_id string is kept; cleared when full (a pid_max's worth)
+_BLOCK_TYPE = int(RecordType.BLOCK)
+# What a malformed record raises inside the decoders (turned into RecordError by _error).
+_RECORD_FAULTS = (IndexError, TypeError, struct.error, RecordError)
 
 
 def _tail_text(rec: memoryview, start: int, n: int, record_type: int) -> tuple[str, str | UnsetType]:
@@ -92,26 +102,96 @@ class RecordDecoder:
     def __init__(self, cgroups: CgroupCache) -> None:
         self.cgroups = cgroups
         self._comms: dict[bytes, tuple[str, str | UnsetType]] = {}  # comm[16] -> (text, b64); few distinct
+        self._ids: dict[int, tuple[int, str]] = {}  # tgid -> (start_time, exec_id) of its latest process
         table: list[Callable[[memoryview], msgspec.Struct] | None] = [None] * 256
         table[RecordType.EXEC] = self._exec
-        table[RecordType.BLOCK] = self._block
         table[RecordType.EXEC_ARGV] = self._exec_argv
         self._dispatch = tuple(table)
 
     def decode(self, rec: memoryview) -> msgspec.Struct:
         """One record -> its event Struct."""
-        # Dispatch on the low byte (every type number is < 256); each decoder re-checks the whole
-        # u32 it unpacks, so a type with high bits set cannot pass for a known one.
-        try:
-            return self._dispatch[rec[0]](rec)  # type: ignore[misc]
-        except (IndexError, TypeError, struct.error) as err:
-            raise self._error(rec, err) from err
+        return self.decode_batch((rec,))[0]
+
+    def decode_batch(self, records: Iterable[memoryview],
+                     errors: list[RecordError] | None = None) -> list[msgspec.Struct]:
+        """Every record of *records* (e.g. ``RingReader.records(limit)``) -> its event, in ring order.
+
+        A record that cannot be decoded raises :class:`RecordError` when *errors* is None; otherwise
+        the error is appended to *errors* and the batch goes on (the ring has already handed the record
+        out, so stopping would lose the ones after it). Values are copied out of each memoryview before
+        the next one is read, so the events outlive the batch's commit.
+        """
+        events: list[msgspec.Struct] = []
+        append = events.append
+        dispatch = self._dispatch
+        unpack_block = _BLOCK.unpack_from
+        id_of = self._ids.get
+        comm_of = self._comms.get
+        actions = _ACTIONS
+        last_cgid = -1
+        cg_text: str = ""
+        cg_b64: str | UnsetType = UNSET
+        for rec in records:
+            try:
+                # Dispatch on the low byte (every type number is < 256); each decoder re-checks the whole
+                # u32 it unpacks, so a type with high bits set cannot pass for a known one.
+                if rec[0] != _BLOCK_TYPE:
+                    append(dispatch[rec[0]](rec))  # type: ignore[misc]
+                    continue
+                typ, pid, ppid, flags, path_len, start, pstart, cgid, comm, ino, dev, code = unpack_block(rec)
+                if typ != _BLOCK_TYPE:
+                    raise RecordError(typ, len(rec), "no decoder for this record type")
+                hit = id_of(pid)
+                exec_id = hit[1] if hit is not None and hit[0] == start else self._new_id(pid, start)
+                hit = id_of(ppid)
+                parent_id = hit[1] if hit is not None and hit[0] == pstart else self._new_id(ppid, pstart)
+                comm, comm_b64 = comm_of(comm) or self._comm(comm)
+                if path_len:
+                    end = _BLOCK_SIZE + path_len
+                    if len(rec) < end:
+                        raise RecordError(_BLOCK_TYPE, len(rec), f"tail of {path_len} bytes at {_BLOCK_SIZE} "
+                                          "runs past the record")
+                    try:
+                        path = str(rec[_BLOCK_SIZE:end], "utf-8")  # no bytes copy, no NUL search in bytes
+                        path_b64: str | UnsetType = UNSET
+                        if "\0" in path:
+                            path = path.partition("\0")[0]
+                    except UnicodeDecodeError:
+                        path, path_b64 = text_b64(cut_at_nul(bytes(rec[_BLOCK_SIZE:end])))
+                else:
+                    path, path_b64 = _NO_TEXT
+                if code >= len(actions):
+                    raise RecordError(_BLOCK_TYPE, len(rec), f"action code {code} unknown")
+                if cgid != last_cgid:
+                    cg_text, cg_b64 = self.cgroups.get(cgid)
+                    last_cgid = cgid
+                append(BlockEvent(pid, ppid, start, exec_id, exec_id, pstart, parent_id, parent_id, cgid, cg_text,
+                                  cg_b64, comm, comm_b64, path, path_b64, UNSET, UNSET, actions[code], ino, dev,
+                                  True if flags & _TRUNCATED else UNSET))
+            except _RECORD_FAULTS as err:
+                failure = err if isinstance(err, RecordError) else self._error(rec, err)
+                if failure is err and not isinstance(err, RecordError):
+                    raise  # a bug in a decoder, not a bad record: keep it as it is
+                if errors is None:
+                    if failure is err:
+                        raise
+                    raise failure from err
+                errors.append(failure)  # type: ignore[arg-type]
+        return events
+
+    def _new_id(self, pid: int, start_time: int) -> str:
+        """``"pid:start_time"``, remembered as the id of *pid* until a process with another start reuses it."""
+        if len(self._ids) >= _ID_CACHE_MAX:
+            self._ids.clear()
+        exec_id = f"{pid}:{start_time}"
+        self._ids[pid] = (start_time, exec_id)
+        return exec_id
 
     def _error(self, rec: memoryview, err: Exception) -> Exception:
         if len(rec) < 4:
             return RecordError(-1, len(rec), "shorter than the u32 type")
         record_type = _TYPE.unpack_from(rec)[0]
-        if record_type >= len(self._dispatch) or self._dispatch[record_type] is None:
+        if record_type != _BLOCK_TYPE and (record_type >= len(self._dispatch) or self._dispatch[record_type] is None):
             return RecordError(record_type, len(rec), "no decoder for this record type")
         if isinstance(err, struct.error):
             return RecordError(record_type, len(rec), f"shorter than its layout: {err}")
@@ -125,29 +205,14 @@ class RecordDecoder:
             hit = self._comms[raw] = text_b64(cut_at_nul(raw))
         return hit
 
-    def _block(self, rec: memoryview) -> msgspec.Struct:
-        typ, pid, ppid, flags, path_len, start, pstart, cgid, comm, ino, dev, code = _BLOCK.unpack_from(rec)
-        if typ != RecordType.BLOCK:
-            raise RecordError(typ, len(rec), "no decoder for this record type")
-        exec_id = f"{pid}:{start}"
-        parent_id = f"{ppid}:{pstart}"
-        comm, comm_b64 = self._comms.get(comm) or self._comm(comm)
-        path, path_b64 = _tail_text(rec, _BLOCK_SIZE, path_len, RecordType.BLOCK) if path_len else _NO_TEXT
-        try:
-            action = _ACTIONS[code]
-        except IndexError:
-            raise RecordError(RecordType.BLOCK, len(rec), f"action code {code} unknown") from None
-        return BlockEvent(pid, ppid, start, exec_id, exec_id, pstart, parent_id, parent_id, cgid,
-                          *self.cgroups.get(cgid), comm, comm_b64, path, path_b64, UNSET, UNSET, action, ino, dev,
-                          True if flags & _TRUNCATED else UNSET)
-
     def _exec(self, rec: memoryview) -> msgspec.Struct:
         values = _EXEC.unpack_from(rec)
         typ, pid, ppid, flags, path_len, start, pstart, cgid, comm, ino, dev, count = values[:_ANCESTORS]
         if typ != RecordType.EXEC:
             raise RecordError(typ, len(rec), "no decoder for this record type")
-        exec_id = f"{pid}:{start}"
-        parent_id = f"{ppid}:{pstart}"
+        exec_id = self._new_id(pid, start)  # a new process: its id will recur in its block events
+        hit = self._ids.get(ppid)
+        parent_id = hit[1] if hit is not None and hit[0] == pstart else self._new_id(ppid, pstart)
         comm, comm_b64 = self._comms.get(comm) or self._comm(comm)
         path, path_b64 = _tail_text(rec, _EXEC_SIZE, path_len, RecordType.EXEC) if path_len else _NO_TEXT
         ancestors = list(values[_ANCESTORS:_ANCESTORS + min(count, ANCESTORS_MAX)])

@@ -2,7 +2,9 @@
 
 msgspec writes compact JSON (``,`` and ``:`` with no spaces), UTF-8, and escapes ``"``, ``\\`` and
 U+0000-U+001F, so a newline or tab in a file name can never split a line. One ``Encoder`` per
-:class:`LineEncoder`, reused; ``encode_into`` appends to the buffer, then the newline is appended.
+:class:`LineEncoder`, reused; ``encode_into`` appends to the buffer, then the newline is appended. A
+batch is one ``encode_lines`` call (newline-delimited JSON, the same bytes as one ``append`` per event,
+about twice as fast per event since the loop runs in C).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ class LineEncoder:
 
     def extend(self, events: list[msgspec.Struct], out: bytearray) -> None:
         """Append every event of *events* as one line each."""
-        encode_into = self._encoder.encode_into
-        for event in events:
-            encode_into(event, out, -1)
-            out.append(10)
+        out += self._encoder.encode_lines(events)
+
+    def lines(self, events: list[msgspec.Struct]) -> bytes:
+        """*events* as JSON lines, each ending in ``\\n`` (b"" for no events)."""
+        return self._encoder.encode_lines(events)
 
     def encode(self, event: msgspec.Struct) -> bytes:
         """*event* as JSON bytes without the newline (for sinks that frame each message, like journald)."""
