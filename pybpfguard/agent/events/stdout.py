@@ -38,6 +38,8 @@ class StdoutSink:
         self.written_bytes = 0
         self.write_errno = 0
         self._encoder = LineEncoder()
+        self._batch_encoder = LineEncoder()  # emit_many's, used outside _lock under _batch_lock
+        self._batch_lock = threading.Lock()
         self._lock = threading.Lock()
         self._pending = bytearray()
         self._queued_bytes = 0  # total bytes ever handed to the writer (monotonic), guarded by _lock
@@ -69,22 +71,25 @@ class StdoutSink:
                 self._wake.set()
 
     def emit_many(self, events: list[msgspec.Struct]) -> None:
-        """Queue several events under one lock acquisition (the event loop's batch path)."""
+        """Queue several events (the event loop's batch path): one ``encode_lines`` outside the lock,
+        then one append under it, so a responder thread calling :meth:`emit` never waits on a batch's
+        encoding. Near the backlog limit or on a broken output, falls back to :meth:`emit` per event."""
+        if not events:
+            return
+        with self._batch_lock:
+            data = self._batch_encoder.lines(events)
         with self._lock:
             buf = self._pending
             start = len(buf)
-            append = self._encoder.append
-            for event in events:
-                mark = len(buf)
-                append(event, buf)
-                if len(buf) > self.max_backlog_bytes or self.write_errno:
-                    del buf[mark:]
-                    self.dropped_events += 1
-                else:
-                    self.events += 1
-            self._queued_bytes += len(buf) - start
-            if start < self.batch_bytes <= len(buf):
-                self._wake.set()
+            if not self.write_errno and start + len(data) <= self.max_backlog_bytes:
+                buf += data
+                self.events += len(events)
+                self._queued_bytes += len(data)
+                if start < self.batch_bytes <= len(buf):
+                    self._wake.set()
+                return
+        for event in events:
+            self.emit(event)
 
     def flush(self, timeout_s: float = 1.0) -> bool:
         """Ask the writer to write everything queued so far; wait up to *timeout_s* seconds.
