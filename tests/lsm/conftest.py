@@ -17,6 +17,13 @@ import pytest
 IN_VM = os.environ.get("PYBPFGUARD_IN_VM") == "1"
 LSM_DIR = Path(__file__).resolve().parent
 
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # The "vm" marker (pyproject.toml) on every test here, before -m selects: -m "not vm" skips the tier.
+    if item.path.is_relative_to(LSM_DIR):
+        item.add_marker(pytest.mark.vm)
+
+
 if not IN_VM:
     # tests/ is importable as a root for the vm package under pytest's default import mode already;
     # this keeps it so under --import-mode=importlib.
