@@ -7,8 +7,9 @@ record (sampling, a drop counter when the ring is full) before the verdict.
 
 Register contract of every routine here: R9 holds the ``agent_config`` value (set by
 :func:`load_config`), R6 is the caller's (not touched), R7 and R8 are scratch, R0..R5 are clobbered.
-Labels the routines jump to: ``allow`` (return 0), which the caller defines, and the ones they define
-themselves (``sig_*``, ``emit``, ``reserve``, ``fill``, ``path_ok``, ``verdict``): one use per program.
+Labels: the routines jump to ``allow`` (return 0, defined by :func:`block_event_and_verdict`) and
+define their own (``denied``, ``sig_*``; ``emit``, ``reserve``, ``fill``, ``verdict``, ``allow`` under a
+*scope* prefix): each routine once per program, :func:`block_event_and_verdict` once per scope.
 Stack slots sit below ``process.CNT_KEY_OFF`` and are listed here so a caller can put its own below
 :data:`STACK_END`.
 """
@@ -136,22 +137,24 @@ def signal(e: Emitter) -> None:
     e.label("sig_done")
 
 
-def block_event_and_verdict(e: Emitter, write_path: PathWriter) -> None:
-    """From label ``emit``: sample, reserve a ``block`` record of BLOCK.size + PATH_MAX bytes (a full ring
-    counts ``ringbuf_drops``), fill identity (PROC_INFO at VAL_OFF), ino/dev (INODE_OFF), cgid, action,
+def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "") -> None:
+    """From label ``<scope>emit``: sample, reserve a ``block`` record of BLOCK.size + PATH_MAX bytes (a full
+    ring counts ``ringbuf_drops``), fill identity (PROC_INFO at VAL_OFF), ino/dev (INODE_OFF), cgid, action,
     comm, the path (*write_path*), submit; then return -EPERM unless the action is AUDIT, and define
-    ``allow`` (return 0)."""
-    e.label("emit")
+    ``<scope>allow`` (return 0). *scope* prefixes every label defined here, so one program can emit two
+    decisions."""
+    emit, reserve, fill, verdict, allow = (f"{scope}{name}" for name in ("emit", "reserve", "fill", "verdict", "allow"))
+    e.label(emit)
     config(e, R2, "event_sample_rate")
-    e(Insn.jmp_imm("jle", R2, 1, to="reserve"), Insn.mov64_reg(R8, R2), Insn.call("get_prandom_u32"),
-      Insn.alu64_reg("mod", R0, R8), Insn.jmp_imm("jne", R0, 0, to="verdict"))
-    e.label("reserve")
+    e(Insn.jmp_imm("jle", R2, 1, to=reserve), Insn.mov64_reg(R8, R2), Insn.call("get_prandom_u32"),
+      Insn.alu64_reg("mod", R0, R8), Insn.jmp_imm("jne", R0, 0, to=verdict))
+    e.label(reserve)
     e.map_ref(R1, "events")
     e(Insn.mov64_imm(R2, BLOCK.size + PATH_MAX), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
-      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jne", R7, 0, to="fill"))
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jne", R7, 0, to=fill))
     e.count("block_stats", BLOCK_STATS.offset("ringbuf_drops"), CNT_KEY_OFF)
-    e(Insn.ja("verdict"))
-    e.label("fill")
+    e(Insn.ja(verdict))
+    e.label(fill)
     e(Insn.st_mem(BPF_W, R7, BLOCK.offset("type"), RecordType.BLOCK),
       Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), 0))
     copy_identity(e, R7)
@@ -164,8 +167,8 @@ def block_event_and_verdict(e: Emitter, write_path: PathWriter) -> None:
       Insn.call("get_current_comm"))
     write_path(e)
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"))
-    e.label("verdict")
-    e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm("jeq", R2, ActionCode.AUDIT, to="allow"),
+    e.label(verdict)
+    e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm("jeq", R2, ActionCode.AUDIT, to=allow),
       Insn.mov64_imm(R0, -errno.EPERM), Insn.exit())
-    e.label("allow")
+    e.label(allow)
     e(Insn.mov64_imm(R0, 0), Insn.exit())
