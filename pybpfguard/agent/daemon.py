@@ -31,8 +31,10 @@ from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.maps import AGENT_CONFIG, PinnedMaps, private_specs
 from pybpfguard.agent.options import RunOptions
 from pybpfguard.agent.posture import Mechanism, Posture, PostureReport, PostureTracker
+from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
 from pybpfguard.agent.programs.emit import AgentProgram
-from pybpfguard.agent.programs.file_lsm import SIGNAL_STATE, SIGNAL_STATE_KEY, file_open_program
+from pybpfguard.agent.programs.exec_lsm import bprm_check_program
+from pybpfguard.agent.programs.file_lsm import file_open_program
 from pybpfguard.agent.programs.load import load_program
 from pybpfguard.agent.programs.process import (
     PROC_INFO,
@@ -103,16 +105,20 @@ class Daemon:
             tracking = [self._load(gen(layout)) for gen in (exec_program, fork_program, exit_program)]
             with self._load(procseed_program(layout)) as seed:
                 run_iterator(seed)
-            lsm_prog = self._try_lsm(file_open_program(layout))
+            lsm_progs = self._try_lsm([file_open_program(layout), bprm_check_program(layout)])
         with self.tracer.span("daemon.attach_programs"):
             for prog in tracking:
                 self.links.append(attach_tracing(prog))
-            file_mech = self._attach_file_enforcement(lsm_prog)
-        self.report.classes = {"file": file_mech, "exec": file_mech} if self.options.enforce else {}
+            file_mech, lsm_hooks = self._attach_file_enforcement(lsm_progs)
+        if self.options.enforce:
+            self.report.classes = {"file": file_mech, "exec": file_mech}
+            if next(iter(self.maps["deny_comm"].keys()), None) is not None:
+                self.report.classes["deny_comm"] = Mechanism.BPF_LSM if "bprm_check" in lsm_hooks else Mechanism.NONE
         self.reader = RingReader(self.maps["events"])
         self._sync = SyncServer(self.pin_root)
         self._hooks = {"exec": "attached", "fork": "attached", "exit": "attached",
-                       "file_open": "attached" if file_mech is Mechanism.BPF_LSM else "missing",
+                       "file_open": "attached" if "file_open" in lsm_hooks else "missing",
+                       "bprm_check_security": "attached" if "bprm_check" in lsm_hooks else "missing",
                        "inode_permission": "not_requested" if self.options.lsm_hook == "file" else "missing"}
         if self.options.lsm_hook != "file":
             self.log.warn("no inode_permission program is generated yet; file rules are enforced at open only",
@@ -144,21 +150,32 @@ class Daemon:
         self.cgroup = AgentCgroup()
         self.maps["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
 
-    def _try_lsm(self, prog: AgentProgram) -> Program | None:
-        """Load the file_open LSM program when this kernel runs BPF LSM; None (with the reason) otherwise."""
-        try:
-            return self._load(prog)
-        except (NotSupportedError, SyscallError) as err:
-            self.log.info("BPF LSM unavailable; file and exec enforcement falls back to fanotify", reason=str(err))
-            return None
-
-    def _attach_file_enforcement(self, lsm_prog: Program | None) -> Mechanism:
-        if lsm_prog is not None:
+    def _try_lsm(self, progs: list[AgentProgram]) -> list[Program]:
+        """Load the LSM programs when this kernel runs BPF LSM ([] with the reason logged otherwise). The
+        first (file_open) is required; a later one the verifier rejects is left out and reported."""
+        loaded: list[Program] = []
+        for prog in progs:
             try:
-                self.links.append(attach_lsm(lsm_prog))
-                return Mechanism.BPF_LSM
+                loaded.append(self._load(prog))
+            except (NotSupportedError, SyscallError) as err:
+                if not loaded:
+                    self.log.info("BPF LSM unavailable; file and exec enforcement falls back to fanotify",
+                                  reason=str(err))
+                    return []
+                self.log.warn("optional LSM program not loaded", program=prog.name, reason=str(err))
+        return loaded
+
+    def _attach_file_enforcement(self, lsm_progs: list[Program]) -> tuple[Mechanism, set[str]]:
+        """Attach the LSM programs, else start fanotify; returns the file mechanism and the LSM hooks attached."""
+        attached: set[str] = set()
+        for prog in lsm_progs:
+            try:
+                self.links.append(attach_lsm(prog))
+                attached.add(prog.name)
             except BPFError as err:
-                self.log.warn("file_open LSM attach failed; falling back to fanotify", reason=str(err))
+                self.log.warn("LSM attach failed", program=prog.name, reason=str(err))
+        if "file_open" in attached:
+            return Mechanism.BPF_LSM, attached
         from pybpfguard.agent.guard_adapter import start_file_guard
 
         try:
@@ -166,8 +183,8 @@ class Daemon:
         except OSError as err:
             self.log.error("fanotify unavailable: file and exec rules are not enforced", reason=str(err))
             self.report.faults.append("file_enforcement_unavailable")
-            return Mechanism.NONE
-        return Mechanism.FANOTIFY
+            return Mechanism.NONE, attached
+        return Mechanism.FANOTIFY, attached
 
     def _publish(self, reason_code: str) -> None:
         """Emit ``state_change`` when the posture moved (requested audit has none to report) and rewrite

@@ -115,7 +115,7 @@ def test_health_reports_what_the_running_daemon_really_enforces(start_agent):
     report = json.loads(agent.cli("health", "--json").stdout)
     assert report["ok"] and report["runtime_state"] == "ENFORCE" and report["enforce_capable"]
     assert report["hooks"] == {"exec": "attached", "fork": "attached", "exit": "attached", "file_open": "missing",
-                               "inode_permission": "not_requested"}
+                               "bprm_check_security": "missing", "inode_permission": "not_requested"}
     assert report["features"]["fanotify_permission"] and not report["features"]["bpf_lsm"]
     assert report["pins_present"] and report["layout_version"] == 1
     agent.stop()

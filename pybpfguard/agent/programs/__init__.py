@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pybpfguard.agent.programs.dpath import KERNEL_FIELDS as _DPATH_FIELDS
 from pybpfguard.bpf.asm import Insn
 
 # (struct, member) pairs the process-tracking generators read (pybpfguard.agent.programs.process)
@@ -53,13 +54,17 @@ PROGRAMS: dict[str, ProgramEntry] = {
             "socket_counter",
             (("__sk_buff", "len"),),
         ),
+        ProgramEntry("exec", "BPF_PROG_TYPE_TRACING", "pybpfguard.agent.programs.process", "exec_program",
+                     (*_PROCESS_FIELDS, ("file", "f_path"), *_DPATH_FIELDS)),
         *(
             ProgramEntry(name, "BPF_PROG_TYPE_TRACING", "pybpfguard.agent.programs.process", f"{name}_program",
                          _PROCESS_FIELDS)
-            for name in ("exec", "fork", "exit", "procseed")
+            for name in ("fork", "exit", "procseed")
         ),
         ProgramEntry("file_open", "BPF_PROG_TYPE_LSM", "pybpfguard.agent.programs.file_lsm", "file_open_program",
                      (*_PROCESS_FIELDS, ("file", "f_path"))),
+        ProgramEntry("bprm_check", "BPF_PROG_TYPE_LSM", "pybpfguard.agent.programs.exec_lsm", "bprm_check_program",
+                     (*_PROCESS_FIELDS, ("file", "f_path"), ("linux_binprm", "filename"))),
     )
 }
 
