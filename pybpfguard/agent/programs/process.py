@@ -154,21 +154,26 @@ def exec_program(k: KernelLayout) -> AgentProgram:
     return e.program("exec", "tracing", "tp_btf/sched_process_exec")
 
 
+def _enter_leader(e: Emitter, k: KernelLayout, task: int, update_flags: int) -> None:
+    """Enter *task* in procs when it leads its thread group (threads never get an entry), its image the
+    one its mm runs (a forked child runs its parent's until it execs)."""
+    e.load(R2, task, k, "task_struct", "pid", 4)
+    e.load(R3, task, k, "task_struct", "tgid", 4)
+    e(Insn.jmp_reg("jne", R2, R3, to="out"))
+    proc_identity(e, k, task)
+    e.load(R1, task, k, "task_struct", "mm")
+    e.load(R1, R1, k, "mm_struct", "exe_file")
+    exec_inode_from_file(e, k, R1)
+    e.update("procs", KEY_OFF, VAL_OFF, update_flags)
+    e.label("out")
+    e(Insn.mov64_imm(R0, 0), Insn.exit())
+
+
 def fork_program(k: KernelLayout) -> AgentProgram:
     """tp_btf/sched_process_fork: ctx = (struct task_struct *parent, struct task_struct *child)."""
     e = Emitter(maps=("procs",))
     e(Insn.ldx_mem(BPF_DW, R6, R1, 8))
-    e.load(R2, R6, k, "task_struct", "pid", 4)
-    e.load(R3, R6, k, "task_struct", "tgid", 4)
-    e(Insn.jmp_reg("jne", R2, R3, to="out"))  # a new thread, not a new process
-    proc_identity(e, k, R6)
-    # the child runs its parent's image until it execs
-    e.load(R1, R6, k, "task_struct", "mm")
-    e.load(R1, R1, k, "mm_struct", "exe_file")
-    exec_inode_from_file(e, k, R1)
-    e.update("procs", KEY_OFF, VAL_OFF, BPF_ANY)
-    e.label("out")
-    e(Insn.mov64_imm(R0, 0), Insn.exit())
+    _enter_leader(e, k, R6, BPF_ANY)
     return e.program("fork", "tracing", "tp_btf/sched_process_fork")
 
 
@@ -192,14 +197,5 @@ def procseed_program(k: KernelLayout) -> AgentProgram:
     """iter/task: ctx = struct bpf_iter__task {meta, task}. Enters every process not yet tracked."""
     e = Emitter(maps=("procs",))
     e(Insn.ldx_mem(BPF_DW, R6, R1, 8), Insn.jmp_imm("jeq", R6, 0, to="out"))
-    e.load(R2, R6, k, "task_struct", "pid", 4)
-    e.load(R3, R6, k, "task_struct", "tgid", 4)
-    e(Insn.jmp_reg("jne", R2, R3, to="out"))
-    proc_identity(e, k, R6)
-    e.load(R1, R6, k, "task_struct", "mm")
-    e.load(R1, R1, k, "mm_struct", "exe_file")
-    exec_inode_from_file(e, k, R1)
-    e.update("procs", KEY_OFF, VAL_OFF, BPF_NOEXIST)  # never overwrite what fork/exec recorded
-    e.label("out")
-    e(Insn.mov64_imm(R0, 0), Insn.exit())
+    _enter_leader(e, k, R6, BPF_NOEXIST)  # never overwrite what fork/exec recorded
     return e.program("procseed", "tracing", "iter/task")
