@@ -196,8 +196,12 @@ def test_case02_symlinked_binary_exec_names_the_real_binary_and_its_deny_stops_t
     (tmp_path / "bin").mkdir()
     (tmp_path / "dir").mkdir()
     tool = copy_tool("/bin/sleep", tmp_path / "bin" / "realtool")
+    system_link = tmp_path / "dir" / "innocent-system"
+    system_link.symlink_to("/bin/sleep")  # the case as users write it: the exec event names the real binary
+    ev = running_exec_event(agent, test_cgroup, [str(system_link), "30"])
+    assert ev["path"] == os.path.realpath("/bin/sleep") and ev["comm"] == "innocent-system"
     innocent = tmp_path / "dir" / "innocent"
-    innocent.symlink_to(tool)
+    innocent.symlink_to(tool)  # a deny only ever names our own copy
     ev = running_exec_event(agent, test_cgroup, [str(innocent), "30"])
     assert ev["comm"] == "innocent"  # the kernel names the task after the user's string
     assert ev["path"] == str(tool) and (ev["ino"], ev["dev"]) == ino_dev(tool)
@@ -249,7 +253,7 @@ def test_case04_hardlink_bind_mount_and_rename_of_the_denied_file_all_denied(age
     assert (child.returncode != 0) == (mode == "enforce"), child
     ino, dev = ino_dev(secret)
     ev = agent.wait_for(lambda e: e["type"] == "block" and e["pid"] == child.pid and e["ino"] == ino)
-    assert (ev["dev"], ev["action"]) == (dev, ACTION[mode]) and ev["path"].endswith("/secret")
+    assert (ev["dev"], ev["action"], ev["path"]) == (dev, ACTION[mode], f"{m}/secret")  # as the opener sees it
 
     os.rename(secret, a / "renamed")
     ev = expect_open(agent, mode, test_cgroup, str(a / "renamed"), a / "renamed")
@@ -595,8 +599,9 @@ def _exec_records(agent: AgentProcess, pids: set[int]) -> int:
 def test_case14_flood_every_denial_happens_losses_are_counted_and_stop_after_the_flood(
         start_agent, mode, tmp_path, test_cgroup):
     opens, execs = 2000, 200
-    # 64 KiB: room for about a dozen exec records (each reserves its path tail of PATH_MAX + NAME_MAX).
-    agent = start_agent(*MODES[mode], "--ringbuf-bytes=65536")
+    # 256 KiB: room for about 55 exec records (each reserves its path tail of PATH_MAX + NAME_MAX), far
+    # fewer than a stalled reader meets below, while bursts from elsewhere on the host rarely fill it.
+    agent = start_agent(*MODES[mode], "--ringbuf-bytes=262144")
     target = tmp_path / "flooded"
     target.write_text("x")
     tool = copy_tool("/bin/true", tmp_path / "flood-true")
@@ -632,13 +637,19 @@ def test_case14_flood_every_denial_happens_losses_are_counted_and_stop_after_the
     assert lost_stalled > 0, "the stalled ring never overflowed: the case proved nothing"
     assert drops_before >= lost_before and drops - drops_before >= lost_stalled
 
-    # 3. After the flood the loss rate is back to 0: paced execs all arrive and the counter stays still.
-    paced = []
-    for _ in range(5):
-        paced.append(run(test_cgroup, [str(tool)]).pid)
-        time.sleep(0.05)
-    agent.wait_for(lambda e: e["type"] == "exec_argv" and e["pid"] == paced[-1])
-    assert _exec_records(agent, set(paced)) == 2 * len(paced)
-    assert _drops(agent) == drops
+    # 3. After the flood the loss rate is back to 0 within seconds: a round of paced execs all arrive while
+    # the drop counter stands still. (The ring sees every exec on the host: other work may flood it too,
+    # so a round with foreign losses is retried until the deadline.)
+    deadline = time.monotonic() + 5
+    while True:
+        before = _drops(agent)
+        paced = []
+        for _ in range(5):
+            paced.append(run(test_cgroup, [str(tool)]).pid)
+            time.sleep(0.05)
+        settle(agent, test_cgroup)
+        if _exec_records(agent, set(paced)) == 2 * len(paced) and _drops(agent) == before:
+            break
+        assert time.monotonic() < deadline, "events are still lost after the flood"
     assert agent.stop() == 0
     check_lines(agent)
