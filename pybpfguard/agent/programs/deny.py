@@ -137,12 +137,15 @@ def signal(e: Emitter) -> None:
     e.label("sig_done")
 
 
-def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "") -> None:
-    """From label ``<scope>emit``: sample, reserve a ``block`` record of BLOCK.size + PATH_MAX bytes (a full
-    ring counts ``ringbuf_drops``), fill identity (PROC_INFO at VAL_OFF), ino/dev (INODE_OFF), cgid, action,
-    comm, the path (*write_path*), submit; then return -EPERM unless the action is AUDIT, and define
+def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "", *, tail_bytes: int = PATH_MAX,
+                            eperm: bool = True) -> None:
+    """From label ``<scope>emit``: sample, reserve a ``block`` record of BLOCK.size + *tail_bytes* bytes (a
+    full ring counts ``ringbuf_drops``), fill identity (PROC_INFO at VAL_OFF), ino/dev (INODE_OFF), cgid,
+    action, comm, the path (*write_path*), submit; then return -EPERM unless the action is AUDIT, and define
     ``<scope>allow`` (return 0). *scope* prefixes every label defined here, so one program can emit two
-    decisions."""
+    decisions. *tail_bytes*: record room for the path (a writer may need more than PATH_MAX, as
+    ``dpath.emit_path`` does). ``eperm=False`` (tracing programs, whose return value the kernel ignores):
+    both outcomes return 0."""
     emit, reserve, fill, verdict, allow = (f"{scope}{name}" for name in ("emit", "reserve", "fill", "verdict", "allow"))
     e.label(emit)
     config(e, R2, "event_sample_rate")
@@ -150,7 +153,7 @@ def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "")
       Insn.alu64_reg("mod", R0, R8), Insn.jmp_imm("jne", R0, 0, to=verdict))
     e.label(reserve)
     e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, BLOCK.size + PATH_MAX), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
+    e(Insn.mov64_imm(R2, BLOCK.size + tail_bytes), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
       Insn.mov64_reg(R7, R0), Insn.jmp_imm("jne", R7, 0, to=fill))
     e.count("block_stats", BLOCK_STATS.offset("ringbuf_drops"), CNT_KEY_OFF)
     e(Insn.ja(verdict))
@@ -168,7 +171,8 @@ def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "")
     write_path(e)
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"))
     e.label(verdict)
-    e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm("jeq", R2, ActionCode.AUDIT, to=allow),
-      Insn.mov64_imm(R0, -errno.EPERM), Insn.exit())
+    if eperm:
+        e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm("jeq", R2, ActionCode.AUDIT, to=allow),
+          Insn.mov64_imm(R0, -errno.EPERM), Insn.exit())
     e.label(allow)
     e(Insn.mov64_imm(R0, 0), Insn.exit())

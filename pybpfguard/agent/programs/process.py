@@ -76,8 +76,15 @@ def copy_identity(e: Emitter, rec: int) -> None:
 
 
 def exec_program(k: KernelLayout) -> AgentProgram:
-    """tp_btf/sched_process_exec: ctx = (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)."""
-    e = Emitter(maps=("procs", "events", "block_stats"))
+    """tp_btf/sched_process_exec: ctx = (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm).
+
+    After the ``exec`` and ``exec_argv`` records, the exec signal fallback decides on the exec'd inode when
+    ``agent_config.signal_fallback_enforce`` is set (:mod:`.exec_fallback`)."""
+    # exec_fallback builds on this module's stack layout (through deny); imported here, when the program is
+    # generated, so the module graph stays acyclic
+    from pybpfguard.agent.programs import exec_fallback
+
+    e = Emitter(maps=("procs", "events", "block_stats", *exec_fallback.MAPS))
     e(Insn.ldx_mem(BPF_DW, R6, R1, 0), Insn.ldx_mem(BPF_DW, R9, R1, 16))
     proc_identity(e, k, R6)
     e.load(R1, R9, k, "linux_binprm", "file")
@@ -146,11 +153,11 @@ def exec_program(k: KernelLayout) -> AgentProgram:
       Insn.jmp_imm("jeq", R0, 0, to="argv_submit"),
       Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("args_len"), 0))  # unreadable: say so, keep argc
     e.label("argv_submit")
-    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("out"))
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("fallback"))
     e.label("argv_drop")
     e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
-    e.label("out")
-    e(Insn.mov64_imm(R0, 0), Insn.exit())
+    e.label("fallback")
+    exec_fallback.signal_fallback(e, k, bprm=R9)
     return e.program("exec", "tracing", "tp_btf/sched_process_exec")
 
 
