@@ -58,3 +58,8 @@ def agent_cgroup() -> Path:
 def lsm_path() -> Path:
     """Test seam for the LSM list (default /sys/kernel/security/lsm)."""
     return Path(env("LSM_PATH") or "/sys/kernel/security/lsm")
+
+
+def journal_socket() -> str:
+    """journald's native socket; ``PYBPFGUARD_JOURNAL_SOCKET_PATH`` points the journald sink elsewhere."""
+    return env("JOURNAL_SOCKET_PATH") or "/run/systemd/journal/socket"

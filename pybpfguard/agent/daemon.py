@@ -3,13 +3,22 @@
 Start-up (spans ``daemon.run`` > ``daemon.load_bpf``, ``daemon.attach_programs``, ``daemon.event_loop``):
 one daemon per pin root; open or create the pinned maps; write the runtime configuration; generate the
 programs from the running kernel's BTF and load them; seed the process table; attach; then pick the
-file/exec enforcement mechanism this kernel really has (BPF LSM, else fanotify permission marks) and
-report it as the posture. SIGTERM/SIGINT: drain the ring, detach, exit 0; the pinned rules stay.
+file/exec enforcement mechanism this kernel really has (BPF LSM, else fanotify permission marks, else with
+``--enforce-fallback=signal`` the exec signal fallback: SIGKILL at ``sched_process_exec``, posture
+``exec=signal,file=none``, state ENFORCE_SIGNAL) and report it as the posture. Requested enforcement that
+nothing enforces is AUDIT_FALLBACK: ``--enforce-gate-mode=fail-closed`` (default) exits 3 then,
+``audit-fallback`` runs with the kernel side in audit. ``--strict-degrade`` exits 3 on reaching
+AUDIT_FALLBACK or DEGRADED, at start-up or later. SIGTERM/SIGINT: drain the ring, detach, exit 0; the
+pinned rules stay.
+
+Test seam (like ``PYBPFGUARD_LSM_PATH``): ``PYBPFGUARD_FANOTIFY=off`` makes the daemon behave as if
+fanotify_init(2) failed with EPERM, so hosts that have fanotify can exercise the paths without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -23,7 +32,7 @@ import msgspec
 from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
-from pybpfguard.agent.events.model import BlockEvent, ExecEvent, StateChangeEvent
+from pybpfguard.agent.events.model import BlockEvent, DiagEvent, ExecEvent, StateChangeEvent
 from pybpfguard.agent.events.sinks import FanOut, build_sinks
 from pybpfguard.agent.health import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
@@ -55,6 +64,7 @@ from pybpfguard.bpf.program import Program
 from pybpfguard.bpf.ringbuf import RingReader
 
 EXIT_OK, EXIT_FAILED, EXIT_ENFORCE_REFUSED = 0, 1, 3
+DIAG_MAP_PRESSURE = 1  # REFERENCE §4.3 diag_type
 _RING_BATCH = 8192  # records decoded and emitted together (one encode_lines, one sink lock)
 _RING_BATCHES = 16  # batches per loop turn before syncs, signals and fanotify get their turn
 
@@ -85,6 +95,10 @@ class Daemon:
         self._stopping = False
         self._sync: SyncServer | None = None
         self._hooks: dict[str, str] = {}
+        self._config: dict[str, int] = {}
+        self.strict_exit = ""  # why --strict-degrade ends the daemon (exit 3), once it must
+        self._drops_reported = 0
+        self._next_loss_check = 0.0
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -101,6 +115,8 @@ class Daemon:
                 value_layout=SIGNAL_STATE))
             self._write_config()
             self._exempt_self()
+            # losses counted before this run were reported by the run that saw them
+            self._drops_reported = sum(v.ringbuf_drops for v in self.maps["block_stats"].lookup_elem(0))
             layout = KernelLayout.from_btf(load_vmlinux())
             tracking = [self._load(gen(layout)) for gen in (exec_program, fork_program, exit_program)]
             with self._load(procseed_program(layout)) as seed:
@@ -109,11 +125,16 @@ class Daemon:
         with self.tracer.span("daemon.attach_programs"):
             for prog in tracking:
                 self.links.append(attach_tracing(prog))
-            file_mech, lsm_hooks = self._attach_file_enforcement(lsm_progs)
+            file_mech, exec_mech, lsm_hooks = self._attach_file_enforcement(lsm_progs)
         if self.options.enforce:
-            self.report.classes = {"file": file_mech, "exec": file_mech}
+            self.report.classes = {"file": file_mech, "exec": exec_mech}
             if next(iter(self.maps["deny_comm"].keys()), None) is not None:
                 self.report.classes["deny_comm"] = Mechanism.BPF_LSM if "bprm_check" in lsm_hooks else Mechanism.NONE
+            if self.report.state is Posture.AUDIT_FALLBACK:
+                # the effective mode is audit (REFERENCE §6.4): no hook may deny what the posture calls audited
+                self._write_config(audit_only=1)
+                self.log.warn("enforcement requested but not available: running in audit",
+                              detail=self.report.detail, gate=self.options.enforce_gate_mode)
         self.reader = RingReader(self.maps["events"])
         self._sync = SyncServer(self.pin_root)
         self._hooks = {"exec": "attached", "fork": "attached", "exit": "attached",
@@ -132,12 +153,15 @@ class Daemon:
         self.programs.append(loaded)
         return loaded
 
-    def _write_config(self) -> None:
+    def _write_config(self, **changes: int) -> None:
+        """Write ``agent_config`` from the run options, with *changes* (field -> value) kept over rewrites."""
         o = self.options
-        self.maps["agent_config"].update_elem(0, AGENT_CONFIG.value(
+        self._config.update(changes)
+        fields = dict(
             audit_only=0 if o.enforce else 1, enforce_signal=o.enforce_signal.value,
             event_sample_rate=o.event_sample_rate, sigkill_escalation_threshold=o.kill_escalation_threshold,
-            sigkill_escalation_window_seconds=o.kill_escalation_window_s))
+            sigkill_escalation_window_seconds=o.kill_escalation_window_s)
+        self.maps["agent_config"].update_elem(0, AGENT_CONFIG.value(**(fields | self._config)))
 
     def _exempt_self(self) -> None:
         """Survival allowlist and the agent's own cgroup (REFERENCE §6.3)."""
@@ -165,8 +189,9 @@ class Daemon:
                 self.log.warn("optional LSM program not loaded", program=prog.name, reason=str(err))
         return loaded
 
-    def _attach_file_enforcement(self, lsm_progs: list[Program]) -> tuple[Mechanism, set[str]]:
-        """Attach the LSM programs, else start fanotify; returns the file mechanism and the LSM hooks attached."""
+    def _attach_file_enforcement(self, lsm_progs: list[Program]) -> tuple[Mechanism, Mechanism, set[str]]:
+        """Attach the LSM programs, else start fanotify, else arm the exec signal fallback when asked to
+        (REFERENCE §6.1, last paragraph); returns the file and exec mechanisms and the LSM hooks attached."""
         attached: set[str] = set()
         for prog in lsm_progs:
             try:
@@ -175,16 +200,37 @@ class Daemon:
             except BPFError as err:
                 self.log.warn("LSM attach failed", program=prog.name, reason=str(err))
         if "file_open" in attached:
-            return Mechanism.BPF_LSM, attached
+            return Mechanism.BPF_LSM, Mechanism.BPF_LSM, attached
+        try:
+            self.guard = self._start_fanotify()
+        except OSError as err:
+            return (Mechanism.NONE, self._without_fanotify(err), attached)
+        return Mechanism.FANOTIFY, Mechanism.FANOTIFY, attached
+
+    def _start_fanotify(self) -> Any:
+        """The fanotify FileGuard; raises OSError (FanotifyError) when fanotify is refused, or when the
+        ``PYBPFGUARD_FANOTIFY=off`` test seam says to behave as if it were."""
+        from pybpfguard.agent.fanotify import FanotifyError
         from pybpfguard.agent.guard_adapter import start_file_guard
 
-        try:
-            self.guard = start_file_guard(self)
-        except OSError as err:
-            self.log.error("fanotify unavailable: file and exec rules are not enforced", reason=str(err))
+        if (config.env("FANOTIFY") or "").strip().lower() == "off":
+            raise FanotifyError("fanotify_init", errno.EPERM, hint="PYBPFGUARD_FANOTIFY=off test seam")
+        return start_file_guard(self)
+
+    def _without_fanotify(self, err: OSError) -> Mechanism:
+        """Neither BPF LSM nor fanotify: arm the exec signal fallback if asked; returns the exec mechanism.
+
+        File opens stay unenforced (and unobserved). Under requested enforce that shows as ``file=none`` in
+        the posture, which the enforce gate judges; under requested audit, as a DEGRADED fault."""
+        if not self.options.enforce:
             self.report.faults.append("file_enforcement_unavailable")
-            return Mechanism.NONE, attached
-        return Mechanism.FANOTIFY, attached
+        if self.options.enforce_fallback != "signal":
+            self.log.error("fanotify unavailable: file and exec rules are not enforced", reason=str(err))
+            return Mechanism.NONE
+        self._write_config(signal_fallback_enforce=1)
+        self.log.warn("fanotify unavailable: denied executables are killed at exec (signal fallback, SIGKILL);"
+                      " file opens are not enforced", reason=str(err))
+        return Mechanism.SIGNAL
 
     def _publish(self, reason_code: str) -> None:
         """Emit ``state_change`` when the posture moved (requested audit has none to report) and rewrite
@@ -195,6 +241,9 @@ class Daemon:
                                        detail=self.report.detail, strict_mode=self.options.strict_degrade,
                                        transition_id=self.tracker.transition_id,
                                        degradation_count=self.tracker.degradation_count))
+        if self.options.strict_degrade and state in (Posture.AUDIT_FALLBACK, Posture.DEGRADED):
+            self.strict_exit = f"{state.value}: {self.report.detail}"
+            self.stop()
         write_runtime(RuntimeStatus(
             pid=os.getpid(), mode="enforce" if self.options.enforce else "audit", state=state.value,
             detail=self.report.detail, enforce_capable=self.report.enforce_capable, hooks=self._hooks))
@@ -242,6 +291,24 @@ class Daemon:
             if self.on_records(self.reader.records(_RING_BATCH)) < _RING_BATCH:
                 return
 
+    def report_losses(self, now: float) -> None:
+        """One ``diag`` per gap: when ``block_stats.ringbuf_drops`` (events lost to a full ring or queue) grew,
+        say by how much and the total, so the SIEM sees every hole. Checked at most twice a second."""
+        if now < self._next_loss_check:
+            return
+        self._next_loss_check = now + 0.5
+        try:
+            total = sum(v.ringbuf_drops for v in self.maps["block_stats"].lookup_elem(0))
+        except BPFError as err:
+            self.log.warn("cannot read block_stats", error=str(err))
+            return
+        if total > self._drops_reported:
+            lost = total - self._drops_reported
+            self.emit(DiagEvent(diag_type=DIAG_MAP_PRESSURE, timestamp=time.monotonic_ns(), data1=lost, data2=total,
+                                msg=f"{lost} events lost: ring or queue full"))
+            self.log.warn("events lost", lost=lost, total=total)
+        self._drops_reported = total
+
     def serve(self) -> None:
         assert self.reader is not None and self._sync is not None
         wake_r, wake_w = socket.socketpair()
@@ -266,6 +333,7 @@ class Daemon:
                 self._drain_ring()
                 if self.guard is not None:
                     self.guard.drain(self.emit)
+                self.report_losses(time.monotonic())
             # drain what is left: a full ring of the smallest records (16 bytes with the header)
             self._drain_ring(self.reader.size_bytes // (16 * _RING_BATCH) + 1)
             if self.guard is not None:
@@ -336,7 +404,7 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
     logger = Logger(log_level, log_format)
     tracer = Tracer(logger)
     try:
-        sinks = build_sinks(options.log)
+        sinks = build_sinks(options.log, journal_socket=config.journal_socket())
     except (OSError, ValueError) as err:
         logger.error("cannot open the event sinks", error=str(err))
         return EXIT_FAILED
@@ -355,11 +423,18 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
             daemon.start()
             if (options.enforce and options.enforce_gate_mode == "fail-closed"
                     and daemon.report.state is Posture.AUDIT_FALLBACK):
-                logger.error("enforcement requested but not available", detail=daemon.report.detail)
+                logger.error("enforcement requested but not available (--enforce-gate-mode=fail-closed)",
+                             detail=daemon.report.detail)
+                return EXIT_ENFORCE_REFUSED
+            if daemon.strict_exit:
+                logger.error("--strict-degrade: posture degraded at start-up", state=daemon.strict_exit)
                 return EXIT_ENFORCE_REFUSED
             logger.debug("start-up done", duration_ms=f"{(time.monotonic() - started) * 1000:.1f}")
             with tracer.span("daemon.event_loop"):
                 daemon.serve()
+            if daemon.strict_exit:
+                logger.error("--strict-degrade: posture degraded", state=daemon.strict_exit)
+                return EXIT_ENFORCE_REFUSED
         except BPFError as err:
             logger.error("start-up failed", error=str(err))
             return EXIT_FAILED

@@ -87,7 +87,8 @@ class GuardAdapter:
             identity=proc_identity(daemon.maps["procs"]),
         )
         self.guard.start()
-        self._counted = 0
+        self._blocks_seen = 0
+        self._drops_seen = 0
 
     def wakeup_fileno(self) -> int | None:
         return None  # decisions are drained on every loop turn (at most 100 ms apart)
@@ -125,18 +126,26 @@ class GuardAdapter:
                 cgroup_path_b64=cg_b64, comm=comm, comm_b64=comm_b64, path=path, path_b64=path_b64,
                 action=d.action.value, ino=d.ino, dev=d.dev,
                 path_truncated=msgspec.UNSET if d.path_complete else True))
-        if n:
-            self._count(n)
+        self._count()
 
-    def _count(self, n: int) -> None:
-        """Add *n* matches to the pinned ``block_stats`` (this process is its only writer without LSM)."""
+    def _count(self) -> None:
+        """Add the guard's new matches and lost decisions to the pinned ``block_stats`` (this process is its
+        only writer without LSM): every match counts, also those whose event a full queue dropped."""
+        st = self.guard.stats()
+        blocks, drops = st.blocks - self._blocks_seen, st.dropped - self._drops_seen
+        if not blocks and not drops:
+            return
         stats = self.pins["block_stats"]
         try:
             per_cpu = stats.lookup_elem(0)
-            per_cpu[0] = msgspec.structs.replace(per_cpu[0], blocks=per_cpu[0].blocks + n)
+            first = per_cpu[0]
+            per_cpu[0] = msgspec.structs.replace(first, blocks=first.blocks + blocks,
+                                                 ringbuf_drops=first.ringbuf_drops + drops)
             stats.update_elem(0, per_cpu)
         except BPFError as err:
             self.daemon.log.warn("cannot update block_stats", error=str(err))
+            return
+        self._blocks_seen, self._drops_seen = st.blocks, st.dropped
 
     def close(self) -> None:
         self.guard.stop()

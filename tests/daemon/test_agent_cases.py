@@ -636,6 +636,9 @@ def test_case14_flood_every_denial_happens_losses_are_counted_and_stop_after_the
     drops = _drops(agent)
     assert lost_stalled > 0, "the stalled ring never overflowed: the case proved nothing"
     assert drops_before >= lost_before and drops - drops_before >= lost_stalled
+    # and the gap is reported in the event stream itself: one diag record per gap, with its size
+    gap = agent.wait_for(lambda e: e["type"] == "diag" and e["data2"] >= drops_before + lost_stalled, 5)
+    assert gap["diag_type"] == 1 and gap["data1"] > 0
 
     # 3. After the flood the loss rate is back to 0 within seconds: a round of paced execs all arrive while
     # the drop counter stands still. (The ring sees every exec on the host: other work may flood it too,
