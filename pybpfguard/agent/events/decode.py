@@ -71,7 +71,7 @@ for _cls, _args in ((BlockEvent, _BLOCK_ARGS), (ExecEvent, _EXEC_ARGS), (ExecArg
     if _cls.__struct_fields__[:len(_args)] != _args:
         raise ImportError(f"decoder argument order {_args} no longer matches {_cls.__name__} fields")
 _COMM_CACHE_MAX = 4096
-_ID_CACHE_MAX = 65536  # processes whose exec_id string is kept; cleared when full (a pid_max's worth)
+_ID_CACHE_MAX = 4096  # processes whose exec_id string is kept (about 200 bytes each); cleared when full
 _BLOCK_TYPE = int(RecordType.BLOCK)
 # What a malformed record raises inside the decoders (turned into RecordError by _error).
 _RECORD_FAULTS = (IndexError, TypeError, struct.error, RecordError)
