@@ -50,11 +50,16 @@ class PostureReport:
         if not self.requested_enforce:
             return Posture.UNKNOWN
         mechs = list(self.classes.values())
+        # A class left without enforcement is a missing hook (AUDIT_FALLBACK), unless the operator chose
+        # the signal fallback for what it covers: then the state is ENFORCE_SIGNAL and the detail names
+        # the classes it leaves out (``exec=signal,file=none``). Never ENFORCE either way.
+        if mechs and all(m in (Mechanism.AUDIT, Mechanism.NONE) for m in mechs):
+            return Posture.AUDIT_FALLBACK
+        if Mechanism.SIGNAL in mechs:
+            return Posture.ENFORCE_SIGNAL
         if any(m in (Mechanism.AUDIT, Mechanism.NONE) for m in mechs):
             return Posture.AUDIT_FALLBACK
-        if all(m.returns_eperm for m in mechs):
-            return Posture.ENFORCE
-        return Posture.ENFORCE_SIGNAL
+        return Posture.ENFORCE
 
     @property
     def detail(self) -> str:
