@@ -3,9 +3,9 @@
 REFERENCE §6.1 ("Without BPF-LSM"), decision order §3.5, signals and escalation §6.2/§6.3. Each denied
 inode gets an inode mark for ``FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM`` (plus ``FAN_ONDIR`` so a denied
 directory cannot be opened either); opens of any other file never reach user space. A responder thread
-answers each permission event in the §3.5 order and only then does the slow part (the path, the
-decision record) which goes to a bounded queue: a full queue drops (and counts) the record, it never
-delays an answer.
+answers each permission event in the §3.5 order (reading a matched file's path first, one readlink, while
+the opener's mount namespace is sure to exist) and only then hands the decision record to a bounded
+queue: a full queue drops (and counts) the record, it never delays an answer.
 
 Fail-open by construction: when the group closes (``stop()``, or the process dies) the kernel removes
 the marks and allows every pending open. The deadman and the metrics report that (§6.1).
@@ -529,6 +529,13 @@ class FileGuard:
                 return
             stats.blocks += 1
             self._per_inode[key] = self._per_inode.get(key, 0) + 1
+            # The path is read while the opener still waits: once answered it may exit, and with it a
+            # private mount namespace whose mounts the path runs through (the path then loses its prefix).
+            ts_ns = time.monotonic_ns()
+            try:
+                path, complete = os.readlink(b"/proc/self/fd/%d" % fd), True
+            except OSError:
+                path, complete = b"", False  # d_path beyond PATH_MAX (ENAMETOOLONG): say so, decide anyway
             if self.mode is Mode.AUDIT:
                 action = Action.AUDIT
                 stats.audited += 1
@@ -543,11 +550,6 @@ class FileGuard:
                 # Signal before answering, as the kernel hooks do: the pid is pinned by the wait.
                 if not group.respond(fd, Response.FAN_DENY):
                     stats.lost_answers += 1  # a fatal signal ended the wait; the open failed anyway
-            ts_ns = time.monotonic_ns()
-            try:
-                path, complete = os.readlink(b"/proc/self/fd/%d" % fd), True
-            except OSError:
-                path, complete = b"", False  # d_path beyond PATH_MAX (ENAMETOOLONG): say so, decide anyway
         finally:
             os.close(fd)
         try:
