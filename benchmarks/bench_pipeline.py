@@ -45,7 +45,7 @@ from tests.ringbuf.producers import Producer, create_ring
 
 RECORDS = 1 << 20  # a multiple of the producer's 128-record pattern, so every round writes the same bytes
 RING_SIZE = 128 << 20  # 2**20 records * 112 bytes = 112 MiB fit: no drops while filling
-BATCH = 8192  # records per RingReader.records() batch, as the daemon drains
+BATCH = 1024  # records per RingReader.records() batch, as the daemon drains (daemon._RING_BATCH)
 ROUNDS = 5
 DAEMON_RING_SIZE = 16 << 20  # RunOptions.ringbuf_bytes default
 SUSTAINED_RATES = (250_000, 500_000)  # records/s the producer thread aims at (the target, and half of it)
