@@ -34,7 +34,6 @@ from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
 from pybpfguard.agent.events.model import BlockEvent, DiagEvent, ExecEvent, StateChangeEvent
 from pybpfguard.agent.events.sinks import FanOut, build_sinks
-from pybpfguard.agent.health import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.maps import AGENT_CONFIG, PinnedMaps, private_specs
@@ -52,6 +51,7 @@ from pybpfguard.agent.programs.process import (
     fork_program,
     procseed_program,
 )
+from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.selfcgroup import AgentCgroup
 from pybpfguard.agent.survival import survival_inodes
 from pybpfguard.bpf.btf.layout import Layout as KernelLayout

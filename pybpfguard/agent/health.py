@@ -1,9 +1,5 @@
-"""``health``: prerequisites, a test load, the pins, and what the running daemon really enforces.
-
-The daemon publishes its posture in ``<state dir>/runtime.json`` (written at start and on each
-transition, removed on a clean exit); ``health`` reports it only while that daemon is alive, so a stale
-file never claims enforcement (No-Pretend, REFERENCE §6.4).
-"""
+"""``health``: prerequisites, a test load, the pins, and what the running daemon really enforces (read
+from the posture it publishes, :mod:`pybpfguard.agent.runtime`)."""
 
 from __future__ import annotations
 
@@ -12,53 +8,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
 from pybpfguard.agent.logs import Tracer
 from pybpfguard.agent.maps import LAYOUT_VERSION, PinnedMaps, pinned_specs
-
-RUNTIME_FILE = "runtime.json"
-HOOKS = ("exec", "fork", "exit", "file_open")
-
-
-class RuntimeStatus(msgspec.Struct, kw_only=True):
-    """What the daemon writes to runtime.json."""
-
-    pid: int
-    mode: str  # requested: audit | enforce
-    state: str  # Posture value
-    detail: str  # class=mechanism list
-    enforce_capable: bool
-    hooks: dict[str, str]  # name -> attached | missing | not_requested
-
-
-def write_runtime(status: RuntimeStatus) -> None:
-    path = config.state_file(RUNTIME_FILE)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(msgspec.json.encode(status))
-    os.replace(tmp, path)
-
-
-def remove_runtime() -> None:
-    config.state_file(RUNTIME_FILE).unlink(missing_ok=True)
-
-
-def read_runtime() -> RuntimeStatus | None:
-    """The live daemon's status, or None (no file, unreadable, or its process is gone)."""
-    try:
-        status = msgspec.json.decode(config.state_file(RUNTIME_FILE).read_bytes(), type=RuntimeStatus)
-    except (OSError, msgspec.DecodeError):
-        return None
-    try:
-        os.kill(status.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return status
+from pybpfguard.agent.runtime import HOOKS, read_runtime
 
 
 @dataclass

@@ -15,9 +15,9 @@ import errno as _errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pybpfguard.bpf import _sys
+from pybpfguard.bpf import _sys, asm
 from pybpfguard.bpf._sys.prog import ProgInfo, get_fd_by_id, obj_get_info_by_fd
-from pybpfguard.bpf.asm import Insn, disassemble, finalize
+from pybpfguard.bpf.asm import Insn, finalize
 from pybpfguard.bpf.errors import SyscallError, VerifierError, from_errno
 from pybpfguard.bpf.lsm_support import lsm_refusal, trampoline_refusal
 from pybpfguard.bpf.types import AttachType, ProgType
@@ -302,7 +302,7 @@ def _slot_text(code: bytes, index: int) -> str:
     if not 0 <= index < len(code) // 8:
         return ""
     width = 16 if code[index * 8] == 0x18 else 8  # ld_imm64 takes two slots
-    return disassemble(code[index * 8 : index * 8 + width], lenient=True, labels=False).strip()
+    return asm.disassemble(code[index * 8 : index * 8 + width], lenient=True, labels=False).strip()
 
 
 def _rejection(spec: ProgramSpec, code: bytes, err: SyscallError, log: str) -> Exception:

@@ -54,12 +54,14 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with *only* (a command name) just that command's module is imported, which is what
+    keeps ``run`` from paying for every other command's imports at start-up."""
     parser = argparse.ArgumentParser(prog=prog, description="pybpfguard runtime security agent")
     parser.add_argument("-V", "--version", action="version", version=f"{prog} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        if not _available(module):
+        if (only is not None and name != only) or not _available(module):
             continue
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(_module=module)
@@ -82,7 +84,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 2
     if not rest:
         rest = ["run"]
-    parser = build_parser(prog)
+    command = rest[0] if rest[0] in COMMANDS else None
+    parser = build_parser(prog, only=command)
     args = parser.parse_args(rest)
     args.prog = prog
     args.log_level = global_opts.get("log_level", "info")

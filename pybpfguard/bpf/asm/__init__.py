@@ -7,7 +7,6 @@ the LLVM BPF assembly syntax in (``assemble``) and out (``disassemble``), and th
 Only ``finalize`` computes offsets (``finalize.py``); nothing here issues a syscall.
 """
 
-from pybpfguard.bpf.asm.disasm import decode, disassemble, format_insn
 from pybpfguard.bpf.asm.errors import (
     AsmError,
     AsmSyntaxError,
@@ -61,7 +60,6 @@ from pybpfguard.bpf.asm.opcodes import (
     RFP,
     Reg,
 )
-from pybpfguard.bpf.asm.text import assemble, parse
 
 __all__ = [
     "BPF_ALU",
@@ -122,3 +120,18 @@ __all__ = [
     "helper_name",
     "parse",
 ]
+
+# The text parser and the disassembler are imported on first use: a program generator or loader needs
+# neither, and they are a large share of the import time of the daemon's start-up.
+_LAZY = {"assemble": "text", "parse": "text", "decode": "disasm", "disassemble": "disasm", "format_insn": "disasm"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

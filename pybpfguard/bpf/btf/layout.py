@@ -64,11 +64,12 @@ def _sizeof_name(spec: Spec, name: str) -> int:
 class Layout:
     """Offsets and sizes of kernel types. Build with :meth:`from_btf` or :meth:`from_dict`."""
 
-    __slots__ = ("_doc", "_spec")
+    __slots__ = ("_cache", "_doc", "_spec")
 
     def __init__(self, spec: Spec | None, doc: _LayoutDoc | None) -> None:
         self._spec = spec
         self._doc = doc
+        self._cache: dict[tuple[str, str], Field] = {}
 
     @classmethod
     def from_btf(cls, spec: Spec) -> Layout:
@@ -111,8 +112,11 @@ class Layout:
         """Byte offset and size of member *path* (``"f_path.dentry"``) of *type_name*.
         Raises TypeNotFoundError/MemberNotFoundError/BitfieldMemberError (live), LayoutMissingError (recorded)."""
         if self._spec is not None:
-            info = self._spec.member(type_name, path)
-            return Field(info.offset, info.size)
+            hit = self._cache.get((type_name, path))
+            if hit is None:  # a generator asks for the same few members many times
+                info = self._spec.member(type_name, path)
+                hit = self._cache[(type_name, path)] = Field(info.offset, info.size)
+            return hit
         assert self._doc is not None
         try:
             return self._doc.members[type_name][path]

@@ -74,6 +74,7 @@ class Spec:
         self._name_index: dict[int, list[int]] | None = None  # name_off -> local indexes, all records
         self._named: dict[int, list[int]] = {}  # the same, per name_off searched so far
         self._strings_named: dict[bytes, list[int]] = {}  # name -> its string offsets in this blob
+        self._found: dict[tuple[int, str], tuple[int, ...]] = {}  # (kind, name) -> find_ids answer
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], base: Spec | None = None) -> Spec:
@@ -181,6 +182,9 @@ class Spec:
         """Ids of every type of *kind* named *name*, ascending, the base's first."""
         if not name:
             raise ValueError("anonymous types cannot be looked up by name")
+        hit = self._found.get((int(kind), name))
+        if hit is not None:  # generators ask for the same few structs over and over
+            return list(hit)
         ids = self.base.find_ids(kind, name) if self.base is not None else []
         raw = name.encode("utf-8", "surrogateescape")
         name_offs = list(self._string_offsets(raw))  # a copy: the cached list must not grow
@@ -189,6 +193,7 @@ class Spec:
         for name_off in name_offs:
             ids.extend(self._local_ids_named(name_off, int(kind)))
         ids.sort()
+        self._found[(int(kind), name)] = tuple(ids)
         return ids
 
     def _string_offsets_all(self, name: bytes) -> list[int]:
