@@ -4,9 +4,13 @@ This host refuses LSM programs, so the measurement runs in the VM tier's guest (
 ``bpf`` in its LSM list, qemu TCG, one vCPU): ``run_in_vm`` boots one guest that runs this module with
 ``--guest``. In the guest, in one run:
 
-1. 10,000 files on the guest's tmpfs, their inode keys written to the pinned ``deny_inode`` of a private
+0. (below) 10,000 files on the guest's tmpfs, their inode keys written to the pinned ``deny_inode`` of a private
    pin root (one ``BPF_MAP_UPDATE_BATCH``; deny.db is not read by the LSM path), the policy-empty hint
    cleared as ``block add`` does (``rules.refresh_hints``);
+1. without the daemon, interleaved rounds (order rotated each round) of: no program; a ``return 0``
+   ``lsm/file_open`` program (the floor of any BPF LSM hook: trampoline and dispatch); the daemon's own
+   generated ``file_open`` program on the same pinned maps, each attached only for its round. Paired
+   per-round ratios cancel the emulated CPU's drift;
 2. floor, before: ROUNDS rounds of OPENS ``open(O_RDONLY)`` + ``close`` of another file in the same
    directory, each timed on its own (ns, ``time.perf_counter_ns``), no agent;
 3. the daemon (``python -m pybpfguard run --enforce --enforce-signal=none``, the isolated one of
@@ -128,12 +132,76 @@ def file_open_run_stats(path: bytes) -> dict[str, float]:
     return {"runs": runs, "ns_per_run": round((last["run_time_ns"] - first["run_time_ns"]) / max(runs, 1), 1)}
 
 
+@contextmanager
+def lsm_programs(pin_root: Path) -> Iterator[dict[str, object]]:
+    """Two loaded, unattached ``lsm/file_open`` programs: ``agent``, the daemon's generated program on the
+    pinned maps (the 10,000 rules) plus private ring and signal-state maps, and ``noop`` (``return 0``),
+    the least any BPF LSM hook costs (trampoline and dispatch). Closed afterwards."""
+    from pybpfguard.agent.maps import PinnedMaps, private_specs
+    from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
+    from pybpfguard.agent.programs.file_lsm import file_open_program
+    from pybpfguard.agent.programs.load import load_program
+    from pybpfguard.agent.programs.process import PROC_INFO
+    from pybpfguard.bpf.asm import R0, Insn
+    from pybpfguard.bpf.btf.layout import Layout
+    from pybpfguard.bpf.btf.spec import load_vmlinux
+    from pybpfguard.bpf.maps import Map, MapSpec, MapType
+    from pybpfguard.bpf.program import Program, ProgramSpec
+    from pybpfguard.bpf.types import AttachType, ProgType
+
+    with PinnedMaps.open(pin_root, create=False) as pins:
+        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20, PROC_INFO).items()}
+        private["enforce_signal_state"] = Map.create(MapSpec(
+            MapType.BPF_MAP_TYPE_LRU_HASH, 1024, name="enforce_sigstat", key_layout=SIGNAL_STATE_KEY,
+            value_layout=SIGNAL_STATE))
+        noop_spec = ProgramSpec(name="file_open_noop", prog_type=ProgType.BPF_PROG_TYPE_LSM,
+                                insns=(Insn.mov64_imm(R0, 0), Insn.exit()),
+                                expected_attach_type=AttachType.BPF_LSM_MAC, attach_to="file_open")
+        try:
+            with (load_program(file_open_program(Layout.from_btf(load_vmlinux())), {**pins.maps, **private})
+                  as agent, Program.load(noop_spec) as noop):
+                yield {"agent": agent, "noop": noop}
+        finally:
+            for m in private.values():
+                m.close()
+
+
+def interleaved_program_rounds(pin_root: Path, path: bytes) -> dict[str, object]:
+    """ROUNDS rounds of: no program, the noop program, the agent's program (each attached only for its
+    own OPENS opens of *path*), in an order rotated every round so drift of the emulated CPU falls on
+    every variant alike. Per variant: pooled median and p95, per-round medians, and the median over rounds
+    of the round's ratio to its own no-program median (paired, drift-free)."""
+    from pybpfguard.bpf.link import attach_lsm
+
+    variants = ("none", "noop", "agent")
+    rounds: dict[str, list[list[int]]] = {v: [] for v in variants}
+    with lsm_programs(pin_root) as progs:
+        open_times_ns(path, WARMUP_OPENS)
+        for r in range(ROUNDS):
+            for v in variants[r % 3:] + variants[:r % 3]:
+                if v == "none":
+                    rounds[v].append(open_times_ns(path))
+                    continue
+                with attach_lsm(progs[v]):  # type: ignore[arg-type]
+                    rounds[v].append(open_times_ns(path))
+    out: dict[str, object] = {}
+    none_medians = [statistics.median(r) for r in rounds["none"]]
+    for v in variants:
+        samples = [t for r in rounds[v] for t in r]
+        medians = [statistics.median(r) for r in rounds[v]]
+        out[v] = {"median_ns": statistics.median(samples), "p95_ns": statistics.quantiles(samples, n=100)[94],
+                  "round_medians_ns": medians,
+                  "paired_overhead_median_pct": round((statistics.median(
+                      m / n for m, n in zip(medians, none_medians, strict=True)) - 1) * 100, 2)}
+    return out
+
+
 def _overhead_pct(value: float, floor: float) -> float:
     return round((value / floor - 1) * 100, 2)
 
 
 def measure_in_guest() -> dict[str, object]:
-    """Steps 1-5 of the module docstring, in this (LSM-capable) kernel; the results as a JSON-able dict."""
+    """Steps 0-5 of the module docstring, in this (LSM-capable) kernel; the results as a JSON-able dict."""
     from tests.conftest import cgroup2_mount
     from tests.daemon.conftest import AgentProcess
 
@@ -146,6 +214,7 @@ def measure_in_guest() -> dict[str, object]:
         env = dict(os.environ, PYBPFGUARD_PIN_ROOT=str(pin_root), PYBPFGUARD_STATE_DIR=str(work / "state"),
                    PYBPFGUARD_AGENT_CGROUP=str(cgroup2_mount() / f"pybpfguard-bench-{uuid.uuid4().hex[:8]}"))
         target = os.fsencode(allowed)
+        programs = interleaved_program_rounds(pin_root, target)
         before = phase(target)
         t = time.perf_counter()
         agent = AgentProcess(["--enforce", "--enforce-signal=none"], env)
@@ -183,6 +252,7 @@ def measure_in_guest() -> dict[str, object]:
         "overhead_p95_pct": _overhead_pct(with_agent["p95_ns"], floor_p95),  # type: ignore[arg-type]
         "program_only_overhead_median_pct": _overhead_pct(program_only["median_ns"], floor_median),  # type: ignore[arg-type]
         "program_only_overhead_p95_pct": _overhead_pct(program_only["p95_ns"], floor_p95),  # type: ignore[arg-type]
+        "interleaved_programs": programs,
         "drift_after_vs_before_median_pct": _overhead_pct(after["median_ns"], before["median_ns"]),  # type: ignore[arg-type]
     }
 
