@@ -67,6 +67,13 @@ def block_event(agent: AgentProcess, path: Path, **match: object) -> dict[str, o
     return ev
 
 
+def cat(path: Path) -> tuple[int, int, bytes]:
+    """``cat <path>`` as a child: (pid, exit status or -signal, stderr)."""
+    child = subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, stderr = child.communicate(timeout=30)
+    return child.pid, child.returncode, stderr
+
+
 def stopped_cleanly(agent: AgentProcess) -> None:
     """Stop the daemon (drain, detach) and check every line it printed against event-schema.json."""
     assert agent.stop() == 0, "".join(agent.stderr)
@@ -88,11 +95,14 @@ def test_enforce_denies_a_blocked_file_and_binary_with_eperm_and_kernel_block_ev
     agent = start_agent(*ENFORCE)
     secret = secret_file(tmp_path, "shadow-like")
     deny(agent, secret)
-    out = subprocess.run(["cat", str(secret)], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1 and "Operation not permitted" in out.stderr
-    ev = block_event(agent, secret, comm="cat")
-    assert ev["action"] == "BLOCK" and ev["ppid"] == os.getpid()
-    assert (tmp_path / "other").write_text("fine") and (tmp_path / "other").read_text() == "fine"
+    (tmp_path / "alias").symlink_to(tmp_path)
+    for opened in (secret, tmp_path / "alias" / "shadow-like"):  # bpf_d_path names the file, not the alias
+        pid, returncode, stderr = cat(opened)
+        assert returncode == 1 and b"Operation not permitted" in stderr
+        ev = block_event(agent, secret, pid=pid)
+        assert (ev["action"], ev["comm"], ev["ppid"]) == ("BLOCK", "cat", os.getpid())
+        assert "resolved_path" not in ev
+    assert secret_file(tmp_path, "other").read_text() == "s3cret"  # another file opens fine
 
     tool = tmp_path / "denied-true"
     shutil.copy("/bin/true", tool)
@@ -107,9 +117,9 @@ def test_enforce_signal_term_kills_the_opener_and_the_event_says_term(start_agen
     agent = start_agent("--enforce", "--enforce-signal=term")
     secret = secret_file(tmp_path, "term-on-open")
     deny(agent, secret)
-    child = subprocess.run(["cat", str(secret)], capture_output=True, timeout=30)
-    assert child.returncode == -signal.SIGTERM
-    assert block_event(agent, secret, comm="cat")["action"] == "TERM"
+    pid, returncode, _ = cat(secret)
+    assert returncode == -signal.SIGTERM
+    assert block_event(agent, secret, pid=pid)["action"] == "TERM"
     stopped_cleanly(agent)
 
 
