@@ -28,12 +28,11 @@ from typing import Any
 
 import pytest
 
-from pybpfguard.agent.events.schema import validate
 from pybpfguard.agent.maps import private_specs
-from pybpfguard.agent.paths import kernel_dev
 from pybpfguard.agent.programs.process import PROC_INFO
 from pybpfguard.bpf.maps import Map
 from tests.daemon.conftest import AgentProcess
+from tests.daemon.helpers import check_lines, ino_dev, path_of_length
 
 pytestmark = pytest.mark.kernel
 
@@ -44,14 +43,6 @@ TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------------
-
-def check_lines(agent: AgentProcess) -> None:
-    """Every stdout line is one complete JSON object (a newline in a name never splits one) and validates
-    against event-schema.json."""
-    for line in agent.lines:
-        assert line.endswith(b"\n") and line.count(b"\n") == 1, line
-        validate(json.loads(line))
-
 
 @pytest.fixture(params=list(MODES))
 def mode(request: pytest.FixtureRequest) -> str:
@@ -99,9 +90,7 @@ def run(cgroup: Path, argv: list[Any], stdin: bytes | None = None) -> Child:
     return Child(p.pid, p.returncode, out, err)
 
 
-def ino_dev(path: str | bytes | Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_ino, kernel_dev(st.st_dev)
+
 
 
 def block(agent: AgentProcess, path: str | bytes | Path) -> None:
@@ -209,23 +198,10 @@ def test_case02_symlinked_binary_exec_names_the_real_binary_and_its_deny_stops_t
     expect_exec(agent, mode, test_cgroup, [str(innocent), "0"], tool)
 
 
-def _path_of_length(base: Path, total: int) -> Path:
-    """A file path of exactly *total* bytes under *base*: directories of up to 200-byte names."""
-    left = total - len(os.fsencode(str(base))) - 1
-    parts = []
-    while left > 200:
-        parts.append("d" * 199)
-        left -= 200
-    parts.append("f" * left)
-    path = base.joinpath(*parts)
-    assert len(os.fsencode(str(path))) == total
-    return path
-
-
 def test_case03_300_and_4000_byte_paths_denied_like_short_ones_with_the_whole_path(
         agent, mode, tmp_path, test_cgroup):
     for total in (300, 4000):
-        target = _path_of_length(tmp_path / f"long{total}", total)
+        target = path_of_length(tmp_path / f"long{total}", total)
         target.parent.mkdir(parents=True)
         target.write_text("x")
         block(agent, target)

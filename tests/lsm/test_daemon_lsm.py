@@ -28,7 +28,7 @@ from pybpfguard.agent import rules
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.statefiles import DenyDb
 from tests.daemon.conftest import AgentProcess, agent_env, run_in_cgroup, start_agent  # noqa: F401
-from tests.daemon.test_agent_cases import _path_of_length, check_lines, ino_dev
+from tests.daemon.helpers import check_lines, ino_dev, path_of_length
 
 pytestmark = pytest.mark.kernel
 
@@ -169,7 +169,7 @@ def test_rules_edited_while_running_apply_at_once_and_stats_counts_the_kernel_bl
 def test_paths_of_300_and_4000_bytes_are_denied_and_the_event_carries_the_whole_path(start_agent, tmp_path):  # noqa: F811
     agent = start_agent(*ENFORCE)
     for total in (300, 4000):
-        target = _path_of_length(tmp_path / f"long{total}", total)
+        target = path_of_length(tmp_path / f"long{total}", total)
         target.parent.mkdir(parents=True)
         target.write_text("x")
         deny(agent, target)
