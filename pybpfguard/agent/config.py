@@ -52,7 +52,15 @@ def state_file(name: str) -> Path:
 
 
 def agent_cgroup() -> Path:
-    return Path(env("AGENT_CGROUP") or "/sys/fs/cgroup/pybpfguard_agent")
+    """The agent's cgroup outside systemd: ``PYBPFGUARD_AGENT_CGROUP``, else ``pybpfguard_agent`` under the
+    cgroup2 mount (found in /proc/self/mountinfo: ``/sys/fs/cgroup`` on unified hosts, ``.../unified`` on
+    hybrid ones)."""
+    configured = env("AGENT_CGROUP")
+    if configured:
+        return Path(configured)
+    from pybpfguard.agent.cgroups import cgroup2_mount
+
+    return Path(os.fsdecode(cgroup2_mount())) / "pybpfguard_agent"
 
 
 def lsm_path() -> Path:

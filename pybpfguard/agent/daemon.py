@@ -246,7 +246,8 @@ class Daemon:
             self.stop()
         write_runtime(RuntimeStatus(
             pid=os.getpid(), mode="enforce" if self.options.enforce else "audit", state=state.value,
-            detail=self.report.detail, enforce_capable=self.report.enforce_capable, hooks=self._hooks))
+            detail=self.report.detail, enforce_capable=self.report.enforce_capable, hooks=self._hooks,
+            agent_cgid=self.cgroup.cgid if self.cgroup is not None else 0))
 
     # ---- the event loop -----------------------------------------------------------------------------
 
@@ -377,13 +378,16 @@ class Daemon:
         for name, m in self.maps.items():
             if self.pins is None or name not in self.pins.maps:
                 m.close()
+        if self.cgroup is not None:
+            removed = self.cgroup.close()
+            if removed and self.pins is not None:  # its cgroup is gone: so is the exemption
+                with contextlib.suppress(BPFError):
+                    self.pins["allow_cgroup"].delete_elem(self.cgroup.cgid)
+            self.cgroup = None
         if self.pins is not None:
             self.pins.close()
             self.pins = None
         self.maps.clear()
-        if self.cgroup is not None:
-            self.cgroup.close()
-            self.cgroup = None
         remove_runtime()
 
 

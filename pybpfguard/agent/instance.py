@@ -34,27 +34,55 @@ def socket_path(pin_root: Path) -> Path:
     return RUN_DIR / f"{_stem(pin_root)}.sock"
 
 
+def runtime_path(pin_root: Path) -> Path:
+    return RUN_DIR / f"{_stem(pin_root)}.runtime.json"
+
+
+def lock_held(pin_root: Path) -> bool:
+    """True while a daemon holds the lock of *pin_root* (a probe with a shared, non-blocking flock)."""
+    try:
+        fd = os.open(lock_path(pin_root), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 class InstanceLock:
     """Holds ``flock(LOCK_EX)`` for the daemon's lifetime; the file records the holder's pid."""
 
     def __init__(self, pin_root: Path) -> None:
         RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = lock_path(pin_root)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+        while True:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(self._fd)
+                raise AlreadyRunning(
+                    f"another pybpfguard daemon (pid {holder}) is running on pin root {pin_root}; stop it first"
+                ) from None
+            try:  # a closing daemon unlinks the file: a lock on that orphan would not exclude anyone
+                if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(self._fd)
-            raise AlreadyRunning(
-                f"another pybpfguard daemon (pid {holder}) is running on pin root {pin_root}; stop it first"
-            ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def close(self) -> None:
+        """Remove the lock file, then release it (a waiter re-checks the inode, see __init__)."""
         if self._fd >= 0:
-            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             os.close(self._fd)
             self._fd = -1
 

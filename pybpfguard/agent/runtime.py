@@ -1,6 +1,7 @@
-"""The daemon's published posture: ``<state dir>/runtime.json``, written at start and on each transition,
-removed on a clean exit; ``health`` trusts it only while that daemon's process is alive, so a stale file
-never claims enforcement (No-Pretend, REFERENCE §6.4)."""
+"""The daemon's published posture: ``/run/pybpfguard/<pin-root key>.runtime.json`` beside its lock, written
+at start and on each transition, removed on a clean exit. Readers trust it only while the daemon still
+holds the pin root's lock, so a stale file (a SIGKILLed daemon, a reused pid) never claims enforcement
+(No-Pretend, REFERENCE §6.4), and two daemons on two pin roots never hide each other."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import os
 import msgspec
 
 from pybpfguard.agent import config
+from pybpfguard.agent.instance import lock_held, runtime_path
 
 HOOKS = ("exec", "fork", "exit", "file_open")
-RUNTIME_FILE = "runtime.json"
 
 
 class RuntimeStatus(msgspec.Struct, kw_only=True):
@@ -23,10 +24,11 @@ class RuntimeStatus(msgspec.Struct, kw_only=True):
     detail: str  # class=mechanism list
     enforce_capable: bool
     hooks: dict[str, str]  # name -> attached | missing | not_requested
+    agent_cgid: int  # the daemon's own cgroup, always in allow_cgroup (``block clear`` keeps it)
 
 
 def write_runtime(status: RuntimeStatus) -> None:
-    path = config.state_file(RUNTIME_FILE)
+    path = runtime_path(config.pin_root())
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(msgspec.json.encode(status))
@@ -34,19 +36,15 @@ def write_runtime(status: RuntimeStatus) -> None:
 
 
 def remove_runtime() -> None:
-    config.state_file(RUNTIME_FILE).unlink(missing_ok=True)
+    runtime_path(config.pin_root()).unlink(missing_ok=True)
 
 
 def read_runtime() -> RuntimeStatus | None:
-    """The live daemon's status, or None (no file, unreadable, or its process is gone)."""
+    """The status of the daemon running on this pin root, or None (none holds its lock, or no file)."""
+    root = config.pin_root()
+    if not lock_held(root):
+        return None
     try:
-        status = msgspec.json.decode(config.state_file(RUNTIME_FILE).read_bytes(), type=RuntimeStatus)
+        return msgspec.json.decode(runtime_path(root).read_bytes(), type=RuntimeStatus)
     except (OSError, msgspec.DecodeError):
         return None
-    try:
-        os.kill(status.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return status

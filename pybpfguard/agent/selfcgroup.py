@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from pybpfguard.agent.cgroups import cgroup2_mount
-from pybpfguard.agent.config import env
+from pybpfguard.agent.config import agent_cgroup
 
 
 def own_cgroup() -> Path:
@@ -35,21 +35,24 @@ class AgentCgroup:
         if self.original.name.endswith(".service"):
             self.path = self.original
         else:
-            configured = env("AGENT_CGROUP")
-            self.path = Path(configured) if configured else Path(os.fsdecode(cgroup2_mount())) / "pybpfguard_agent"
+            self.path = agent_cgroup()
             if not self.path.exists():
                 self.path.mkdir()
-                self.created = self.path
+            self.created = self.path  # ours, even if a killed run left it: removed on exit when empty
             (self.path / "cgroup.procs").write_text(str(os.getpid()))
         self.cgid = os.stat(self.path).st_ino
 
-    def close(self) -> None:
-        """Move back to where the agent started and remove the cgroup it created."""
+    def close(self) -> bool:
+        """Move back to where the agent started and remove the cgroup it created; True when it is gone."""
         if self.path == self.original:
-            return
+            return False
         with contextlib.suppress(OSError):
             (self.original / "cgroup.procs").write_text(str(os.getpid()))
         if self.created is not None:
-            with contextlib.suppress(OSError):  # other processes still inside: leave it
+            try:
                 self.created.rmdir()
+            except OSError:
+                return False  # other processes still inside: leave it
             self.created = None
+            return True
+        return False

@@ -20,11 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _agent_cgids() -> set[int]:
-    """The agent's own cgroup, which `block clear` keeps in allow_cgroup."""
+    """The agent's own cgroups, which `block clear` keeps in allow_cgroup: the running daemon's (under
+    systemd, its unit's cgroup) and the configured agent cgroup."""
+    from pybpfguard.agent.runtime import read_runtime
+
+    cgids = set()
+    running = read_runtime()
+    if running is not None:
+        cgids.add(running.agent_cgid)
     try:
-        return {os.stat(config.agent_cgroup()).st_ino}
+        cgids.add(os.stat(config.agent_cgroup()).st_ino)
     except OSError:
-        return set()
+        pass  # no agent cgroup on this host now
+    return cgids
 
 
 def run(args: argparse.Namespace) -> int:

@@ -142,3 +142,23 @@ def test_an_inode_rule_fanotify_cannot_mark_degrades_the_posture_until_removed(s
     agent.cli("block", "del", str(marker))
     back = agent.wait_for(lambda e: e["type"] == "state_change" and e["transition_id"] == 3)
     assert back["state"] == "ENFORCE" and back["reason_code"] == "RECOVERED"
+
+
+def test_block_clear_keeps_the_running_daemons_own_cgroup_exempt(start_agent, agent_env):
+    agent = start_agent()
+    agent_cgid = os.stat(agent_env["PYBPFGUARD_AGENT_CGROUP"]).st_ino
+    env = {k: v for k, v in agent_env.items() if k != "PYBPFGUARD_AGENT_CGROUP"}  # a CLI that does not know it
+    out = subprocess.run([sys.executable, "-m", "pybpfguard", "block", "clear"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"cgid:{agent_cgid}" in agent.cli("allow", "list").stdout
+
+
+def test_health_follows_the_daemon_of_its_own_pin_root_only(start_agent, agent_env, tmp_path):
+    import json
+
+    start_agent("--enforce", "--enforce-signal=none")
+    other = dict(agent_env, PYBPFGUARD_PIN_ROOT=str(tmp_path / "not-a-running-root"))
+    report = json.loads(subprocess.run([sys.executable, "-m", "pybpfguard", "health", "--json"], env=other,
+                                       capture_output=True, text=True, timeout=60).stdout)
+    assert report["runtime_state"] == "UNKNOWN"  # no daemon holds that root's lock
