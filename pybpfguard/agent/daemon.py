@@ -33,7 +33,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
 from pybpfguard.agent.events.model import BlockEvent, DiagEvent, ExecEvent, StateChangeEvent
-from pybpfguard.agent.events.sinks import FanOut, build_sinks
+from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.maps import AGENT_CONFIG, PinnedMaps, private_specs
@@ -64,7 +64,7 @@ from pybpfguard.bpf.program import Program
 from pybpfguard.bpf.ringbuf import RingReader
 
 EXIT_OK, EXIT_FAILED, EXIT_ENFORCE_REFUSED = 0, 1, 3
-DIAG_MAP_PRESSURE = 1  # REFERENCE §4.3 diag_type
+DIAG_MAP_PRESSURE, DIAG_HOOK_ERROR = 1, 2  # REFERENCE §4.3 diag_type
 _RING_BATCH = 1024  # records decoded and emitted together; 1,024 keeps a batch of events in cache (8,192: 12 % slower)
 _RING_BATCHES = 128  # batches per loop turn before syncs, signals and fanotify get their turn
 
@@ -99,6 +99,8 @@ class Daemon:
         self.strict_exit = ""  # why --strict-degrade ends the daemon (exit 3), once it must
         self._drops_reported = 0
         self._next_loss_check = 0.0
+        self._sink_drops: dict[str, int] = {}
+        self._guard_errors = 0
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -309,6 +311,29 @@ class Daemon:
                                 msg=f"{lost} events lost: ring or queue full"))
             self.log.warn("events lost", lost=lost, total=total)
         self._drops_reported = total
+        for sink, dropped in self.sinks.dropped().items():
+            if dropped > self._sink_drops.get(sink, 0):
+                self.log.warn("events not delivered by a sink", sink=sink, lost=dropped - self._sink_drops.get(sink, 0),
+                              total=dropped)
+                self._sink_drops[sink] = dropped
+        self._check_guard()
+
+    def _check_guard(self) -> None:
+        """No-Pretend at run time: a stopped responder enforces nothing (DEGRADED until restart), and each
+        permission event answered ALLOW because handling it failed is a hook error (diag type 2)."""
+        if self.guard is None:
+            return
+        errors = self.guard.errors
+        if errors > self._guard_errors:
+            n = errors - self._guard_errors
+            self._guard_errors = errors
+            self.emit(DiagEvent(diag_type=DIAG_HOOK_ERROR, timestamp=time.monotonic_ns(), data1=n, data2=errors,
+                                msg=f"{n} file decisions failed open"))
+            self.log.error("fanotify decisions failed open", count=n, total=errors)
+        if not self.guard.running and "fanotify_responder_stopped" not in self.report.faults:
+            self.log.error("the fanotify responder stopped: file and exec rules are no longer enforced")
+            self.report.faults.append("fanotify_responder_stopped")
+            self._publish("HOOK_ATTACH_FAILED")
 
     def serve(self) -> None:
         assert self.reader is not None and self._sync is not None
@@ -337,7 +362,8 @@ class Daemon:
                 self.report_losses(time.monotonic())
             # drain what is left: a full ring of the smallest records (16 bytes with the header)
             self._drain_ring(self.reader.size_bytes // (16 * _RING_BATCH) + 1)
-            if self.guard is not None:
+            if self.guard is not None:  # stop answering first, so no decision lands after the last drain
+                self.guard.close()
                 self.guard.drain(self.emit)
         finally:
             sel.close()
@@ -412,6 +438,9 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
     except (OSError, ValueError) as err:
         logger.error("cannot open the event sinks", error=str(err))
         return EXIT_FAILED
+    if LogTarget.JOURNALD in options.log and not os.path.exists(config.journal_socket()):
+        logger.warn("no journald socket: events for journald are lost until it appears",
+                    socket=config.journal_socket())
     with tracer.span("daemon.run"):
         try:
             lock = InstanceLock(config.pin_root())

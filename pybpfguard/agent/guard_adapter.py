@@ -147,8 +147,20 @@ class GuardAdapter:
             return
         self._blocks_seen, self._drops_seen = st.blocks, st.dropped
 
+    @property
+    def running(self) -> bool:
+        """False once the responder stopped: every marked file then opens (fail-open)."""
+        return self.guard.running
+
+    @property
+    def errors(self) -> int:
+        """Permission events answered ALLOW because handling them failed (fail-open), so far."""
+        return self.guard.stats().errors
+
     def close(self) -> None:
+        """Stop answering (the marks go with the group) and count what was decided meanwhile. Idempotent."""
         self.guard.stop()
+        self._count()
 
 
 def start_file_guard(daemon: Daemon) -> GuardAdapter:

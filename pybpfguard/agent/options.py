@@ -40,11 +40,17 @@ def parse_signal(text: str) -> EnforceSignal:
         raise UsageError(f"--enforce-signal: {text!r} is not one of none, term, kill, int") from None
 
 
+RINGBUF_MAX_BYTES = 1 << 31  # max_entries is a u32 and must be a power of two (kernel/bpf/ringbuf.c)
+
+
 def round_ringbuf(size: int) -> int:
-    """Round up to a power of two >= 4096 (the kernel wants a page-multiple power of two)."""
+    """Round up to a power of two >= 4096 (the kernel wants a page-multiple power of two), at most 2 GiB."""
     if size <= 0:
         raise UsageError(f"--ringbuf-bytes must be positive, got {size}")
-    return max(4096, 1 << (size - 1).bit_length())
+    rounded = max(4096, 1 << (size - 1).bit_length())
+    if rounded > RINGBUF_MAX_BYTES:
+        raise UsageError(f"--ringbuf-bytes={size}: the ring holds at most {RINGBUF_MAX_BYTES} bytes (2 GiB)")
+    return rounded
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,15 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, LogOptionError) as err:
         print(f"{args.prog} run: {err}", file=sys.stderr)
         return 2
+    from pybpfguard.agent.logs import Logger
+
+    logger = Logger(args.log_level, args.log_format)
     if options.ringbuf_bytes != args.ringbuf_bytes:
-        print(f"{args.prog} run: warning: --ringbuf-bytes={args.ringbuf_bytes} rounded up to {options.ringbuf_bytes} "
-              "(a power of two of at least 4096)", file=sys.stderr)
+        logger.warn("--ringbuf-bytes rounded up to a power of two of at least 4096", requested=args.ringbuf_bytes,
+                    used=options.ringbuf_bytes)
+    if args.allow_unsigned_bpf:
+        logger.warn("--allow-unsigned-bpf is accepted and ignored: pybpfguard generates its programs and has no "
+                    "object file to verify")
     from pybpfguard.agent.daemon import run_daemon
 
     return run_daemon(options, log_level=args.log_level, log_format=args.log_format, prog=args.prog)

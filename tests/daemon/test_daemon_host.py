@@ -162,3 +162,9 @@ def test_health_follows_the_daemon_of_its_own_pin_root_only(start_agent, agent_e
     report = json.loads(subprocess.run([sys.executable, "-m", "pybpfguard", "health", "--json"], env=other,
                                        capture_output=True, text=True, timeout=60).stdout)
     assert report["runtime_state"] == "UNKNOWN"  # no daemon holds that root's lock
+
+
+def test_journald_requested_without_a_journald_socket_is_said_at_start(start_agent, agent_env, tmp_path):
+    agent_env["PYBPFGUARD_JOURNAL_SOCKET_PATH"] = str(tmp_path / "no-journald-here")
+    agent = start_agent("--log=journald")
+    assert any("no journald socket" in line for line in agent.stderr)

@@ -71,6 +71,10 @@ class FanOut:
     def flush(self, timeout_s: float = 1.0) -> bool:
         return all([sink.flush(timeout_s) for sink in self.sinks])
 
+    def dropped(self) -> dict[str, int]:
+        """Events each sink could not deliver so far, by sink class name (its ``dropped_events``)."""
+        return {type(sink).__name__: getattr(sink, "dropped_events", 0) for sink in self.sinks}
+
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
