@@ -145,5 +145,6 @@ def request_sync(pin_root: Path, timeout_s: float = 5.0) -> bool:
         sock.sendall(b"SYNC\n")
         answer = sock.recv(4096).decode(errors="replace").strip()
     if answer != "OK":
-        raise RuntimeError(f"the running daemon could not apply the change: {answer or 'no answer'}")
+        raise RuntimeError("the rule is recorded in the pinned maps and deny.db, but the running daemon could not "
+                           f"apply it ({answer or 'no answer'}); see its log, or restart it")
     return True

@@ -17,7 +17,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import cgroup2_mount
 from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps
 from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, PathRuleError, resolve_rule_path
-from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry
+from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry, escape_path
 from pybpfguard.bpf.cpus import possible_cpus
 from pybpfguard.bpf.errors import KeyNotFoundError
 from pybpfguard.bpf.maps import Map
@@ -122,7 +122,8 @@ def block_list(pins: PinnedMaps, db: DenyDb) -> list[str]:
     for key in sorted(pins["deny_inode"].keys(), key=lambda k: (k.dev, k.ino)):
         path = paths.get((key.ino, key.dev))
         ident = f"{key.dev}:{key.ino}"
-        lines.append(f"{os.fsdecode(path)} ({ident})" if path is not None else ident)
+        # escaped as in deny.db, so a newline in a name cannot make one entry look like two
+        lines.append(f"{os.fsdecode(escape_path(path))} ({ident})" if path is not None else ident)
     return lines
 
 

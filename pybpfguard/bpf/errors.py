@@ -125,7 +125,7 @@ class NotSupportedError(BPFError):
     def __str__(self) -> str:
         text = f"{self.feature} is not supported"
         if self.min_kernel:
-            text += f" (needs Linux {self.min_kernel})"
+            text += f" (a Linux {self.min_kernel} feature)"
         if self.reason:
             text += f": {self.reason}"
         return text

@@ -27,7 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "asm": ("pybpfguard.cli.asm", "assemble LLVM BPF assembly text into raw instructions"),
     "disasm": ("pybpfguard.cli.disasm", "disassemble raw instructions into LLVM BPF assembly text"),
     "bytecode": ("pybpfguard.cli.bytecode", "write or check the program listings in bytecode/"),
-    "demo": ("pybpfguard.cli.demo", "assemble a program and run it in the kernel"),
     "version": ("pybpfguard.cli.version", "print the version"),
 }
 
