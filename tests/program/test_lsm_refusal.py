@@ -66,3 +66,17 @@ def test_fentry_refused_by_this_kernel_names_trampolines_in_the_hint():
         return
     with prog, attach_tracing(prog) as link:  # a kernel with trampolines
         assert link.info().link_type == LinkType.BPF_LINK_TYPE_TRACING
+
+
+def test_errno_524_from_an_lsm_load_is_the_typed_not_supported_error_naming_trampolines():
+    # kernels without BPF trampolines (e.g. some arm64 and older configs) answer ENOTSUPP (524); this host
+    # answers EPERM, so the branch is checked on the classifier the loader and the attach path share
+    import errno as _errno
+
+    from pybpfguard.bpf.errors import ENOTSUPP, NotSupportedError
+    from pybpfguard.bpf.lsm_support import lsm_refusal
+
+    err = lsm_refusal(ENOTSUPP, "")
+    assert isinstance(err, NotSupportedError) and err.errno == ENOTSUPP
+    assert "errno 524" in str(err) and "trampoline" in str(err)
+    assert lsm_refusal(_errno.EACCES, "R1 invalid mem access") is None  # a verifier rejection is not that
