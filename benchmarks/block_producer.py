@@ -23,13 +23,14 @@ import mmap
 from pybpfguard.agent.events.records import BLOCK, ActionCode, RecordType
 from pybpfguard.bpf import _sys
 from pybpfguard.bpf._sys.maps import map_mmap
-from pybpfguard.bpf.asm import BPF_DW, R0, R1, R2, R3, R6, R7, R8, R10, Insn, finalize
+from pybpfguard.bpf.asm import BPF_DW, R0, R1, R2, R6, R7, Insn, finalize
 from tests.ringbuf.producers import (
     BPF_F_MMAPABLE,
     BPF_MAP_TYPE_ARRAY,
     BPF_PROG_TYPE_SOCKET_FILTER,
     COUNTERS,
     Producer,
+    reserve_with_seq,
 )
 
 PROCESSES = 64  # distinct (pid, start_time) pairs; a power of two (masked)
@@ -58,25 +59,7 @@ def block_producer_insns(ring: _sys.Fd, counters: _sys.Fd, cgid: int) -> bytes:
             or (o("dev"), o("action"), o("pad0")) != (64, 68, 69) or BLOCK.size != 72:
         raise ImportError("BLOCK layout changed: update the paired stores of block_producer")
     code = [
-        Insn.st_mem(BPF_DW, R10, -8, 0),  # key = 0 (u32), upper half zero
-        Insn.mov64_reg(R2, R10),
-        Insn.alu64_imm("add", R2, -8),
-        Insn.ld_map_fd(R1, counters.raw),
-        Insn.call("map_lookup_elem"),
-        Insn.jmp_imm("jeq", R0, 0, to="out"),
-        Insn.mov64_reg(R8, R0),  # r8 = &counters
-        Insn.ld_map_fd(R1, ring.raw),
-        Insn.mov64_imm(R2, RECORD_SIZE),
-        Insn.mov64_imm(R3, 0),
-        Insn.call("ringbuf_reserve"),
-        Insn.jmp_imm("jne", R0, 0, to="reserved"),
-        Insn.mov64_imm(R1, 1),
-        Insn.atomic("add", BPF_DW, R8, R1, 8),  # dropped += 1
-        Insn.mov64_imm(R0, 0).labelled("out"),
-        Insn.exit(),
-        Insn.mov64_reg(R7, R0).labelled("reserved"),  # r7 = record
-        Insn.mov64_imm(R6, 1),
-        Insn.atomic("add", BPF_DW, R8, R6, 0, fetch=True),  # r6 = seq = next_seq++
+        *reserve_with_seq(ring, counters, RECORD_SIZE),  # r6 = seq, r7 = record
         # type | pid << 32, pid = PID_BASE + (seq & mask)
         Insn.mov64_reg(R1, R6),
         Insn.alu64_imm("and", R1, PROCESSES - 1),

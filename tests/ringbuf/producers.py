@@ -88,25 +88,7 @@ def producer_insns(ring: _sys.Fd, counters: _sys.Fd, record_size: int, discard_e
     if discard_every and discard_every & (discard_every - 1):
         raise ValueError(f"discard_every {discard_every} is not a power of two")
     code = [
-        Insn.st_mem(BPF_W, R10, -4, 0),  # key = 0
-        Insn.mov64_reg(R2, R10),
-        Insn.alu64_imm("add", R2, -4),
-        Insn.ld_map_fd(R1, counters.raw),
-        Insn.call("map_lookup_elem"),
-        Insn.jmp_imm("jeq", R0, 0, to="out"),
-        Insn.mov64_reg(R8, R0),  # r8 = &counters
-        Insn.ld_map_fd(R1, ring.raw),
-        Insn.mov64_imm(R2, record_size),
-        Insn.mov64_imm(R3, 0),
-        Insn.call("ringbuf_reserve"),
-        Insn.jmp_imm("jne", R0, 0, to="reserved"),
-        Insn.mov64_imm(R1, 1),
-        Insn.atomic("add", BPF_DW, R8, R1, 8),  # dropped += 1
-        Insn.mov64_imm(R0, 0).labelled("out"),
-        Insn.exit(),
-        Insn.mov64_reg(R7, R0).labelled("reserved"),  # r7 = record
-        Insn.mov64_imm(R6, 1),
-        Insn.atomic("add", BPF_DW, R8, R6, 0, fetch=True),  # r6 = next_seq++
+        *reserve_with_seq(ring, counters, record_size),
         *_fill(record_size),
         Insn.mov64_reg(R1, R7),
         Insn.mov64_imm(R2, 0),
@@ -174,3 +156,30 @@ def load_producer(ring: _sys.Fd, record_size: int = 64, discard_every: int = 0) 
         counters.close()
         raise
     return Producer(prog, counters, record_size, mem)
+
+
+def reserve_with_seq(ring: _sys.Fd, counters: _sys.Fd, record_size: int) -> list[Insn]:
+    """The producers' shared prologue: reserve *record_size* bytes of *ring*; a full ring adds 1 to
+    ``counters[0].dropped`` (offset 8) and returns 0 at label ``out``. Leaves r7 = the record,
+    r6 = its sequence number (``counters[0].next_seq++``, offset 0), r8 = &counters[0]."""
+    return [
+        Insn.st_mem(BPF_W, R10, -4, 0),  # key = 0
+        Insn.mov64_reg(R2, R10),
+        Insn.alu64_imm("add", R2, -4),
+        Insn.ld_map_fd(R1, counters.raw),
+        Insn.call("map_lookup_elem"),
+        Insn.jmp_imm("jeq", R0, 0, to="out"),
+        Insn.mov64_reg(R8, R0),  # r8 = &counters
+        Insn.ld_map_fd(R1, ring.raw),
+        Insn.mov64_imm(R2, record_size),
+        Insn.mov64_imm(R3, 0),
+        Insn.call("ringbuf_reserve"),
+        Insn.jmp_imm("jne", R0, 0, to="reserved"),
+        Insn.mov64_imm(R1, 1),
+        Insn.atomic("add", BPF_DW, R8, R1, 8),  # dropped += 1
+        Insn.mov64_imm(R0, 0).labelled("out"),
+        Insn.exit(),
+        Insn.mov64_reg(R7, R0).labelled("reserved"),  # r7 = record
+        Insn.mov64_imm(R6, 1),
+        Insn.atomic("add", BPF_DW, R8, R6, 0, fetch=True),  # r6 = next_seq++
+    ]
