@@ -18,9 +18,7 @@ Threading: the responder thread only needs the GIL and the *identity*/*cgroup_id
 never block on anything another thread of the agent may hold while it opens a file (a thread of the
 agent opening a denied file waits for this very responder).
 
-Size (about 560 lines, over the 400 of STYLE §10): the engine keeps its value types (Mode,
-BlockDecision, ...) and the /proc fallback lookups (ProcReader) here because the ownership list of this
-work names one engine module; they split cleanly into ``file_guard_types`` and ``procinfo``.
+The values it exchanges and the rule interfaces live in :mod:`pybpfguard.agent.guard_model`.
 """
 
 from __future__ import annotations
