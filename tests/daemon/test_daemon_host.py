@@ -168,3 +168,17 @@ def test_journald_requested_without_a_journald_socket_is_said_at_start(start_age
     agent_env["PYBPFGUARD_JOURNAL_SOCKET_PATH"] = str(tmp_path / "no-journald-here")
     agent = start_agent("--log=journald")
     assert any("no journald socket" in line for line in agent.stderr)
+
+
+def test_span_logs_cover_run_load_attach_and_event_loop_as_one_trace(start_agent, agent_env):
+    import json
+
+    agent_env["AEGIS_OTEL_SPANS"] = "1"
+    daemon = start_agent("--log-format=json")  # a global option, accepted after the command too
+    assert daemon.stop() == 0
+    records = [json.loads(line) for line in daemon.stderr if line.startswith("{")]
+    ends = {r["span_name"]: r for r in records if r.get("message") == "otel_span_end"}
+    assert {"daemon.run", "daemon.load_bpf", "daemon.attach_programs", "daemon.event_loop"} <= set(ends)
+    assert len({r["trace_id"] for r in records if "trace_id" in r}) == 1
+    assert ends["daemon.load_bpf"]["parent_span_id"] == ends["daemon.run"]["span_id"]
+    assert all(r["status"] == "ok" for r in ends.values())
