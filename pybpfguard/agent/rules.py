@@ -112,6 +112,8 @@ def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         if k is not None:
             changed |= _discard(pins["deny_path"], k)
     refresh_hints(pins)
+    if not changed:
+        raise RuleError(f"{os.fsdecode(raw)}: no rule for this path")
     return EditResult(changed)
 
 
@@ -185,7 +187,9 @@ def allow_del(pins: PinnedMaps, spec: str) -> EditResult:
             cgid = resolve_cgroup(spec)
         except RuleError:
             raise RuleError(f"{spec}: no such cgroup; use cgid:<N> to remove a rule for a deleted cgroup") from None
-    return EditResult(_discard(pins["allow_cgroup"], cgid))
+    if not _discard(pins["allow_cgroup"], cgid):
+        raise RuleError(f"{spec}: not in allow_cgroup")
+    return EditResult(True)
 
 
 def allow_list(pins: PinnedMaps) -> list[int]:

@@ -70,3 +70,11 @@ def test_block_clear_empties_rules_and_counters_but_keeps_pins(cli, tmp_path, te
     assert _state(cli) == ("", "")
     assert cli("stats").stdout == "blocks_total 0\nringbuf_drops_total 0\n"
     assert (bpffs / "pybpfguard" / "survival_allowlist").exists()
+
+
+def test_deleting_a_rule_that_does_not_exist_says_so(cli, tmp_path):
+    (tmp_path / "never-blocked").write_text("x")
+    out = cli("block", "del", str(tmp_path / "never-blocked"))
+    assert out.returncode == 1 and "no rule for this path" in out.stderr
+    out = cli("allow", "del", "cgid:123456")
+    assert out.returncode == 1 and "not in allow_cgroup" in out.stderr
