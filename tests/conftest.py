@@ -90,3 +90,14 @@ def test_cgroup(kernel: None) -> Iterator[Path]:
                 except OSError:
                     pass  # the process exited meanwhile
         path.rmdir()
+
+
+def shared_dir() -> Path:
+    """The project's shared/ folder (the integration guide, the reference): beside the checkout, as CI lays
+    it out, or ``PYBPFGUARD_SHARED_DIR``, or the workplace's /work/shared."""
+    candidates = [os.environ.get("PYBPFGUARD_SHARED_DIR", ""), Path(__file__).resolve().parents[2] / "shared",
+                  "/work/shared"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "seed").is_dir():
+            return Path(candidate)
+    raise FileNotFoundError(f"no shared/ folder with seed/ in {candidates}")

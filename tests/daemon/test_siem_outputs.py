@@ -23,13 +23,14 @@ from unittest import mock
 import pytest
 
 from pybpfguard.agent.events.schema import validate
+from tests.conftest import shared_dir
 from tests.daemon.conftest import AgentProcess
 from tests.daemon.test_agent_cases import ACTION, MODES, check_lines, ino_dev, run
 from tests.events.test_journald import PrivateJournald, private_journald  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kernel
 
-SEED = Path("/work/shared/seed/SIEM_INTEGRATION.txt")
+SEED = shared_dir() / "seed" / "SIEM_INTEGRATION.txt"
 # Verbatim from SIEM_INTEGRATION.txt: the Wazuh <regex>, the QRadar <pattern regex> and property expressions.
 WAZUH_BLOCK = r'"type":"block".*"pid":(\d+).*"path":"([^"]+)".*"action":"(\w+)"'
 QRADAR_BLOCK = r'\"type\":\"block\".*\"pid\":(\d+).*\"path\":\"([^\"]+)\".*\"action\":\"([^\"]+)\"'

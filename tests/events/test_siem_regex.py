@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,9 @@ from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder
 from pybpfguard.agent.events.encode import LineEncoder
 from pybpfguard.agent.events.records import BLOCK, ActionCode
+from tests.conftest import shared_dir
 
-SEED = Path("/work/shared/seed/SIEM_INTEGRATION.txt")
+SEED = shared_dir() / "seed" / "SIEM_INTEGRATION.txt"
 # Verbatim from SIEM_INTEGRATION (Wazuh <regex>, QRadar <pattern regex> and property expressions).
 WAZUH = r'"type":"block".*"pid":(\d+).*"path":"([^"]+)".*"action":"(\w+)"'
 QRADAR_BLOCK = r'\"type\":\"block\".*\"pid\":(\d+).*\"path\":\"([^\"]+)\".*\"action\":\"([^\"]+)\"'
