@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordType
 from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, DENY_ALWAYS, INODE_KEY
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
-from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity
+from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity, proc_identity
 from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R7, R8, R9, R10, Insn
 from pybpfguard.bpf.layout import Layout
 
@@ -176,3 +176,14 @@ def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "",
           Insn.mov64_imm(R0, -errno.EPERM), Insn.exit())
     e.label(allow)
     e(Insn.mov64_imm(R0, 0), Insn.exit())
+
+
+def enforce_and_report(e: Emitter, k: KernelLayout, write_path: PathWriter) -> None:
+    """Step 6 for an LSM hook after a match: count it, identify the current process (PROC_INFO at VAL_OFF),
+    audit or enforce with the configured signal, then the ``block`` record and the verdict."""
+    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
+    e(Insn.call("get_current_task_btf"), Insn.mov64_reg(R7, R0))
+    proc_identity(e, k, R7)
+    effective_audit(e, to="emit")
+    signal(e)
+    block_event_and_verdict(e, write_path)

@@ -98,12 +98,7 @@ def bprm_check_program(k: KernelLayout) -> AgentProgram:
     deny.config(e, R2, "file_policy_empty")
     e(Insn.jmp_imm("jne", R2, 0, to="comm"))
     deny.deny_inode_match(e, miss="comm")
-    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
-    e(Insn.call("get_current_task_btf"), Insn.mov64_reg(R7, R0))
-    proc_identity(e, k, R7)
-    deny.effective_audit(e, to="emit")
-    deny.signal(e)
-    deny.block_event_and_verdict(e, d_path_of(k, R6))
+    deny.enforce_and_report(e, k, d_path_of(k, R6))
 
     # deny_comm: allow_cgroup first, then the name, then the survival allowlist
     e.label("comm")

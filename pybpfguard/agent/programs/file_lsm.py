@@ -10,11 +10,8 @@ count -> (enforce) signal with TERM->KILL escalation -> event with the opened fi
 from __future__ import annotations
 
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, RecordFlags
-from pybpfguard.agent.maps import BLOCK_STATS
 from pybpfguard.agent.programs import deny
-from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY  # noqa: F401 (re-exported)
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
-from pybpfguard.agent.programs.process import CNT_KEY_OFF, proc_identity
 from pybpfguard.bpf.asm import BPF_DW, BPF_H, R0, R1, R2, R3, R6, R7, Insn
 
 
@@ -46,10 +43,5 @@ def file_open_program(k: KernelLayout) -> AgentProgram:
     e(Insn.jmp_imm("jne", R2, 0, to="allow"))
     deny.inode_key(e, k, R6)
     deny.deny_inode_match(e, miss="allow")
-    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
-    e(Insn.call("get_current_task_btf"), Insn.mov64_reg(R7, R0))
-    proc_identity(e, k, R7)
-    deny.effective_audit(e, to="emit")
-    deny.signal(e)
-    deny.block_event_and_verdict(e, d_path_of(k, R6))
+    deny.enforce_and_report(e, k, d_path_of(k, R6))
     return e.program("file_open", "lsm", "lsm/file_open")
