@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from pybpfguard.agent import config
+from pybpfguard.agent import btfcache, config
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
 from pybpfguard.agent.events.model import BlockEvent, DiagEvent, ExecEvent, StateChangeEvent
@@ -54,8 +54,6 @@ from pybpfguard.agent.programs.process import (
 from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.selfcgroup import AgentCgroup
 from pybpfguard.agent.survival import survival_inodes
-from pybpfguard.bpf.btf.layout import Layout as KernelLayout
-from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.errors import BPFError, NotSupportedError, SyscallError
 from pybpfguard.bpf.iter import run_iterator
 from pybpfguard.bpf.link import Link, attach_lsm, attach_tracing
@@ -101,6 +99,7 @@ class Daemon:
         self._next_loss_check = 0.0
         self._sink_drops: dict[str, int] = {}
         self._guard_errors = 0
+        self._btf: btfcache.KernelBtf | None = None  # layout and attach ids for the generators (start-up)
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -119,11 +118,16 @@ class Daemon:
             self._exempt_self()
             # losses counted before this run were reported by the run that saw them
             self._drops_reported = sum(v.ringbuf_drops for v in self.maps["block_stats"].lookup_elem(0))
-            layout = KernelLayout.from_btf(load_vmlinux())
+            self._btf = btfcache.acquire()
+            if self._btf.miss_reason:
+                self.log.debug("kernel BTF parsed: no usable BTF cache", reason=self._btf.miss_reason)
+            layout = self._btf.layout
             tracking = [self._load(gen(layout)) for gen in (exec_program, fork_program, exit_program)]
             with self._load(procseed_program(layout)) as seed:
                 run_iterator(seed)
             lsm_progs = self._try_lsm([file_open_program(layout), bprm_check_program(layout)])
+            if unsaved := self._btf.save():
+                self.log.debug("BTF cache not written; the next start parses BTF again", reason=unsaved)
         with self.tracer.span("daemon.attach_programs"):
             for prog in tracking:
                 self.links.append(attach_tracing(prog))
@@ -148,10 +152,11 @@ class Daemon:
                           lsm_hook=self.options.lsm_hook)
         self.resync(reason_code="STARTUP")
         self.log.info("agent started", mode="enforce" if self.options.enforce else "audit",
-                      file_enforcement=file_mech.value, pin_root=self.pin_root)
+                      file_enforcement=file_mech.value, pin_root=self.pin_root, btf=self._btf.source)
 
     def _load(self, prog: AgentProgram) -> Program:
-        loaded = load_program(prog, self.maps)
+        assert self._btf is not None  # set first thing in start()'s loading
+        loaded = load_program(prog, self.maps, attach_btf_id=self._btf.attach_btf_id(prog.attach))
         self.programs.append(loaded)
         return loaded
 

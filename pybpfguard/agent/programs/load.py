@@ -18,20 +18,25 @@ _KINDS: dict[str, tuple[ProgType, AttachType]] = {
 }
 
 
-def program_spec(prog: AgentProgram) -> ProgramSpec:
-    """The library spec for *prog* (``attach`` = ``<kind>/<target>``)."""
+def program_spec(prog: AgentProgram, attach_btf_id: int = 0) -> ProgramSpec:
+    """The library spec for *prog* (``attach`` = ``<kind>/<target>``). *attach_btf_id* is the target's
+    id when the caller already knows it (pybpfguard.agent.btfcache); 0 resolves ``attach_to`` at load."""
     kind, _, target = prog.attach.partition("/")
     prog_type, attach_type = _KINDS[kind]
     return ProgramSpec(name=prog.name, prog_type=prog_type, insns=prog.insns, license=prog.license,
-                       expected_attach_type=attach_type, attach_to=target)
+                       expected_attach_type=attach_type, attach_btf_id=attach_btf_id, attach_to=target)
 
 
-def load_program(prog: AgentProgram, maps: Mapping[str, Map], kernel_btf: BtfSpec | None = None) -> Program:
+def load_program(prog: AgentProgram, maps: Mapping[str, Map], kernel_btf: BtfSpec | None = None,
+                 attach_btf_id: int = 0) -> Program:
     """Load *prog* with ``fd_array`` = its maps (borrowed) in the order the program names them.
 
-    Raises KeyError naming a map the caller did not supply, and the loader's errors (VerifierError ...).
+    *attach_btf_id*: as :func:`program_spec`; when 0 the target is resolved in *kernel_btf* (vmlinux by
+    default). Raises KeyError naming a map the caller did not supply, and the loader's errors
+    (VerifierError, TypeNotFoundError ...).
     """
     missing = [name for name in prog.maps if name not in maps]
     if missing:
         raise KeyError(f"program {prog.name} needs maps {missing} that were not created")
-    return Program.load(program_spec(prog), kernel_btf=kernel_btf, fd_array=[maps[name].fd for name in prog.maps])
+    return Program.load(program_spec(prog, attach_btf_id), kernel_btf=kernel_btf,
+                        fd_array=[maps[name].fd for name in prog.maps])
