@@ -23,6 +23,7 @@ import os
 import selectors
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -115,19 +116,29 @@ class Daemon:
                 MapType.BPF_MAP_TYPE_LRU_HASH, 65536, name="enforce_sigstat", key_layout=SIGNAL_STATE_KEY,
                 value_layout=SIGNAL_STATE))
             self._write_config()
-            self._exempt_self()
-            # losses counted before this run were reported by the run that saw them
-            self._drops_reported = sum(v.ringbuf_drops for v in self.maps["block_stats"].lookup_elem(0))
-            self._btf = btfcache.acquire()
-            if self._btf.miss_reason:
-                self.log.debug("kernel BTF parsed: no usable BTF cache", reason=self._btf.miss_reason)
-            layout = self._btf.layout
-            tracking = [self._load(gen(layout)) for gen in (exec_program, fork_program, exit_program)]
-            with self._load(procseed_program(layout)) as seed:
-                run_iterator(seed)
-            lsm_progs = self._try_lsm([file_open_program(layout), bprm_check_program(layout)])
-            if unsaved := self._btf.save():
-                self.log.debug("BTF cache not written; the next start parses BTF again", reason=unsaved)
+            # Moving into the agent cgroup waits in the kernel for an RCU grace period (cgroup.procs write:
+            # 13-25 ms here); it runs while the programs are generated and verified, and is done before
+            # anything attaches, so no hook ever sees the agent unexempted.
+            exempt_error: list[BaseException] = []
+            exempt = threading.Thread(target=_capture, args=(self._exempt_self, exempt_error), name="exempt_self")
+            exempt.start()
+            try:
+                # losses counted before this run were reported by the run that saw them
+                self._drops_reported = sum(v.ringbuf_drops for v in self.maps["block_stats"].lookup_elem(0))
+                self._btf = btfcache.acquire()
+                if self._btf.miss_reason:
+                    self.log.debug("kernel BTF parsed: no usable BTF cache", reason=self._btf.miss_reason)
+                layout = self._btf.layout
+                tracking = [self._load(gen(layout)) for gen in (exec_program, fork_program, exit_program)]
+                with self._load(procseed_program(layout)) as seed:
+                    run_iterator(seed)
+                lsm_progs = self._try_lsm([file_open_program(layout), bprm_check_program(layout)])
+                if unsaved := self._btf.save():
+                    self.log.debug("BTF cache not written; the next start parses BTF again", reason=unsaved)
+            finally:
+                exempt.join()  # also on failure: close() must find the cgroup it has to leave
+            if exempt_error:
+                raise exempt_error[0]
         with self.tracer.span("daemon.attach_programs"):
             for prog in tracking:
                 self.links.append(attach_tracing(prog))
@@ -420,6 +431,14 @@ class Daemon:
             self.pins = None
         self.maps.clear()
         remove_runtime()
+
+
+def _capture(fn: Callable[[], None], errors: list[BaseException]) -> None:
+    """Run *fn* (in a worker thread); append what it raised to *errors* for the starting thread to raise."""
+    try:
+        fn()
+    except BaseException as err:  # handed to the joining thread, which raises it
+        errors.append(err)
 
 
 def _fill_exec_path(event: ExecEvent) -> None:
