@@ -45,7 +45,7 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"  # random(4): a UUID new at eve
 _MAX_BYTES = 1 << 20  # a cache file is ~3 KiB; anything this large is not ours
 
 #: Registry entries (pybpfguard.agent.programs.PROGRAMS) the daemon generates and loads.
-DAEMON_PROGRAMS = ("exec", "fork", "exit", "procseed", "file_open", "bprm_check")
+DAEMON_PROGRAMS = ("exec", "exec_signal_fallback", "fork", "exit", "procseed", "file_open", "bprm_check")
 
 
 class BtfKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -129,7 +129,9 @@ class Daemon:
                 if self._btf.miss_reason:
                     self.log.debug("kernel BTF parsed: no usable BTF cache", reason=self._btf.miss_reason)
                 layout = self._btf.layout
-                tracking = [self._load(gen(layout)) for gen in (exec_program, fork_program, exit_program)]
+                # the fallback block costs the exec program's verification ~13 ms: generated only when armable
+                exec_prog = exec_program(layout, signal_fallback=self.options.enforce_fallback == "signal")
+                tracking = [self._load(prog) for prog in (exec_prog, fork_program(layout), exit_program(layout))]
                 with self._load(procseed_program(layout)) as seed:
                     run_iterator(seed)
                 lsm_progs = self._try_lsm([file_open_program(layout), bprm_check_program(layout)])

@@ -54,8 +54,11 @@ PROGRAMS: dict[str, ProgramEntry] = {
             "socket_counter",
             (("__sk_buff", "len"),),
         ),
-        ProgramEntry("exec", "BPF_PROG_TYPE_TRACING", "pybpfguard.agent.programs.process", "exec_program",
+        # the exec program as loaded by default, and with the exec signal fallback (--enforce-fallback=signal)
+        ProgramEntry("exec", "BPF_PROG_TYPE_TRACING", "pybpfguard.agent.programs.process", "exec_telemetry_program",
                      (*_PROCESS_FIELDS, ("file", "f_path"), *_DPATH_FIELDS)),
+        ProgramEntry("exec_signal_fallback", "BPF_PROG_TYPE_TRACING", "pybpfguard.agent.programs.process",
+                     "exec_program", (*_PROCESS_FIELDS, ("file", "f_path"), *_DPATH_FIELDS)),
         *(
             ProgramEntry(name, "BPF_PROG_TYPE_TRACING", "pybpfguard.agent.programs.process", f"{name}_program",
                          _PROCESS_FIELDS)
