@@ -53,7 +53,7 @@ from pybpfguard.agent.programs.process import (
     procseed_program,
 )
 from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
-from pybpfguard.agent.selfcgroup import AgentCgroup
+from pybpfguard.agent.selfcgroup import AgentCgroup, AgentCgroupError
 from pybpfguard.agent.survival import survival_inodes
 from pybpfguard.bpf.errors import BPFError, NotSupportedError, SyscallError
 from pybpfguard.bpf.iter import run_iterator
@@ -494,7 +494,7 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
             if daemon.strict_exit:
                 logger.error("--strict-degrade: posture degraded", state=daemon.strict_exit)
                 return EXIT_ENFORCE_REFUSED
-        except BPFError as err:
+        except (BPFError, AgentCgroupError) as err:
             logger.error("start-up failed", error=str(err))
             return EXIT_FAILED
         finally:

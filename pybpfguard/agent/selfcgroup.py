@@ -26,6 +26,10 @@ def own_cgroup() -> Path:
     return mount
 
 
+class AgentCgroupError(RuntimeError):
+    """The configured agent cgroup cannot be used (the message names the path and why)."""
+
+
 class AgentCgroup:
     """Puts the agent in its own cgroup (unless under a systemd unit); ``cgid`` is what to allowlist."""
 
@@ -36,6 +40,10 @@ class AgentCgroup:
             self.path = self.original
         else:
             self.path = agent_cgroup()
+            mount = Path(os.fsdecode(cgroup2_mount()))
+            if mount not in self.path.parents:
+                raise AgentCgroupError(f"agent cgroup {self.path} is not under the cgroup2 mount {mount} "
+                                       "(PYBPFGUARD_AGENT_CGROUP)")
             if not self.path.exists():
                 self.path.mkdir()
             self.created = self.path  # ours, even if a killed run left it: removed on exit when empty

@@ -11,7 +11,6 @@ from typing import Protocol
 
 import msgspec
 
-from pybpfguard.agent.events.journald import JOURNAL_SOCKET, JournaldSink
 from pybpfguard.agent.events.stdout import StdoutSink
 
 
@@ -81,7 +80,7 @@ class FanOut:
 
 
 def build_sinks(targets: frozenset[LogTarget], *, stdout_fd: int = 1,
-                journal_socket: str = JOURNAL_SOCKET) -> FanOut:
+                journal_socket: str = "/run/systemd/journal/socket") -> FanOut:
     """The sinks for *targets*, stdout first. Raises :class:`LogOptionError` for ``syslog``."""
     if LogTarget.SYSLOG in targets:
         raise LogOptionError("syslog", "the syslog sink (REFERENCE §5.3) is not built yet")
@@ -89,5 +88,7 @@ def build_sinks(targets: frozenset[LogTarget], *, stdout_fd: int = 1,
     if LogTarget.STDOUT in targets:
         sinks.append(StdoutSink(stdout_fd))
     if LogTarget.JOURNALD in targets:
+        from pybpfguard.agent.events.journald import JournaldSink  # only --log=journald|both pays for it
+
         sinks.append(JournaldSink(journal_socket))
     return FanOut(sinks)
