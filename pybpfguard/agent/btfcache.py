@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from pybpfguard import __version__
 from pybpfguard.agent import config
 from pybpfguard.agent.instance import RUN_DIR
 from pybpfguard.agent.programs import PROGRAMS
@@ -57,6 +59,7 @@ class BtfKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     btf_size: int
     btf_ino: int
     btf_mtime_ns: int
+    agent_version: str  # another pybpfguard may resolve the same fields differently (an upgrade mid-boot)
 
 
 class _CacheDoc(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,9 +86,12 @@ def current_key(btf_path: str | None = None) -> BtfKey:
 
     path = os.path.abspath(btf_path or vmlinux_path())
     st = os.stat(path)
-    with open(BOOT_ID_PATH) as f:
-        boot_id = f.read().strip()
-    return BtfKey(boot_id, path, st.st_size, st.st_ino, st.st_mtime_ns)
+    try:
+        with open(BOOT_ID_PATH) as f:
+            boot_id = f.read().strip()
+    except OSError:  # no boot id: a key no file can match, so the cache is never trusted (nor fatal)
+        boot_id = f"unknown:{os.getpid()}:{time.time_ns()}"
+    return BtfKey(boot_id, path, st.st_size, st.st_ino, st.st_mtime_ns, __version__)
 
 
 class KernelBtf:

@@ -378,11 +378,19 @@ class Daemon:
                 if self.guard is not None:
                     self.guard.drain(self.emit)
                 self.report_losses(time.monotonic())
-            # drain what is left: a full ring of the smallest records (16 bytes with the header)
-            self._drain_ring(self.reader.size_bytes // (16 * _RING_BATCH) + 1)
-            if self.guard is not None:  # stop answering first, so no decision lands after the last drain
+            # Stop deciding first (detach the kernel programs, stop answering fanotify), so nothing is decided
+            # after the last drain; then drain a full ring of the smallest records (16 bytes with the header)
+            # and report the losses of the last moments.
+            for link in self.links:
+                with contextlib.suppress(OSError, BPFError):
+                    link.close()
+            self.links.clear()
+            if self.guard is not None:
                 self.guard.close()
                 self.guard.drain(self.emit)
+            self._drain_ring(self.reader.size_bytes // (16 * _RING_BATCH) + 1)
+            self._next_loss_check = 0.0
+            self.report_losses(time.monotonic())
         finally:
             sel.close()
             signal.set_wakeup_fd(old_fd)
@@ -396,6 +404,8 @@ class Daemon:
         """The pinned rules changed (or the daemon starts): bring user-space enforcement (fanotify marks) up
         to date. A deny rule fanotify cannot mark (no path on record for the inode) is not enforced: that is
         a DEGRADED posture until it is fixed, never a silent gap."""
+        if self.cgroup is not None and self.pins is not None:  # a `block clear` must never drop the agent itself
+            self.pins["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
         unmarked = self.guard.resync() if self.guard is not None else {}
         fault = f"unenforced_inode_rules={len(unmarked)}"
         self.report.faults = [f for f in self.report.faults if not f.startswith("unenforced_inode_rules=")]
@@ -473,6 +483,7 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
         except AlreadyRunning as err:
             logger.error(str(err))
             return EXIT_FAILED
+        remove_runtime()  # a killed predecessor's status must not speak for this daemon while it starts
         daemon = Daemon(options, logger, tracer, sinks)
         # Installed before start-up so a SIGTERM during loading still ends in a clean shutdown.
         previous = {signum: signal.signal(signum, lambda *_: daemon.stop()) for signum in (signal.SIGTERM,

@@ -383,4 +383,6 @@ class FileGuard:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass  # ESRCH: killed while waiting for our answer; the action was still taken
+            except OSError:
+                return Action.BLOCK  # the signal was refused (e.g. by an LSM policy): still deny, say no signal
         return action

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import time
 from pathlib import Path
 
 RUN_DIR = Path("/run/pybpfguard")
@@ -38,19 +39,36 @@ def runtime_path(pin_root: Path) -> Path:
     return RUN_DIR / f"{_stem(pin_root)}.runtime.json"
 
 
-def lock_held(pin_root: Path) -> bool:
-    """True while a daemon holds the lock of *pin_root* (a probe with a shared, non-blocking flock)."""
+def lock_holder(pin_root: Path) -> int | None:
+    """The pid of the daemon holding the lock of *pin_root*, or None when no daemon holds it.
+
+    The probe takes a shared, non-blocking flock for an instant; a daemon starting at that very moment
+    retries its exclusive lock (see :class:`InstanceLock`), so probing never makes a start fail."""
     try:
         fd = os.open(lock_path(pin_root), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        return None
     finally:
         os.close(fd)
-    return False
+
+
+def _flock_retrying(fd: int, attempts: int = 5, pause_s: float = 0.02) -> None:
+    """LOCK_EX|LOCK_NB, retried briefly: a `health` probe holds a shared lock for an instant."""
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
 
 
 class InstanceLock:
@@ -62,7 +80,7 @@ class InstanceLock:
         while True:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_retrying(self._fd)
             except BlockingIOError:
                 holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
                 os.close(self._fd)

@@ -10,7 +10,7 @@ import os
 import msgspec
 
 from pybpfguard.agent import config
-from pybpfguard.agent.instance import lock_held, runtime_path
+from pybpfguard.agent.instance import lock_holder, runtime_path
 
 HOOKS = ("exec", "fork", "exit", "file_open")
 
@@ -42,9 +42,11 @@ def remove_runtime() -> None:
 def read_runtime() -> RuntimeStatus | None:
     """The status of the daemon running on this pin root, or None (none holds its lock, or no file)."""
     root = config.pin_root()
-    if not lock_held(root):
+    holder = lock_holder(root)
+    if holder is None:
         return None
     try:
-        return msgspec.json.decode(runtime_path(root).read_bytes(), type=RuntimeStatus)
+        status = msgspec.json.decode(runtime_path(root).read_bytes(), type=RuntimeStatus)
     except (OSError, msgspec.DecodeError):
         return None
+    return status if status.pid == holder else None  # written by this holder, not a killed predecessor

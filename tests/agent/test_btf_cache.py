@@ -153,3 +153,11 @@ def test_daemon_fields_are_the_registry_members_of_the_daemon_programs():
     for name in btfcache.DAEMON_PROGRAMS:
         assert set(PROGRAMS[name].members) <= set(fields)
     assert ("__sk_buff", "len") not in fields  # socket_counter is not the daemon's
+
+
+def test_an_unreadable_boot_id_disables_the_cache_instead_of_failing_start_up(tmp_path, monkeypatch):
+    from pybpfguard.agent import btfcache
+
+    monkeypatch.setattr(btfcache, "BOOT_ID_PATH", str(tmp_path / "no-boot-id"))
+    first = btfcache.current_key()
+    assert first.boot_id.startswith("unknown:") and btfcache.current_key() != first  # can never match a file

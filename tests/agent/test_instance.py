@@ -1,3 +1,4 @@
+import os
 import threading
 
 import pytest
@@ -43,3 +44,26 @@ def test_sync_request_returns_after_the_daemon_applied_it(run_dir):
         thread.join()
         server.close()
     assert instance.request_sync(run_dir / "pins") is False  # no daemon: nothing to sync
+
+
+def test_runtime_status_of_a_killed_predecessor_never_speaks_for_the_lock_holder(run_dir, monkeypatch):
+    from pybpfguard.agent import runtime
+
+    monkeypatch.setenv("PYBPFGUARD_PIN_ROOT", str(run_dir / "pins"))
+    lock = instance.InstanceLock(run_dir / "pins")
+    try:
+        stale = runtime.RuntimeStatus(pid=999999, mode="enforce", state="ENFORCE", detail="file=fanotify",
+                                      enforce_capable=True, hooks={}, agent_cgid=7)
+        runtime.write_runtime(stale)
+        assert runtime.read_runtime() is None  # the lock is held, but not by the writer of that file
+        runtime.write_runtime(runtime.RuntimeStatus(**{**msgspec_to_dict(stale), "pid": os.getpid()}))
+        assert runtime.read_runtime().pid == os.getpid()
+    finally:
+        lock.close()
+    assert runtime.read_runtime() is None  # nobody holds the lock any more
+
+
+def msgspec_to_dict(obj):
+    import msgspec
+
+    return msgspec.structs.asdict(obj)
