@@ -26,14 +26,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from pybpfguard.agent import btfcache, config
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
-from pybpfguard.agent.events.model import BlockEvent, DiagEvent, ExecEvent, StateChangeEvent
+from pybpfguard.agent.events.model import BlockEvent, DiagEvent, StateChangeEvent
 from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
@@ -62,6 +62,9 @@ from pybpfguard.bpf.maps import Map, MapSpec, MapType
 from pybpfguard.bpf.program import Program
 from pybpfguard.bpf.ringbuf import RingReader
 
+if TYPE_CHECKING:  # imported for real only when fanotify is started (start-up time)
+    from pybpfguard.agent.guard_adapter import GuardAdapter
+
 EXIT_OK, EXIT_FAILED, EXIT_ENFORCE_REFUSED = 0, 1, 3
 DIAG_MAP_PRESSURE, DIAG_HOOK_ERROR = 1, 2  # REFERENCE §4.3 diag_type
 _RING_BATCH = 1024  # records decoded and emitted together; 1,024 keeps a batch of events in cache (8,192: 12 % slower)
@@ -82,14 +85,12 @@ class Daemon:
         self.programs: list[Program] = []
         self.links: list[Link] = []
         self.reader: RingReader | None = None
-        self.guard: Any = None  # the fanotify FileGuard, when file enforcement needs it
+        self.guard: GuardAdapter | None = None  # fanotify enforcement, when the kernel offers no BPF LSM
         self.cgroup: AgentCgroup | None = None
         self.cgroups = CgroupCache()
         self.decoder = RecordDecoder(self.cgroups)
         self.tracker = PostureTracker()
         self.report = PostureReport(options.enforce)
-        self.events_emitted = 0
-        self.decode_errors = 0
         self._sample = 0
         self._stopping = False
         self._sync: SyncServer | None = None
@@ -227,7 +228,7 @@ class Daemon:
             return (Mechanism.NONE, self._without_fanotify(err), attached)
         return Mechanism.FANOTIFY, Mechanism.FANOTIFY, attached
 
-    def _start_fanotify(self) -> Any:
+    def _start_fanotify(self) -> GuardAdapter:
         """The fanotify FileGuard; raises OSError (FanotifyError) when fanotify is refused, or when the
         ``PYBPFGUARD_FANOTIFY=off`` test seam says to behave as if it were."""
         from pybpfguard.agent.fanotify import FanotifyError
@@ -273,35 +274,28 @@ class Daemon:
 
     def emit(self, event: msgspec.Struct) -> None:
         self.sinks.emit(event)
-        self.events_emitted += 1
 
-    def _sampled_out(self) -> bool:
+    def sampled_out(self) -> bool:
+        """True for the events ``--event-sample-rate`` N leaves out (all but 1 of N); counters still count
+        every match. Kernel-side records (LSM blocks) are sampled by the programs themselves."""
         rate = self.options.event_sample_rate
         if rate <= 1:
             return False
         self._sample += 1
         return self._sample % rate != 0
 
-    def on_record(self, rec: memoryview) -> None:
-        self.on_records((rec,))
-
     def on_records(self, records: Iterable[memoryview]) -> int:
         """Decode one ring batch and emit its events with one sink call; return the records seen."""
         errors: list[RecordError] = []
         events = self.decoder.decode_batch(records, errors)
         for err in errors:
-            self.decode_errors += 1
             self.log.warn("undecodable ring record", error=str(err))
         seen = len(events) + len(errors)
         if not events:
             return seen
-        for event in events:
-            if type(event) is ExecEvent and event.path is msgspec.UNSET:
-                _fill_exec_path(event)
         if self.options.event_sample_rate > 1:  # the kernel samples block records itself
-            events = [e for e in events if isinstance(e, BlockEvent) or not self._sampled_out()]
+            events = [e for e in events if isinstance(e, BlockEvent) or not self.sampled_out()]
         self.sinks.emit_many(events)
-        self.events_emitted += len(events)
         return seen
 
     def _drain_ring(self, batches: int = _RING_BATCHES) -> None:
@@ -363,9 +357,6 @@ class Daemon:
         sel.register(self.reader.fileno(), selectors.EVENT_READ, "ring")
         sel.register(self._sync.fileno(), selectors.EVENT_READ, "sync")
         sel.register(wake_r, selectors.EVENT_READ, "signal")
-        guard_fd = self.guard.wakeup_fileno() if self.guard is not None else None
-        if guard_fd is not None:
-            sel.register(guard_fd, selectors.EVENT_READ, "guard")
         try:
             while not self._stopping:
                 for key, _ in sel.select(timeout=0.1):
@@ -451,17 +442,6 @@ def _capture(fn: Callable[[], None], errors: list[BaseException]) -> None:
         fn()
     except BaseException as err:  # handed to the joining thread, which raises it
         errors.append(err)
-
-
-def _fill_exec_path(event: ExecEvent) -> None:
-    """Best effort: the kernel side did not resolve the executable's path; read /proc/<pid>/exe while the
-    process still runs, and keep it only if it is still the exec'd inode."""
-    exe = f"/proc/{event.pid}/exe"
-    with contextlib.suppress(OSError):
-        target = os.readlink(exe)
-        st = os.stat(exe)
-        if st.st_ino == event.ino:
-            event.path = target
 
 
 def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: str,

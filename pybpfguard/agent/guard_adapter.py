@@ -71,7 +71,8 @@ def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:
 
 
 class GuardAdapter:
-    """What the daemon holds when fanotify enforces files: ``drain(emit)``, ``resync()``, ``close()``."""
+    """What the daemon holds when fanotify enforces files: ``drain(emit)``, ``resync()``, ``close()``.
+    Decisions are drained on every turn of the daemon's loop (at most 100 ms apart)."""
 
     def __init__(self, daemon: Daemon) -> None:
         assert daemon.pins is not None
@@ -89,9 +90,6 @@ class GuardAdapter:
         self.guard.start()
         self._blocks_seen = 0
         self._drops_seen = 0
-
-    def wakeup_fileno(self) -> int | None:
-        return None  # decisions are drained on every loop turn (at most 100 ms apart)
 
     def resync(self) -> Mapping[InodeKey, str]:
         """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why."""
@@ -111,7 +109,7 @@ class GuardAdapter:
             except queue.Empty:
                 break
             n += 1
-            if self.daemon._sampled_out():
+            if self.daemon.sampled_out():
                 continue
             ident = d.identity
             pid, ppid = d.pid, ident.ppid if ident else 0
