@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordType
 from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, DENY_ALWAYS, INODE_KEY
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
-from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity, proc_identity
+from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity, file_inode, proc_identity
 from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R7, R8, R9, R10, Insn
 from pybpfguard.bpf.layout import Layout
 
@@ -59,13 +59,8 @@ def load_config(e: Emitter) -> None:
 
 def inode_key(e: Emitter, k: KernelLayout, file: int) -> None:
     """The inode key ``{ino, dev, pad}`` of the ``struct file *`` in *file* at :data:`INODE_OFF`."""
-    e.load(R2, file, k, "file", "f_inode")
-    e.load(R3, R2, k, "inode", "i_ino")
-    e(Insn.stx_mem(BPF_DW, R10, R3, INODE_OFF + INODE_KEY.offset("ino")))
-    e.load(R3, R2, k, "inode", "i_sb")
-    e.load(R3, R3, k, "super_block", "s_dev", 4)
-    e(Insn.stx_mem(BPF_W, R10, R3, INODE_OFF + INODE_KEY.offset("dev")),
-      Insn.st_mem(BPF_W, R10, INODE_OFF + INODE_KEY.offset("pad"), 0))
+    file_inode(e, k, file, INODE_OFF + INODE_KEY.offset("ino"), INODE_OFF + INODE_KEY.offset("dev"))
+    e(Insn.st_mem(BPF_W, R10, INODE_OFF + INODE_KEY.offset("pad"), 0))
 
 
 def survival_then_cgroup(e: Emitter) -> None:

@@ -61,14 +61,20 @@ def proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
       Insn.st_mem(BPF_W, R10, VAL_OFF + PROC_INFO.offset("flags"), 0))
 
 
-def exec_inode_from_file(e: Emitter, k: KernelLayout, file: int) -> None:
-    """exec_ino/exec_dev on the stack from a ``struct file *`` in *file* (NULL reads give 0)."""
+def file_inode(e: Emitter, k: KernelLayout, file: int, ino_off: int, dev_off: int) -> None:
+    """Store the inode number (u64) and device (u32, ``sb->s_dev``) of the ``struct file *`` in *file* at
+    stack offsets *ino_off* and *dev_off* (NULL pointers read as 0). Clobbers R2, R3."""
     e.load(R2, file, k, "file", "f_inode")
     e.load(R3, R2, k, "inode", "i_ino")
-    e(Insn.stx_mem(BPF_DW, R10, R3, VAL_OFF + PROC_INFO.offset("exec_ino")))
+    e(Insn.stx_mem(BPF_DW, R10, R3, ino_off))
     e.load(R3, R2, k, "inode", "i_sb")
     e.load(R3, R3, k, "super_block", "s_dev", 4)
-    e(Insn.stx_mem(BPF_W, R10, R3, VAL_OFF + PROC_INFO.offset("exec_dev")))
+    e(Insn.stx_mem(BPF_W, R10, R3, dev_off))
+
+
+def exec_inode_from_file(e: Emitter, k: KernelLayout, file: int) -> None:
+    """exec_ino/exec_dev of PROC_INFO on the stack from a ``struct file *`` in *file*."""
+    file_inode(e, k, file, VAL_OFF + PROC_INFO.offset("exec_ino"), VAL_OFF + PROC_INFO.offset("exec_dev"))
 
 
 def copy_identity(e: Emitter, rec: int) -> None:
