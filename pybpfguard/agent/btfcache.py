@@ -21,7 +21,6 @@ time: every failure to read or write is reported as a reason string, never raise
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import time
@@ -35,6 +34,7 @@ from pybpfguard import __version__
 from pybpfguard.agent import config
 from pybpfguard.agent.instance import RUN_DIR
 from pybpfguard.agent.programs import PROGRAMS
+from pybpfguard.agent.statefiles import write_atomic
 from pybpfguard.bpf.btf.errors import BTFError
 from pybpfguard.bpf.btf.layout import Layout
 
@@ -141,7 +141,7 @@ class KernelBtf:
             return ""
         doc = _CacheDoc(CACHE_FORMAT, self.key, self.wanted, self._layout_doc, dict(sorted(self._attach.items())))
         try:
-            _write_atomic(self.path, msgspec.json.encode(doc))
+            write_atomic(self.path, msgspec.json.encode(doc))
         except OSError as err:
             return f"{self.path}: {err.strerror or err}"
         self._dirty = False
@@ -206,27 +206,6 @@ def _read(path: Path, key: BtfKey, wanted: Iterable[tuple[str, str]]) -> tuple[_
     if [tuple(m) for m in doc.wanted] != list(wanted):
         return None, "stale: the generators read other fields"
     return doc, ""
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace *path* with *data* (mode 0600) so a reader sees the old or the new file, never a part."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):  # left by a killed process that had our pid
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):  # the write's own error is the one to report
-            os.unlink(tmp)
-        raise
 
 
 __all__ = ["CACHE_FORMAT", "DAEMON_PROGRAMS", "BtfKey", "KernelBtf", "acquire", "cache_path", "current_key",

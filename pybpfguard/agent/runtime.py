@@ -5,12 +5,11 @@ holds the pin root's lock, so a stale file (a SIGKILLed daemon, a reused pid) ne
 
 from __future__ import annotations
 
-import os
-
 import msgspec
 
 from pybpfguard.agent import config
 from pybpfguard.agent.instance import lock_holder, runtime_path
+from pybpfguard.agent.statefiles import write_atomic
 
 HOOKS = ("exec", "fork", "exit", "file_open")
 
@@ -28,11 +27,7 @@ class RuntimeStatus(msgspec.Struct, kw_only=True):
 
 
 def write_runtime(status: RuntimeStatus) -> None:
-    path = runtime_path(config.pin_root())
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(msgspec.json.encode(status))
-    os.replace(tmp, path)
+    write_atomic(runtime_path(config.pin_root()), msgspec.json.encode(status))
 
 
 def remove_runtime() -> None:

@@ -109,8 +109,10 @@ def parse_deny_db(data: bytes, name: str = "deny.db") -> list[DenyDbEntry]:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace *path* with *data*: temporary file in the same directory, fsync, rename, fsync the dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace *path* with *data*, so a reader sees the old file or the new one, never a part: a private
+    temporary file (``mkstemp``: unpredictable name, O_EXCL) in the same directory, fsync, rename, fsync
+    the directory. A missing directory is created root-only (0700). Raises OSError."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -32,7 +31,3 @@ def edit(prog: str, command: str, fn: Callable[[PinnedMaps], T], *, sync: bool =
         print(f"{prog} {command}: {err}", file=sys.stderr)
         return 1, None
     return 0, result
-
-
-def ensure_state_dir() -> None:
-    os.makedirs(config.state_dir(), mode=0o700, exist_ok=True)

@@ -8,7 +8,7 @@ import sys
 
 from pybpfguard.agent import config, rules
 from pybpfguard.agent.statefiles import DenyDb
-from pybpfguard.cli._rules import edit, ensure_state_dir
+from pybpfguard.cli._rules import edit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,6 @@ def _agent_cgids() -> set[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    ensure_state_dir()
     db = DenyDb(config.state_file("deny.db"))
     path = os.fsencode(getattr(args, "path", "") or "")
     if args.action == "add":
