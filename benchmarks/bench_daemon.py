@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.timing import open_times_ns
 from tests.daemon.conftest import AgentProcess
 
 pytestmark = pytest.mark.kernel
@@ -153,17 +154,6 @@ with PinnedMaps.open(config.pin_root()) as pins:
 """
 
 
-def open_times_ns(path: Path, n: int = OPENS) -> list[int]:
-    """Wall time in ns of each of *n* ``open(O_RDONLY)`` + ``close`` of *path*."""
-    clock, op, cl, flags = time.perf_counter_ns, os.open, os.close, os.O_RDONLY
-    out = [0] * n
-    for i in range(n):
-        t = clock()
-        cl(op(path, flags))
-        out[i] = clock() - t
-    return out
-
-
 def _summary(ns: list[int]) -> dict[str, float]:
     q = statistics.quantiles(ns, n=100)
     return {"median_ns": statistics.median(ns), "p95_ns": q[94]}
@@ -181,16 +171,16 @@ def test_open_overhead_of_an_allowed_file_with_10000_deny_rules(benchmark, start
     subprocess.run([sys.executable, "-c", _LOAD_RULES], input="\n".join(map(str, paths)) + "\n", text=True,
                    env=agent_env, check=True, timeout=600)
     load_s = time.perf_counter() - t
-    before = _summary(open_times_ns(allowed))
+    before = _summary(open_times_ns(allowed, OPENS))
     t = time.perf_counter()
     agent = start_agent("--enforce", "--enforce-signal=none")
     start_s = time.perf_counter() - t
     with pytest.raises(PermissionError):
         open(paths[-1]).close()
     with_agent: list[dict[str, float]] = []
-    benchmark.pedantic(lambda: with_agent.append(_summary(open_times_ns(allowed))), rounds=3, iterations=1)
+    benchmark.pedantic(lambda: with_agent.append(_summary(open_times_ns(allowed, OPENS))), rounds=3, iterations=1)
     agent.stop()
-    after = _summary(open_times_ns(allowed))
+    after = _summary(open_times_ns(allowed, OPENS))
     base = min(before["median_ns"], after["median_ns"])
     base_p95 = min(before["p95_ns"], after["p95_ns"])
     best = min(with_agent, key=lambda s: s["median_ns"])

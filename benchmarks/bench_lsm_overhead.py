@@ -50,6 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: tests.* for the VM harness and the daemon helper
 
+from benchmarks.timing import open_times_ns  # noqa: E402 - needs the repository root on sys.path
+
 RULES = 10_000
 OPENS = 5_000  # timed open+close pairs per round
 ROUNDS = 11  # per phase
@@ -58,21 +60,10 @@ GUEST_TIMEOUT_S = 600.0
 RESULT_FILE = "lsm_overhead.json"
 
 
-def open_times_ns(path: bytes, n: int = OPENS) -> list[int]:
-    """Wall time in ns of each of *n* ``open(O_RDONLY)`` + ``close`` of *path* (perf_counter_ns)."""
-    clock, op, cl, flags = time.perf_counter_ns, os.open, os.close, os.O_RDONLY
-    out = [0] * n
-    for i in range(n):
-        t = clock()
-        cl(op(path, flags))
-        out[i] = clock() - t
-    return out
-
-
 def phase(path: bytes) -> dict[str, object]:
     """ROUNDS rounds after a warm-up: median and p95 over every sample (ns), and each round's median."""
     open_times_ns(path, WARMUP_OPENS)
-    rounds = [open_times_ns(path) for _ in range(ROUNDS)]
+    rounds = [open_times_ns(path, OPENS) for _ in range(ROUNDS)]
     samples = [t for r in rounds for t in r]
     return {"median_ns": statistics.median(samples), "p95_ns": statistics.quantiles(samples, n=100)[94],
             "round_medians_ns": [statistics.median(r) for r in rounds], "_samples": samples}
@@ -124,7 +115,7 @@ def file_open_run_stats(path: bytes) -> dict[str, float]:
     stats_switch.write_text("1")
     try:
         first = show()
-        open_times_ns(path)
+        open_times_ns(path, OPENS)
         last = show()
     finally:
         stats_switch.write_text("0")
@@ -180,10 +171,10 @@ def interleaved_program_rounds(pin_root: Path, path: bytes) -> dict[str, object]
         for r in range(ROUNDS):
             for v in variants[r % 3:] + variants[:r % 3]:
                 if v == "none":
-                    rounds[v].append(open_times_ns(path))
+                    rounds[v].append(open_times_ns(path, OPENS))
                     continue
                 with attach_lsm(progs[v]):  # type: ignore[arg-type]
-                    rounds[v].append(open_times_ns(path))
+                    rounds[v].append(open_times_ns(path, OPENS))
     out: dict[str, object] = {}
     none_medians = [statistics.median(r) for r in rounds["none"]]
     for v in variants:

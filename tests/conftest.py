@@ -65,13 +65,10 @@ def bpffs(kernel: None) -> Iterator[Path]:
 
 
 def cgroup2_mount() -> Path:
-    """The cgroup v2 mount point, read from /proc/self/mountinfo (never assumed)."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == "cgroup2":
-                return Path(left.split()[4])
-    raise RuntimeError("no cgroup2 mount in /proc/self/mountinfo")
+    """The cgroup v2 mount point, as the agent finds it (/proc/self/mountinfo, never assumed)."""
+    from pybpfguard.agent.cgroups import cgroup2_mount as agent_cgroup2_mount
+
+    return Path(os.fsdecode(agent_cgroup2_mount()))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
 from pybpfguard.agent.logs import Tracer
-from pybpfguard.agent.maps import LAYOUT_VERSION, PinnedMaps, pinned_specs
+from pybpfguard.agent.maps import LAYOUT_VERSION, PinnedMaps, pinned_specs, private_specs
 from pybpfguard.agent.runtime import HOOKS, read_runtime
 
 
@@ -93,16 +93,17 @@ def _test_load(report: HealthReport) -> bool:
     from pybpfguard.bpf.btf.layout import Layout
     from pybpfguard.bpf.btf.spec import load_vmlinux
     from pybpfguard.bpf.errors import BPFError
-    from pybpfguard.bpf.maps import Map, MapSpec, MapType
+    from pybpfguard.bpf.maps import Map, MapType
 
     maps: dict[str, Map] = {}
     try:
         prog = exec_program(Layout.from_btf(load_vmlinux()))
-        specs = {name: spec.replace(max_entries=min(spec.max_entries, 16)) for name, spec in pinned_specs().items()}
-        specs["procs"] = MapSpec(MapType.BPF_MAP_TYPE_LRU_HASH, 16, name="procs", key_size=4, value_layout=PROC_INFO)
-        specs["events"] = MapSpec(MapType.BPF_MAP_TYPE_RINGBUF, 4096, name="events")
-        for name in prog.maps:  # small stand-ins for every map the program reads
-            maps[name] = Map.create(specs[name])
+        specs = {**pinned_specs(), **private_specs(4096, PROC_INFO)}
+        for name in prog.maps:  # small stand-ins for every map the program reads (a ring's size is its bytes)
+            spec = specs[name]
+            if spec.type is not MapType.BPF_MAP_TYPE_RINGBUF:
+                spec = spec.replace(max_entries=min(spec.max_entries, 16))
+            maps[name] = Map.create(spec)
         with load_program(prog, maps):
             return True
     except (BPFError, OSError) as err:
