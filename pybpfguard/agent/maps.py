@@ -124,7 +124,7 @@ class PinnedMaps:
             for name, spec in specs.items():
                 path = root / name
                 if path.exists():
-                    opened[name] = Map.from_pinned(path, expect=spec.replace(max_entries=_pinned_entries(path)))
+                    opened[name] = Map.from_pinned(path, expect=spec, any_max_entries=True)
                 elif create:
                     m = Map.create(spec)
                     opened[name] = m
@@ -138,8 +138,3 @@ class PinnedMaps:
                 m.close()
             raise
         return cls(root, opened)
-
-
-def _pinned_entries(path: Path) -> int:
-    with Map.from_pinned(path) as m:
-        return m.info().max_entries

@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 
 import pytest
-from conftest import bpftool_dump
 
 from pybpfguard.bpf.cpus import possible_cpus
 from pybpfguard.bpf.errors import NotSupportedError
 from pybpfguard.bpf.layout import Layout, Scalar
 from pybpfguard.bpf.maps import BatchError, Map, MapFlags, MapIncompatibleError, MapSpec, MapType
+from tests.maps.conftest import bpftool_dump
 
 pytestmark = pytest.mark.kernel
 
@@ -122,3 +122,15 @@ def test_batch_delete_stops_at_a_missing_key_and_says_how_many_were_done():
             m.delete_batch([1, 2, 99, 3])
         assert (info.value.done, info.value.total, info.value.errno) == (2, 4, errno.ENOENT)
         assert list(m.keys()) == [3]
+
+
+def test_a_pinned_map_of_another_capacity_is_adopted_with_its_own_max_entries_when_asked(bpffs):
+    spec = MapSpec(MapType.BPF_MAP_TYPE_HASH, 8, key_size=4, value_size=4, name="resized")
+    with Map.create(spec) as m:
+        m.pin(bpffs / "resized")
+    bigger = spec.replace(max_entries=16)
+    with Map.from_pinned(bpffs / "resized", expect=bigger, any_max_entries=True) as again:
+        assert again.spec.max_entries == 8
+    with pytest.raises(MapIncompatibleError):
+        Map.from_pinned(bpffs / "resized", expect=bigger.replace(value_size=8), any_max_entries=True)
+    (bpffs / "resized").unlink()

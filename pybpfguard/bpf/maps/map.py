@@ -79,13 +79,18 @@ class Map:
         return cls(fd, spec)
 
     @classmethod
-    def from_fd(cls, fd: _sys.Fd, expect: MapSpec | None = None, *, where: str = "") -> Map:
+    def from_fd(cls, fd: _sys.Fd, expect: MapSpec | None = None, *, where: str = "",
+                any_max_entries: bool = False) -> Map:
         """Adopt *fd* (taken: closed on failure too). With *expect*, check compatibility (type, sizes,
-        max_entries, flags) and use *expect* (its layouts, name) as the spec; raises MapIncompatibleError."""
+        max_entries, flags) and use *expect* (its layouts, name) as the spec; raises MapIncompatibleError.
+        With *any_max_entries* the map's own max_entries is accepted (and kept in the spec): a map pinned by
+        an earlier run with another capacity keeps its entries instead of being refused."""
         try:
             info = MapInfo.from_kernel(_m.map_get_info(fd, where))
             if expect is None:
                 return cls(fd, info.to_spec())
+            if any_max_entries and info.max_entries != expect.max_entries:
+                expect = expect.replace(max_entries=info.max_entries)
             check_compatible(info, expect, where or f"id {info.id}")
             return cls(fd, expect)
         except BaseException:
@@ -93,9 +98,12 @@ class Map:
             raise
 
     @classmethod
-    def from_pinned(cls, path: str | os.PathLike[str], expect: MapSpec | None = None, *, file_flags: int = 0) -> Map:
-        """BPF_OBJ_GET the map pinned at *path* (a bpffs path). See :meth:`from_fd` for *expect*."""
-        return cls.from_fd(_sys.obj_get(path, file_flags), expect, where=os.fspath(path))
+    def from_pinned(cls, path: str | os.PathLike[str], expect: MapSpec | None = None, *, file_flags: int = 0,
+                    any_max_entries: bool = False) -> Map:
+        """BPF_OBJ_GET the map pinned at *path* (a bpffs path). See :meth:`from_fd` for *expect* and
+        *any_max_entries*."""
+        return cls.from_fd(_sys.obj_get(path, file_flags), expect, where=os.fspath(path),
+                           any_max_entries=any_max_entries)
 
     @classmethod
     def from_id(cls, map_id: int, expect: MapSpec | None = None) -> Map:
