@@ -5,11 +5,11 @@ from __future__ import annotations
 import mmap
 
 import pytest
-from conftest import bpftool_dump
 
 from pybpfguard.bpf.cpus import possible_cpus
 from pybpfguard.bpf.layout import Layout, Scalar
 from pybpfguard.bpf.maps import Map, MapFlags, MapSpec, MapSpecError, MapType
+from tests.maps.conftest import bpftool_dump
 
 pytestmark = pytest.mark.kernel
 
