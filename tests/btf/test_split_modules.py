@@ -3,7 +3,6 @@ kernel's, checked type by type against ``bpftool btf dump file <ko> -B <vmlinux>
 
 from __future__ import annotations
 
-import glob
 import lzma
 import shutil
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from pybpfguard.bpf.btf import BTF_KIND_FUNC, BTF_KIND_STRUCT, Spec, load_module
+from tests.vm.harness import VMSetupError, find_kernel
 
 from .bpftool_raw import bpftool_raw, render
 
@@ -21,10 +21,14 @@ MODULES = ("fs/9p/9p.ko", "net/9p/9pnet.ko", "fs/netfs/netfs.ko")
 
 
 def _kernel_release() -> str:
-    images = sorted(glob.glob("/boot/vmlinuz-*"))
-    if not images or shutil.which("bpftool") is None:
-        pytest.skip("needs a Debian kernel image in /boot and bpftool (KERNEL.md: the VM recipe installs them)")
-    return images[0].removeprefix("/boot/vmlinuz-")
+    """The Debian kernel the VM tier boots (the newest in /boot with its modules), chosen as the harness does."""
+    try:
+        release, _ = find_kernel()
+    except VMSetupError as err:
+        pytest.skip(str(err))
+    if shutil.which("bpftool") is None:
+        pytest.skip("needs bpftool (the test command installs it)")
+    return release
 
 
 def elf_btf(path: Path | str) -> bytes:
@@ -53,10 +57,20 @@ def debian_base(debian_vmlinux: tuple[Path, str]) -> Spec:
     return Spec(elf_btf(debian_vmlinux[0]), source="debian vmlinux")
 
 
-def test_attach_id_on_the_other_kernel_differs_and_is_resolved_there(debian_base: Spec, vmlinux: Spec) -> None:
-    # KERNEL.md: bpf_lsm_file_open is 55193 on Debian 6.1 and 64597 on this host.
-    assert debian_base.attach_btf_id_for("lsm", "file_open") == 55193
-    assert vmlinux.attach_btf_id_for("lsm", "file_open") == 64597
+def _bpftool_func_id(path: str, name: str) -> int:
+    """The id bpftool gives the FUNC *name* in the BTF of *path* (the oracle; ids change with every build)."""
+    hits = [tid for tid, text in bpftool_raw(path).items() if text.startswith(f"[{tid}] FUNC '{name}' ")]
+    assert len(hits) == 1, f"bpftool lists {len(hits)} FUNC {name} in {path}"
+    return hits[0]
+
+
+def test_attach_id_on_the_other_kernel_differs_and_is_resolved_there(
+    debian_vmlinux: tuple[Path, str], debian_base: Spec, vmlinux: Spec
+) -> None:
+    debian_id = _bpftool_func_id(str(debian_vmlinux[0]), "bpf_lsm_file_open")
+    host_id = _bpftool_func_id("/sys/kernel/btf/vmlinux", "bpf_lsm_file_open")
+    assert debian_base.attach_btf_id_for("lsm", "file_open") == debian_id
+    assert vmlinux.attach_btf_id_for("lsm", "file_open") == host_id
 
 
 @pytest.mark.parametrize("module", MODULES)

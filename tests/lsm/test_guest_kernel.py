@@ -49,3 +49,14 @@ def test_guest_loopback_is_up_for_socket_hook_tests() -> None:
         conn, _ = server.accept()
         conn.close()
         client.close()
+
+
+def test_trampoline_probes_work_in_the_guest(kernel: None) -> None:
+    """The host exempts the LSM and fentry probes because its kernel refuses trampolines; a stock kernel
+    must load them, so a regression of those probes fails here."""
+    from pybpfguard.bpf import features
+    from pybpfguard.bpf.types import ProgType
+
+    features.clear_cache()
+    for result in (features.prog_type(ProgType.BPF_PROG_TYPE_LSM), features.attach_fentry(), features.bpf_lsm()):
+        assert result.status is features.Status.AVAILABLE, result
