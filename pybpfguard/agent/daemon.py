@@ -342,7 +342,8 @@ class Daemon:
             self.emit(DiagEvent(diag_type=DIAG_HOOK_ERROR, timestamp=time.monotonic_ns(), data1=n, data2=errors,
                                 msg=f"{n} file decisions failed open"))
             self.log.error("fanotify decisions failed open", count=n, total=errors)
-        if not self.guard.running and "fanotify_responder_stopped" not in self.report.faults:
+        # Once stop() was asked for, the daemon itself closes the responder: a clean stop is no fault.
+        if not self.guard.running and not self._stopping and "fanotify_responder_stopped" not in self.report.faults:
             self.log.error("the fanotify responder stopped: file and exec rules are no longer enforced")
             self.report.faults.append("fanotify_responder_stopped")
             self._publish("HOOK_ATTACH_FAILED")
