@@ -37,7 +37,7 @@ from pybpfguard.agent.events.model import BlockEvent, DiagEvent, StateChangeEven
 from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
-from pybpfguard.agent.maps import AGENT_CONFIG, PinnedMaps, private_specs
+from pybpfguard.agent.maps import AGENT_CONFIG, PinLayoutMismatch, PinnedMaps, private_specs
 from pybpfguard.agent.options import RunOptions
 from pybpfguard.agent.posture import Mechanism, Posture, PostureReport, PostureTracker
 from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
@@ -55,6 +55,7 @@ from pybpfguard.agent.programs.process import (
 from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.selfcgroup import AgentCgroup, AgentCgroupError
 from pybpfguard.agent.survival import survival_inodes
+from pybpfguard.agent.trust import UntrustedPathError
 from pybpfguard.bpf.errors import BPFError, NotSupportedError, SyscallError
 from pybpfguard.bpf.iter import run_iterator
 from pybpfguard.bpf.link import Link, attach_lsm, attach_tracing
@@ -437,6 +438,10 @@ class Daemon:
         remove_runtime()
 
 
+# What can go wrong at start-up for reasons outside the daemon (kernel, pins, locations): an error line, exit 1.
+_STARTUP_ERRORS = (BPFError, AgentCgroupError, UntrustedPathError, PinLayoutMismatch, OSError)
+
+
 def _capture(fn: Callable[[], None], errors: list[BaseException]) -> None:
     """Run *fn* (in a worker thread); append what it raised to *errors* for the starting thread to raise."""
     try:
@@ -461,8 +466,8 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
     with tracer.span("daemon.run"):
         try:
             lock = InstanceLock(config.pin_root())
-        except AlreadyRunning as err:
-            logger.error(str(err))
+        except (AlreadyRunning, UntrustedPathError, OSError) as err:
+            logger.error("cannot start", error=str(err))
             return EXIT_FAILED
         remove_runtime()  # a killed predecessor's status must not speak for this daemon while it starts
         daemon = Daemon(options, logger, tracer, sinks)
@@ -486,7 +491,7 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
             if daemon.strict_exit:
                 logger.error("--strict-degrade: posture degraded", state=daemon.strict_exit)
                 return EXIT_ENFORCE_REFUSED
-        except (BPFError, AgentCgroupError) as err:
+        except _STARTUP_ERRORS as err:
             logger.error("start-up failed", error=str(err))
             return EXIT_FAILED
         finally:

@@ -16,6 +16,8 @@ import socket
 import time
 from pathlib import Path
 
+from pybpfguard.agent.trust import require_private_dir
+
 RUN_DIR = Path("/run/pybpfguard")
 
 
@@ -75,7 +77,7 @@ class InstanceLock:
     """Holds ``flock(LOCK_EX)`` for the daemon's lifetime; the file records the holder's pid."""
 
     def __init__(self, pin_root: Path) -> None:
-        RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        require_private_dir(RUN_DIR)
         self.path = lock_path(pin_root)
         while True:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -109,7 +111,7 @@ class SyncServer:
     """The daemon's end: a non-blocking listening socket; :meth:`serve` answers pending requests."""
 
     def __init__(self, pin_root: Path) -> None:
-        RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        require_private_dir(RUN_DIR)
         self.path = socket_path(pin_root)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

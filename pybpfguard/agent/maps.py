@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pybpfguard.agent.trust import require_private_dir, require_private_file
 from pybpfguard.bpf.layout import Layout, Scalar
 from pybpfguard.bpf.maps import Map, MapSpec, MapType
 
@@ -103,14 +104,16 @@ class PinnedMaps:
         A pinned map whose type or key/value size differs raises MapIncompatibleError; one whose
         max_entries differs is kept (rules are never dropped silently). Raises PinLayoutMismatch when
         ``agent_meta`` holds another layout version, unless *heal* (then the pins are recreated empty).
+        Raises UntrustedPathError when *root* or a pin in it could be changed by another user
+        (:mod:`pybpfguard.agent.trust`).
         """
         specs = pinned_specs(**sizes)
-        if create:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        require_private_dir(root, create=create)
         opened: dict[str, Map] = {}
         try:
             meta_path = root / "agent_meta"
-            if meta_path.exists():
+            if os.path.lexists(meta_path):
+                require_private_file(meta_path)
                 with Map.from_pinned(meta_path, expect=specs["agent_meta"]) as meta:
                     version = meta.lookup_elem(0).layout_version
                 if version != LAYOUT_VERSION:
@@ -123,7 +126,8 @@ class PinnedMaps:
                             os.unlink(root / name)
             for name, spec in specs.items():
                 path = root / name
-                if path.exists():
+                if os.path.lexists(path):
+                    require_private_file(path)  # a pin another user could have put or replaced is not ours
                     opened[name] = Map.from_pinned(path, expect=spec, any_max_entries=True)
                 elif create:
                     m = Map.create(spec)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pybpfguard.agent.config import state_file
 from pybpfguard.agent.paths import InodeKey
+from pybpfguard.agent.trust import require_private_dir, require_private_file
 
 __all__ = [
     "DenyDb",
@@ -111,8 +112,9 @@ def parse_deny_db(data: bytes, name: str = "deny.db") -> list[DenyDbEntry]:
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace *path* with *data*, so a reader sees the old file or the new one, never a part: a private
     temporary file (``mkstemp``: unpredictable name, O_EXCL) in the same directory, fsync, rename, fsync
-    the directory. A missing directory is created root-only (0700). Raises OSError."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    the directory. A missing directory is created root-only (0700); one another user could change is refused
+    (UntrustedPathError). Raises OSError."""
+    require_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -147,6 +149,8 @@ class DenyDb:
     def read(self) -> list[DenyDbEntry]:
         """All entries, in file order; [] when the file does not exist. Raises StateFileError."""
         try:
+            require_private_dir(self.path.parent, create=False)
+            require_private_file(self.path)
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
