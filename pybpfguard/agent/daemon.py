@@ -52,6 +52,7 @@ from pybpfguard.agent.programs.process import (
     fork_program,
     procseed_program,
 )
+from pybpfguard.agent.rulesync import DaemonSync
 from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.selfcgroup import AgentCgroup, AgentCgroupError
 from pybpfguard.agent.survival import survival_inodes
@@ -103,6 +104,7 @@ class Daemon:
         self._sink_drops: dict[str, int] = {}
         self._guard_errors = 0
         self._btf: btfcache.KernelBtf | None = None  # layout and attach ids for the generators (start-up)
+        self._rule_sync: DaemonSync | None = None  # edits by any process, acknowledged (rulesync)
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -112,6 +114,7 @@ class Daemon:
                                         max_deny_inodes=self.options.max_deny_inodes,
                                         max_deny_paths=self.options.max_deny_paths)
             self.maps = dict(self.pins.maps)
+            self._rule_sync = DaemonSync(self.pins["rule_sync"])
             for name, spec in private_specs(self.options.ringbuf_bytes, PROC_INFO).items():
                 self.maps[name] = Map.create(spec)
             self.maps["enforce_signal_state"] = Map.create(MapSpec(
@@ -166,6 +169,7 @@ class Daemon:
             self.log.warn("no inode_permission program is generated yet; file rules are enforced at open only",
                           lsm_hook=self.options.lsm_hook)
         self.resync(reason_code="STARTUP")
+        self._rule_sync.beat(time.monotonic())
         self.log.info("agent started", mode="enforce" if self.options.enforce else "audit",
                       file_enforcement=file_mech.value, pin_root=self.pin_root, btf=self._btf.source)
 
@@ -370,7 +374,9 @@ class Daemon:
                 self._drain_ring()
                 if self.guard is not None:
                     self.guard.drain(self.emit)
-                self.report_losses(time.monotonic())
+                now = time.monotonic()
+                self._follow_rule_edits(now)
+                self.report_losses(now)
             # Stop deciding first (detach the kernel programs, stop answering fanotify), so nothing is decided
             # after the last drain; then drain a full ring of the smallest records (16 bytes with the header)
             # and report the losses of the last moments.
@@ -393,18 +399,35 @@ class Daemon:
     def stop(self) -> None:
         self._stopping = True
 
+    def _follow_rule_edits(self, now: float) -> None:
+        """Every loop turn: resync when any process edited the rules (also one whose SYNC never reached
+        the socket, e.g. from another mount namespace), and beat so editors know a daemon is alive."""
+        assert self._rule_sync is not None
+        try:
+            if self._rule_sync.pending():
+                self.resync(reason_code="RULES_CHANGED")
+            self._rule_sync.beat(now)
+        except BPFError as err:
+            self.log.warn("cannot read or acknowledge rule edits", error=str(err))
+
     def resync(self, reason_code: str = "") -> None:
         """The pinned rules changed (or the daemon starts): bring user-space enforcement (fanotify marks) up
         to date. A deny rule fanotify cannot mark (no path on record for the inode) is not enforced: that is
         a DEGRADED posture until it is fixed, never a silent gap."""
+        generation = self._rule_sync.generation() if self._rule_sync is not None else 0
         if self.cgroup is not None and self.pins is not None:  # a `block clear` must never drop the agent itself
             self.pins["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
         unmarked = self.guard.resync() if self.guard is not None else {}
-        fault = f"unenforced_inode_rules={len(unmarked)}"
-        self.report.faults = [f for f in self.report.faults if not f.startswith("unenforced_inode_rules=")]
+        state_error = self.guard.state_error if self.guard is not None else None
+        self.report.faults = [f for f in self.report.faults
+                              if not f.startswith(("unenforced_inode_rules=", "state_file_unreadable"))]
         if unmarked:
-            self.report.faults.append(fault)
+            self.report.faults.append(f"unenforced_inode_rules={len(unmarked)}")
+        if state_error is not None:
+            self.report.faults.append("state_file_unreadable")
         self._publish(reason_code or ("HOOK_ATTACH_FAILED" if unmarked else "RECOVERED"))
+        if self._rule_sync is not None:
+            self._rule_sync.acknowledge(generation)
 
     # ---- shutdown -----------------------------------------------------------------------------------
 
@@ -431,6 +454,10 @@ class Daemon:
                 with contextlib.suppress(BPFError):
                     self.pins["allow_cgroup"].delete_elem(self.cgroup.cgid)
             self.cgroup = None
+        if self._rule_sync is not None:
+            with contextlib.suppress(BPFError):
+                self._rule_sync.stopped()
+            self._rule_sync = None
         if self.pins is not None:
             self.pins.close()
             self.pins = None

@@ -21,7 +21,8 @@ from pybpfguard.agent.events.text import text_b64
 from pybpfguard.agent.file_guard import FileGuard, Mode, ProcessIdentity
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.paths import InodeKey
-from pybpfguard.agent.statefiles import DenyDb
+from pybpfguard.agent.statefiles import DenyDb, StateFileError
+from pybpfguard.agent.trust import UntrustedPathError
 from pybpfguard.bpf.errors import BPFError
 from pybpfguard.bpf.maps import Map
 
@@ -32,11 +33,17 @@ _DRAIN_MAX = 4096
 
 
 class PinnedRules:
-    """RuleSource + PathSource over the pinned maps and deny.db."""
+    """RuleSource + PathSource over the pinned maps and deny.db.
+
+    A deny.db that cannot be read (malformed, or in a location another user could change) never stops
+    enforcement: the paths last read stay in use, and :attr:`state_error` says what is wrong until a read
+    succeeds again."""
 
     def __init__(self, pins: PinnedMaps, db: DenyDb) -> None:
         self.pins = pins
         self.db = db
+        self.state_error: Exception | None = None
+        self._last_paths: Mapping[InodeKey, bytes] = {}
 
     def deny_inodes(self) -> Mapping[InodeKey, int]:
         return {(k.ino, k.dev): flags for k, flags in self.pins["deny_inode"].items()}
@@ -48,7 +55,13 @@ class PinnedRules:
         return frozenset((k.ino, k.dev) for k in self.pins["survival_allowlist"])
 
     def deny_paths(self) -> Mapping[InodeKey, bytes]:
-        return self.db.deny_paths()
+        try:
+            self._last_paths = self.db.deny_paths()
+        except (StateFileError, UntrustedPathError, OSError) as err:
+            self.state_error = err
+            return self._last_paths
+        self.state_error = None
+        return self._last_paths
 
 
 def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:
@@ -79,8 +92,9 @@ class GuardAdapter:
         self.daemon = daemon
         self.pins = daemon.pins
         opts = daemon.options
+        self.rules = PinnedRules(self.pins, DenyDb(config.state_file("deny.db")))
         self.guard = FileGuard(
-            PinnedRules(self.pins, DenyDb(config.state_file("deny.db"))),
+            self.rules,
             mode=Mode.ENFORCE if opts.enforce else Mode.AUDIT,
             enforce_signal=opts.enforce_signal,
             kill_escalation_threshold=opts.kill_escalation_threshold,
@@ -91,9 +105,17 @@ class GuardAdapter:
         self._blocks_seen = 0
         self._drops_seen = 0
 
+    @property
+    def state_error(self) -> Exception | None:
+        """Why deny.db could not be read at the last resync (its last good paths are in use), or None."""
+        return self.rules.state_error
+
     def resync(self) -> Mapping[InodeKey, str]:
         """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why."""
         result = self.guard.refresh()
+        if self.rules.state_error is not None:
+            self.daemon.log.error("cannot read the rules' paths; enforcing those last read",
+                                  error=str(self.rules.state_error))
         for key, reason in result.unmarked.items():
             self.daemon.log.warn("denied inode has no markable path: not enforced", inode=f"{key[1]}:{key[0]}",
                                  reason=reason)

@@ -139,7 +139,7 @@ class SyncServer:
                         conn.sendall(b"OK\n")
                     else:
                         conn.sendall(b"ERR unknown request\n")
-                except (OSError, RuntimeError) as err:
+                except Exception as err:  # a failed resync is the editor's error; it never ends the daemon
                     with contextlib.suppress(OSError):
                         conn.sendall(f"ERR {err}\n".encode())
 

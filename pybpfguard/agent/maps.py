@@ -62,6 +62,8 @@ def pinned_specs(max_deny_inodes: int = 65536, max_deny_paths: int = 16384) -> d
                               value_layout=AGENT_META),
         "agent_config": MapSpec(MapType.BPF_MAP_TYPE_ARRAY, 1, name="agent_config", key_layout=U32,
                                 value_layout=AGENT_CONFIG),
+        # edit generation and the daemon's acknowledgement and heartbeat (pybpfguard.agent.rulesync)
+        "rule_sync": MapSpec(MapType.BPF_MAP_TYPE_ARRAY, 4, name="rule_sync", key_layout=U32, value_layout=U64),
     }
 
 

@@ -103,18 +103,19 @@ def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         canonical = raw
     if not keys:
         raise RuleError(f"{os.fsdecode(raw)}: no rule for this path")
-    changed = False
+    removed = stale = False
     for ino, dev in keys:
-        changed |= _discard(pins["deny_inode"], INODE_KEY.value(ino=ino, dev=dev))
-        changed |= db.remove_key((ino, dev)) > 0
+        removed |= _discard(pins["deny_inode"], INODE_KEY.value(ino=ino, dev=dev))
+        stale |= db.remove_key((ino, dev)) > 0
     for p in {raw, canonical, *(e.path for e in entries if e.key in keys)}:
         k = _path_key(p)
         if k is not None:
-            changed |= _discard(pins["deny_path"], k)
+            stale |= _discard(pins["deny_path"], k)
     refresh_hints(pins)
-    if not changed:
-        raise RuleError(f"{os.fsdecode(raw)}: no rule for this path")
-    return EditResult(changed)
+    if not removed:  # success means a rule that denied something is gone, not that leftovers were tidied
+        raise RuleError(f"{os.fsdecode(raw)}: no rule for this path"
+                        + (" (leftover records of it, with no inode rule behind them, were removed)" if stale else ""))
+    return EditResult(True)
 
 
 def block_list(pins: PinnedMaps, db: DenyDb) -> list[str]:

@@ -1,13 +1,13 @@
-"""Shared plumbing of the rule commands: open the pins, run one edit, tell a running daemon."""
+"""Shared plumbing of the rule commands: lock, open the pins, run one edit, have a running daemon confirm it."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from pybpfguard.agent import config
-from pybpfguard.agent.instance import request_sync
+from pybpfguard.agent import config, rulesync
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.paths import PathRuleError
 from pybpfguard.agent.rules import RuleError
@@ -16,18 +16,34 @@ from pybpfguard.bpf.errors import BPFError
 
 T = TypeVar("T")
 
+EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_STORED = 4  # the edit is stored, but no running daemon confirmed it (docs/architecture.md)
+
 
 def edit(prog: str, command: str, fn: Callable[[PinnedMaps], T], *, sync: bool = True) -> tuple[int, T | None]:
-    """Run *fn* on the pinned maps (created if missing); on success ask a running daemon to re-sync.
+    """Run *fn* on the pinned maps (created if missing). With *sync* (an edit): under the rule-edit lock,
+    then count the edit and wait briefly for a running daemon to confirm it (:mod:`pybpfguard.agent.rulesync`).
 
-    Returns (exit code, fn's result). Errors are printed as ``<prog> <command>: <reason>``: exit 1."""
+    Returns (exit code, fn's result): 0 done (and confirmed by a running daemon, when one is needed), 4 stored
+    but not confirmed by a running daemon, 1 failed (printed as ``<prog> <command>: <reason>``)."""
     root = config.pin_root()
     try:
-        with PinnedMaps.open(root) as pins:
+        with contextlib.ExitStack() as stack:
+            lock = stack.enter_context(contextlib.ExitStack())
+            if sync:  # taken before the pins are opened: creating missing pins is part of the edit
+                lock.enter_context(rulesync.edit_lock(config.state_file("deny.db")))
+            pins = stack.enter_context(PinnedMaps.open(root))
             result = fn(pins)
-        if sync:
-            request_sync(root)
+            if not sync:
+                return EXIT_OK, result
+            generation = rulesync.bump_generation(pins["rule_sync"])
+            lock.close()  # other edits need not wait while this one waits for its confirmation
+            outcome = rulesync.confirm(pins["rule_sync"], generation, root)
     except (RuleError, PathRuleError, StateFileError, BPFError, OSError, RuntimeError) as err:
         print(f"{prog} {command}: {err}", file=sys.stderr)
-        return 1, None
-    return 0, result
+        return EXIT_FAILED, None
+    if outcome is rulesync.Outcome.STORED:
+        print(f"{prog} {command}: stored, but no running daemon confirmed it: not enforced until a daemon runs "
+              f"on {root} (exit {EXIT_STORED})", file=sys.stderr)
+        return EXIT_STORED, result
+    return EXIT_OK, result

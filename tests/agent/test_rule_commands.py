@@ -12,6 +12,8 @@ from pybpfguard.agent.paths import kernel_dev
 
 pytestmark = pytest.mark.kernel
 
+STORED = 4  # no daemon runs in these tests: an edit is stored but not confirmed (docs/architecture.md)
+
 
 @pytest.fixture
 def cli(bpffs, tmp_path):
@@ -52,10 +54,10 @@ def test_block_add_records_inode_path_and_deny_db_and_del_removes_all_three(cli,
     target.write_text("x")
     st = os.stat(target)
     dev = kernel_dev(st.st_dev)
-    assert cli("block", "add", str(target)).returncode == 0
+    assert cli("block", "add", str(target)).returncode == STORED
     assert cli("block", "list").stdout == f"{target} ({dev}:{st.st_ino})\n"
     assert (tmp_path / "st" / "deny.db").read_text() == f"{dev} {st.st_ino} {target}\n"
-    assert cli("block", "del", str(target)).returncode == 0
+    assert cli("block", "del", str(target)).returncode == STORED
     assert cli("block", "list").stdout == ""
     assert (tmp_path / "st" / "deny.db").read_text() == ""
 
@@ -63,10 +65,10 @@ def test_block_add_records_inode_path_and_deny_db_and_del_removes_all_three(cli,
 def test_block_clear_empties_rules_and_counters_but_keeps_pins(cli, tmp_path, test_cgroup, bpffs):
     target = tmp_path / "f"
     target.write_text("x")
-    assert cli("block", "add", str(target)).returncode == 0
-    assert cli("allow", "add", str(test_cgroup)).returncode == 0
+    assert cli("block", "add", str(target)).returncode == STORED
+    assert cli("allow", "add", str(test_cgroup)).returncode == STORED
     assert cli("allow", "list").stdout == f"cgid:{os.stat(test_cgroup).st_ino}\n"
-    assert cli("block", "clear").returncode == 0
+    assert cli("block", "clear").returncode == STORED
     assert _state(cli) == ("", "")
     assert cli("stats").stdout == "blocks_total 0\nringbuf_drops_total 0\n"
     assert (bpffs / "pybpfguard" / "survival_allowlist").exists()
@@ -78,3 +80,17 @@ def test_deleting_a_rule_that_does_not_exist_says_so(cli, tmp_path):
     assert out.returncode == 1 and "no rule for this path" in out.stderr
     out = cli("allow", "del", "cgid:123456")
     assert out.returncode == 1 and "not in allow_cgroup" in out.stderr
+
+
+def test_block_del_of_leftover_records_without_an_inode_rule_is_not_success(cli, tmp_path, bpffs):
+    from pybpfguard.agent.maps import INODE_KEY, PinnedMaps
+
+    target = tmp_path / "f"
+    target.write_text("x")
+    st = os.stat(target)
+    assert cli("block", "add", str(target)).returncode == STORED
+    with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:  # the inode rule went another way
+        pins["deny_inode"].delete_elem(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev)))
+    out = cli("block", "del", str(target))
+    assert out.returncode == 1 and "no rule for this path" in out.stderr and "leftover records" in out.stderr
+    assert (tmp_path / "st" / "deny.db").read_text() == ""  # the leftovers are tidied all the same

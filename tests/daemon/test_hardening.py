@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+
+from pybpfguard.agent.paths import inode_key
+from tests.daemon.conftest import run_in_cgroup
 
 pytestmark = pytest.mark.kernel
 
@@ -19,3 +27,128 @@ def test_a_clean_stop_reports_no_fault_and_exits_0(start_agent, signum, strict):
     states = [e for e in agent.events if e.get("type") == "state_change"]
     assert [e["state"] for e in states] == ["ENFORCE"], states
     assert not [line for line in agent.stderr if "ERROR" in line or '"level":"error"' in line], agent.stderr
+
+
+def _denied(cgroup, path) -> bool:
+    """Whether a child in *cgroup* is refused reading *path* (EPERM); AssertionError on any other failure."""
+    out = run_in_cgroup(cgroup, ["cat", str(path)])
+    if out.returncode == 0:
+        return False
+    assert b"Operation not permitted" in out.stderr, out.stderr
+    return True
+
+
+def _spawn_cli(env, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "pybpfguard", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _deny_db_paths(env) -> set[str]:
+    db = Path(env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
+    return {line.split(" ", 2)[2] for line in db.read_text().splitlines() if line}
+
+
+def test_parallel_rule_edits_lose_nothing_and_every_record_agrees_with_what_is_denied(
+        start_agent, agent_env, bpffs, tmp_path, test_cgroup):
+    from pybpfguard.agent.maps import PinnedMaps
+
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    first = [tmp_path / f"f{i}" for i in range(20)]
+    second = [tmp_path / f"g{i}" for i in range(10)]
+    for f in first + second:
+        f.write_text("x")
+    procs = [_spawn_cli(agent_env, "block", "add", str(f)) for f in first]
+    assert [p.wait(60) for p in procs] == [0] * 20, [p.stderr.read() for p in procs if p.returncode]
+    procs = ([_spawn_cli(agent_env, "block", "del", str(f)) for f in first[:10]]
+             + [_spawn_cli(agent_env, "block", "add", str(f)) for f in second])
+    assert [p.wait(60) for p in procs] == [0] * 20, [p.stderr.read() for p in procs if p.returncode]
+    kept, gone = first[10:] + second, first[:10]
+    expected = {str(f) for f in kept}
+    assert _deny_db_paths(agent_env) == expected
+    listed = agent.cli("block", "list").stdout.splitlines()
+    assert {line.rsplit(" (", 1)[0] for line in listed} == expected
+    with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
+        pinned = {(k.ino, k.dev) for k in pins["deny_inode"]}
+    assert pinned == {inode_key(os.stat(f)) for f in kept}
+    assert all(_denied(test_cgroup, f) for f in kept)
+    assert not any(_denied(test_cgroup, f) for f in gone)
+
+
+def test_a_malformed_deny_db_never_stops_enforcement_and_edits_that_need_it_fail_with_file_and_line(
+        start_agent, agent_env, tmp_path, test_cgroup):
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    agent.cli("block", "add", str(secret))
+    db = Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
+    with open(db, "a") as f:
+        f.write("not a rule\n")
+    # an edit that does not read deny.db: the daemon re-syncs, keeps running, keeps enforcing, says why
+    assert agent.cli("allow", "add", "cgid:987654").returncode == 0
+    ev = agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "DEGRADED")
+    assert "state_file_unreadable" in ev["detail"]
+    assert agent.proc.poll() is None and _denied(test_cgroup, secret)
+    other = tmp_path / "other"
+    other.write_text("x")
+    out = agent.cli("block", "add", str(other), check=False)
+    assert out.returncode == 1 and f"{db}:2: expected" in out.stderr and "Traceback" not in out.stderr
+    assert not _denied(test_cgroup, other)  # nothing half-applied
+    db.write_text(db.read_text().replace("not a rule\n", ""))
+    assert agent.cli("allow", "del", "cgid:987654").returncode == 0
+    assert agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "ENFORCE"
+                          and e["transition_id"] > ev["transition_id"])
+
+
+def test_a_malformed_deny_db_at_start_is_reported_not_a_traceback(agent_env, start_agent):
+    state = Path(agent_env["PYBPFGUARD_STATE_DIR"])
+    state.mkdir(mode=0o700)
+    (state / "deny.db").write_text("1 2\n")
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    ev = agent.wait_for(lambda e: e["type"] == "state_change")
+    assert ev["state"] == "DEGRADED" and "state_file_unreadable" in ev["detail"]
+    assert not any("Traceback" in line for line in agent.stderr)
+    assert any("deny.db:1:" in line for line in agent.stderr)
+
+
+def test_a_rule_added_from_another_mount_namespace_is_enforced_and_confirmed(start_agent, agent_env, tmp_path,
+                                                                             test_cgroup):
+    start_agent("--enforce", "--enforce-signal=none")
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    # /run is private to the editor: the daemon's socket is out of its reach, the pins are not
+    out = subprocess.run(["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /run && exec "$@"', "sh",
+                          sys.executable, "-m", "pybpfguard", "block", "add", str(secret)],
+                         env=agent_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert _denied(test_cgroup, secret)
+
+
+def test_without_a_daemon_an_edit_is_stored_exit_4_and_enforced_once_a_daemon_starts(start_agent, agent_env,
+                                                                                   tmp_path, test_cgroup):
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "pybpfguard", "block", "add", str(secret)], env=agent_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 4 and "no running daemon confirmed it" in out.stderr
+    assert time.monotonic() - started < 5  # no daemon: nothing to wait for
+    start_agent("--enforce", "--enforce-signal=none")
+    assert _denied(test_cgroup, secret)
+
+
+def test_a_stopped_daemon_gets_exit_4_then_enforces_the_rule_by_itself_when_it_resumes(
+        start_agent, agent_env, tmp_path, test_cgroup):
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    agent.wait_for(lambda e: e["type"] == "state_change")
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        out = agent.cli("block", "add", str(secret), check=False)
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    assert out.returncode == 4, out.stderr
+    deadline = time.monotonic() + 2.0  # the daemon checks the edit generation every loop turn
+    while not _denied(test_cgroup, secret):
+        assert time.monotonic() < deadline, "the stored rule was not picked up within 2 s"
+        time.sleep(0.05)
