@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from pybpfguard.agent.events.model import Action
 from pybpfguard.agent.fanotify import FanotifyError, FanotifyGroup, InitFlag, MarkFlag, Mask, Response
+from pybpfguard.agent.filetypes import fanotify_gates, unenforceable_reason
 from pybpfguard.agent.guard_model import (
     BlockDecision,
     GuardStats,
@@ -247,8 +248,11 @@ class FileGuard:
         except OSError as err:
             return f"{os.fsdecode(path)}: {os.strerror(err.errno or 0)}"
         try:
-            if inode_key(os.fstat(fd)) != key:
+            st = os.fstat(fd)
+            if inode_key(st) != key:
                 return f"{os.fsdecode(path)} now names another inode"
+            if not fanotify_gates(st.st_mode):  # marked, it would look enforced and never be (No-Pretend)
+                return f"{os.fsdecode(path)}: {unenforceable_reason(st.st_mode, bpf_lsm=False)}"
             # fanotify_mark(dirfd, NULL) refuses O_PATH fds; the magic link reaches that very inode.
             group.mark(op | MarkFlag.FAN_MARK_INODE, MARK_MASK, b"/proc/self/fd/%d" % fd)
         except FanotifyError as err:

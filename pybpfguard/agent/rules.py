@@ -8,6 +8,7 @@ half-applied. The CLI then asks a running daemon to re-sync (:func:`pybpfguard.a
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         resolved = resolve_rule_path(path, DENY_PATH_MAX_BYTES)
     except PathRuleError as err:
         raise RuleError(str(err)) from err
+    if (refusal := _mechanism_refusal(resolved.mode)) is not None:
+        raise RuleError(f"{os.fsdecode(resolved.canonical)}: {refusal}")
     key = INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)
     result = EditResult(changed=False)
     if pins["survival_allowlist"].get(key) is not None:
@@ -88,6 +91,20 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         raise
     refresh_hints(pins)
     return result
+
+
+def _mechanism_refusal(mode: int) -> str | None:
+    """Why the file enforcement at hand (the running daemon's, else what this host offers) cannot deny
+    opens of a file of type *mode*, or None. Regular files and directories never need the question."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    from pybpfguard.agent.filetypes import unenforceable_reason
+    from pybpfguard.agent.runtime import read_runtime
+    from pybpfguard.bpf import features
+
+    running = read_runtime()
+    lsm = running.hooks.get("file_open") == "attached" if running is not None else features.bpf_lsm().available
+    return unenforceable_reason(mode, bpf_lsm=lsm)
 
 
 def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -152,3 +154,46 @@ def test_a_stopped_daemon_gets_exit_4_then_enforces_the_rule_by_itself_when_it_r
     while not _denied(test_cgroup, secret):
         assert time.monotonic() < deadline, "the stored rule was not picked up within 2 s"
         time.sleep(0.05)
+
+
+@pytest.fixture
+def special_files(tmp_path):
+    """A FIFO and a character device node (/dev/null's numbers) the test made."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    dev = tmp_path / "nulldev"
+    null = os.stat("/dev/null").st_rdev
+    os.mknod(dev, 0o600 | stat.S_IFCHR, null)
+    return fifo, dev
+
+
+def test_block_add_refuses_a_fifo_or_device_the_file_enforcement_cannot_gate(start_agent, special_files):
+    from pybpfguard.agent.filetypes import fanotify_gates
+
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    for path in special_files:
+        if fanotify_gates(os.stat(path).st_mode):
+            pytest.fail("this kernel raises fanotify permission events for special files: test the other side")
+        out = agent.cli("block", "add", str(path), check=False)
+        assert out.returncode == 1 and "raises no permission event" in out.stderr, out.stderr
+    assert agent.cli("block", "list").stdout == ""
+
+
+def test_a_fifo_rule_in_the_maps_is_reported_unenforced_never_counted_as_enforced(start_agent, agent_env, bpffs,
+                                                                                   special_files, tmp_path):
+    from pybpfguard.agent.maps import INODE_KEY, PinnedMaps
+
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    fifo = special_files[0]
+    ino, dev = inode_key(os.stat(fifo))
+    with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:  # as a restored deny.db would put it
+        pins["deny_inode"].update_elem(INODE_KEY.value(ino=ino, dev=dev), 1)
+    db = Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
+    db.parent.mkdir(mode=0o700, exist_ok=True)
+    with open(db, "a") as f:
+        f.write(f"{dev} {ino} {fifo}\n")
+    assert agent.cli("allow", "add", "cgid:424242").returncode == 0  # any edit: the daemon re-syncs
+    ev = agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "DEGRADED")
+    assert "unenforced_inode_rules=1" in ev["detail"]
+    health = json.loads(agent.cli("health", "--json", check=False).stdout)
+    assert health["runtime_state"] == "DEGRADED", health

@@ -15,6 +15,7 @@ CLI is used where the claim is about its output (``health``, ``stats``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -175,4 +176,19 @@ def test_paths_of_300_and_4000_bytes_are_denied_and_the_event_carries_the_whole_
         deny(agent, target)
         expect_eperm(target)
         assert len(block_event(agent, target)["path"]) == total
+    stopped_cleanly(agent)
+
+
+def test_a_fifo_and_a_device_node_are_denied_by_bpf_lsm(start_agent, tmp_path):  # noqa: F811
+    """fanotify cannot gate them on every kernel (pybpfguard/agent/filetypes.py); file_open sees every open."""
+    agent = start_agent(*ENFORCE)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    node = tmp_path / "nulldev"
+    os.mknod(node, 0o600 | 0o020000, os.stat("/dev/null").st_rdev)
+    for path in (fifo, node):
+        deny(agent, path)
+        with pytest.raises(PermissionError) as exc:
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        assert exc.value.errno == errno.EPERM  # not EACCES from a nodev mount
     stopped_cleanly(agent)
