@@ -57,7 +57,7 @@ from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtim
 from pybpfguard.agent.selfcgroup import AgentCgroup, AgentCgroupError
 from pybpfguard.agent.survival import survival_inodes
 from pybpfguard.agent.trust import UntrustedPathError
-from pybpfguard.bpf.errors import BPFError, NotSupportedError, SyscallError
+from pybpfguard.bpf.errors import BPFError, NoSpaceError, NotSupportedError, SyscallError
 from pybpfguard.bpf.iter import run_iterator
 from pybpfguard.bpf.link import Link, attach_lsm, attach_tracing
 from pybpfguard.bpf.maps import Map, MapSpec, MapType
@@ -195,8 +195,12 @@ class Daemon:
 
         survival = self.maps["survival_allowlist"]
         for ino, dev in survival_inodes():
-            with contextlib.suppress(SyscallError):  # full: the first 256 stay
+            try:
                 survival.update_elem(INODE_KEY.value(ino=ino, dev=dev), 1)
+            except NoSpaceError:  # full (E2BIG): the entries already there stay; any other error is start-up's
+                self.log.warn("survival allowlist full; later survival binaries are not exempt",
+                              capacity=survival.spec.max_entries)
+                break
         self.cgroup = AgentCgroup()
         self.maps["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
 
@@ -209,8 +213,7 @@ class Daemon:
                 loaded.append(self._load(prog))
             except (NotSupportedError, SyscallError) as err:
                 if not loaded:
-                    self.log.info("BPF LSM unavailable; file and exec enforcement falls back to fanotify",
-                                  reason=str(err))
+                    self.log.info(f"{err}; file and exec enforcement falls back to fanotify")
                     return []
                 self.log.warn("optional LSM program not loaded", program=prog.name, reason=str(err))
         return loaded

@@ -13,6 +13,7 @@ from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
 from pybpfguard.agent.logs import Tracer
 from pybpfguard.agent.maps import LAYOUT_VERSION, PinnedMaps, pinned_specs, private_specs
 from pybpfguard.agent.runtime import HOOKS, read_runtime
+from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
 
 
 @dataclass
@@ -24,13 +25,15 @@ class HealthReport:
     features: dict[str, bool] = field(default_factory=dict)
     hooks: dict[str, str] = field(default_factory=dict)
     pins_present: bool = False
+    daemon_running: bool = False
     layout_version: int | None = None
     issues: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "capability": self.capability, "runtime_state": self.runtime_state,
                 "enforce_capable": self.enforce_capable, "features": self.features, "hooks": self.hooks,
-                "pins_present": self.pins_present, "layout_version": self.layout_version, "issues": self.issues}
+                "pins_present": self.pins_present, "daemon_running": self.daemon_running,
+                "layout_version": self.layout_version, "issues": self.issues}
 
 
 def _fanotify_available() -> bool:
@@ -74,6 +77,7 @@ def check(tracer: Tracer) -> HealthReport:
                              if fanotify else f"BPF LSM unusable ({lsm.reason}) and no fanotify: audit only")
     _check_pins(report)
     runtime = read_runtime()
+    report.daemon_running = runtime is not None
     if runtime is not None:
         report.runtime_state = runtime.state
         report.hooks = runtime.hooks
@@ -81,7 +85,7 @@ def check(tracer: Tracer) -> HealthReport:
             report.issues.append(f"daemon posture {runtime.state}: {runtime.detail}")
     else:
         report.hooks = {name: "missing" for name in HOOKS}
-        report.issues.append("no running daemon")
+        report.issues.append("daemon not running: nothing is enforced or observed now (start it with `run`)")
     report.ok = telemetry and (runtime is not None) and runtime.state not in ("DEGRADED",)
     return report
 
@@ -116,10 +120,17 @@ def _test_load(report: HealthReport) -> bool:
 
 def _check_pins(report: HealthReport) -> None:
     root = config.pin_root()
+    try:
+        require_private_dir(root, create=False)
+    except FileNotFoundError:
+        return  # nothing pinned yet: a daemon or a rule edit creates the pins
+    except (UntrustedPathError, OSError) as err:
+        report.issues.append(f"pin root unusable: {err}")
+        return
     report.pins_present = all((root / name).exists() for name in pinned_specs())
     if not report.pins_present:
         return
-    with contextlib.suppress(OSError), PinnedMaps.open(root, create=False) as pins:
+    with contextlib.suppress(OSError, UntrustedPathError), PinnedMaps.open(root, create=False) as pins:
         report.layout_version = pins["agent_meta"].lookup_elem(0).layout_version
     if report.layout_version not in (None, LAYOUT_VERSION):
         report.issues.append(f"pins have layout version {report.layout_version}, expected {LAYOUT_VERSION}")

@@ -34,6 +34,10 @@ class BPFLSMUnavailable(NotSupportedError):
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.reason, self.errno))
 
+    def __str__(self) -> str:
+        # The kernel may well be new enough: say what refused it, not "a Linux 5.7 feature".
+        return self.reason if self.reason.startswith("BPF LSM") else f"BPF LSM unusable: {self.reason}"
+
 
 def lsm_path() -> Path:
     """The active-LSM list file: ``$PYBPFGUARD_LSM_PATH`` or /sys/kernel/security/lsm."""
@@ -91,9 +95,10 @@ def lsm_refusal(err: int, log: str) -> BPFLSMUnavailable | None:
     """The typed error for an LSM program load/attach refused with *err* (and verifier *log*), or None when
     the refusal is not about BPF LSM being unusable (e.g. a genuine verifier rejection)."""
     if err == _errno.EPERM and not log.strip():
-        return BPFLSMUnavailable(f"BPF LSM unusable: trampolines refused with EPERM{_listed_note()}", err)
+        return BPFLSMUnavailable("BPF LSM unusable: the kernel refuses trampoline programs (LSM, fentry): "
+                                 f"trampolines refused with EPERM{_listed_note()}", err)
     if err == ENOTSUPP:
         return BPFLSMUnavailable(
-            f"BPF LSM unusable: errno 524, not supported (e.g. no BPF trampoline){_listed_note()}", err
+            f"BPF LSM unusable: the kernel has no BPF trampoline for LSM programs (errno 524){_listed_note()}", err
         )
     return None

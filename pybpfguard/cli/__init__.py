@@ -31,6 +31,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 _GLOBAL_VALUED = {"--log-level", "--log-format"}
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("text", "json")
+GLOBAL_HELP = """global options (accepted anywhere in the command line):
+  --log-level {debug,info,warn,error}  least severe log record written to stderr (default: info)
+  --log-format {text,json}             log records as text or one JSON object per line (default: text)"""
+EPILOG = """exit codes: 0 success; 1 the operation failed; 2 usage error; 3 enforcement requested but refused
+(run); 4 a rule edit is stored but no running daemon confirmed it (block, allow)"""
 
 
 def _split_globals(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -56,13 +63,24 @@ def _available(module: str) -> bool:
 def build_parser(prog: str, only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with *only* (a command name) just that command's module is imported, which is what
     keeps ``run`` from paying for every other command's imports at start-up."""
-    parser = argparse.ArgumentParser(prog=prog, description="pybpfguard runtime security agent")
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("global options (accepted anywhere in the command line)")
+    group.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                       help="least severe log record written to stderr (default: %(default)s)")
+    group.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="log records as text or one JSON object per line (default: %(default)s)")
+    # The top level shows the global options in its epilog rather than as options: parsing them there would
+    # make argparse take a command's own --log for an abbreviation of --log-level.
+    parser = argparse.ArgumentParser(prog=prog, description="pybpfguard runtime security agent",
+                                     epilog=f"{GLOBAL_HELP}\n\n{EPILOG}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-V", "--version", action="version", version=f"{prog} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if (only is not None and name != only) or not _available(module):
             continue
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common], epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
@@ -73,12 +91,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         prog = os.path.basename(sys.argv[0]) or "pybpfguard"
         if prog not in ("pybpfguard", "aegisbpf"):
             prog = "pybpfguard"
+    for name in ("stdout", "stderr"):  # started with fd 1 or 2 closed: write to nowhere rather than fail
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 -- lives as long as the process
     args_in = list(sys.argv[1:] if argv is None else argv)
     global_opts, rest = _split_globals(args_in)
-    if global_opts.get("log_level", "info") not in ("debug", "info", "warn", "error"):
+    if global_opts.get("log_level", "info") not in LOG_LEVELS:
         print(f"{prog}: --log-level must be debug, info, warn or error", file=sys.stderr)
         return 2
-    if global_opts.get("log_format", "text") not in ("text", "json"):
+    if global_opts.get("log_format", "text") not in LOG_FORMATS:
         print(f"{prog}: --log-format must be text or json", file=sys.stderr)
         return 2
     if not rest:
@@ -92,4 +113,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2
-    return int(importlib.import_module(args._module).run(args) or 0)
+    try:
+        code = int(importlib.import_module(args._module).run(args) or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly. stdout is pointed at /dev/null so the interpreter's
+        # final flush cannot fail again; exit 1 as the output was cut short.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    return code

@@ -16,7 +16,8 @@ from pybpfguard.bpf.asm import AsmError, AsmSyntaxError, assemble
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", default="-", help="assembly text file, '-' (default) for stdin")
     parser.add_argument("--hex", action="store_true", help="write hex text, one slot per line")
-    parser.add_argument("--isa", type=int, default=4, help="highest ISA version of the target (default 4)")
+    parser.add_argument("--isa", type=int, default=4, choices=(1, 2, 3, 4),
+                        help="highest ISA version of the target (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

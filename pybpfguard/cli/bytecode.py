@@ -19,10 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--check", action="store_true", help="fail if a listing differs (default)")
     mode.add_argument("--write", action="store_true", help="write the listings")
     mode.add_argument("--record-layout", action="store_true", help="record layout.json from this kernel's BTF")
-    parser.add_argument("--dir", type=Path, default=listing.BYTECODE_DIR, help="the bytecode directory")
+    parser.add_argument("--dir", type=Path, default=listing.BYTECODE_DIR,
+                        help="the bytecode directory (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.dir.is_dir():
+        print(f"{args.prog} bytecode: {args.dir}: not a directory", file=sys.stderr)
+        return 1
     if args.record_layout:
         listing.record_layout(args.dir)
         print(f"recorded {args.dir / listing.LAYOUT_FILE}")

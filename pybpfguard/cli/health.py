@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json(), separators=(",", ":")))
     else:
         print(f"ok: {str(report.ok).lower()}")
+        print(f"daemon: {'running' if report.daemon_running else 'not running'}")
         print(f"capability: {report.capability}")
         print(f"runtime_state: {report.runtime_state}")
         print(f"enforce_capable: {str(report.enforce_capable).lower()}")

@@ -4,31 +4,74 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from pybpfguard.agent.events.sinks import LogOptionError, parse_log
 from pybpfguard.agent.options import RunOptions, UsageError, parse_signal, round_ringbuf
 
 
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a decimal integer from *low* to *high*; anything else is a usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
+        return value
+
+    parse.__name__ = "number"  # argparse names the type in its messages
+    return parse
+
+
+U32_MAX = (1 << 32) - 1
+# A hash map's max_entries is a u32; the kernel refuses sizes it cannot allocate, at load time.
+_MAP_ENTRIES = bounded_int(1, 1 << 24)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--audit", dest="mode", action="store_const", const="audit")
-    mode.add_argument("--enforce", dest="mode", action="store_const", const="enforce")
-    mode.add_argument("--mode", dest="mode", choices=("audit", "enforce"))
+    mode.add_argument("--audit", dest="mode", action="store_const", const="audit",
+                      help="observe and report only, never deny (the default)")
+    mode.add_argument("--enforce", dest="mode", action="store_const", const="enforce",
+                      help="deny what the rules say (EPERM) and report it")
+    mode.add_argument("--mode", dest="mode", choices=("audit", "enforce"),
+                      help="the same as --audit or --enforce (default: audit)")
     p.set_defaults(mode="audit")
-    p.add_argument("--enforce-signal", default="term")
-    p.add_argument("--allow-sigkill", action="store_true")
-    p.add_argument("--kill-escalation-threshold", type=int, default=5)
-    p.add_argument("--kill-escalation-window-seconds", type=int, default=30)
-    p.add_argument("--enforce-gate-mode", default="fail-closed")
-    p.add_argument("--enforce-fallback", default="off")
-    p.add_argument("--strict-degrade", action="store_true")
-    p.add_argument("--lsm-hook", default="file")
-    p.add_argument("--ringbuf-bytes", type=int, default=16 << 20)
-    p.add_argument("--event-sample-rate", type=int, default=1)
-    p.add_argument("--log", default="stdout")
-    p.add_argument("--max-deny-inodes", type=int, default=65536)
-    p.add_argument("--max-deny-paths", type=int, default=16384)
-    p.add_argument("--allow-unsigned-bpf", action="store_true", help="accepted and ignored")
+    p.add_argument("--enforce-signal", default="term", metavar="{none,term,kill,int}",
+                   help="signal sent to a denied task with EPERM; also block (=none), sigterm, sigkill, sigint "
+                        "and 0, 15, 9, 2 (default: %(default)s)")
+    p.add_argument("--allow-sigkill", action="store_true",
+                   help="acknowledge --enforce-signal=kill (refused without it) (default: off)")
+    p.add_argument("--kill-escalation-threshold", type=bounded_int(1, U32_MAX), default=5, metavar="N",
+                   help="with kill: denials of one process within the window before TERM becomes KILL "
+                        "(default: %(default)s)")
+    p.add_argument("--kill-escalation-window-seconds", type=bounded_int(1, U32_MAX), default=30, metavar="S",
+                   help="the escalation window in seconds (default: %(default)s)")
+    p.add_argument("--enforce-gate-mode", default="fail-closed", choices=("fail-closed", "audit-fallback"),
+                   help="when enforcement is requested but nothing can enforce: exit 3, or run in audit "
+                        "(default: %(default)s)")
+    p.add_argument("--enforce-fallback", default="off", choices=("signal", "off"),
+                   help="without BPF LSM or fanotify, kill denied executables at exec (default: %(default)s)")
+    p.add_argument("--strict-degrade", action="store_true",
+                   help="exit 3 on reaching AUDIT_FALLBACK or DEGRADED (default: off)")
+    p.add_argument("--lsm-hook", default="file", choices=("file", "inode", "both"),
+                   help="LSM hooks for file rules: file_open, inode_permission or both (default: %(default)s)")
+    p.add_argument("--ringbuf-bytes", type=bounded_int(1, 1 << 31), default=16 << 20, metavar="N",
+                   help="size of the events ring, rounded up to a power of two >= 4096 (default: %(default)s)")
+    p.add_argument("--event-sample-rate", type=bounded_int(1, U32_MAX), default=1, metavar="N",
+                   help="emit 1 of N events; counters still count every match (default: %(default)s)")
+    p.add_argument("--log", default="stdout", metavar="{stdout,journald,both}",
+                   help="event sinks, a comma list allowed; both = stdout and journald (default: %(default)s)")
+    p.add_argument("--max-deny-inodes", type=_MAP_ENTRIES, default=65536, metavar="N",
+                   help="entries of the deny_inode map; a pinned map of another size is kept "
+                        "(default: %(default)s)")
+    p.add_argument("--max-deny-paths", type=_MAP_ENTRIES, default=16384, metavar="N",
+                   help="entries of the deny_path map (default: %(default)s)")
+    p.add_argument("--allow-unsigned-bpf", action="store_true",
+                   help="accepted and ignored: pybpfguard generates its programs (default: off)")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:

@@ -197,3 +197,15 @@ def test_a_fifo_rule_in_the_maps_is_reported_unenforced_never_counted_as_enforce
     assert "unenforced_inode_rules=1" in ev["detail"]
     health = json.loads(agent.cli("health", "--json", check=False).stdout)
     assert health["runtime_state"] == "DEGRADED", health
+
+
+def test_the_start_up_line_says_why_bpf_lsm_is_not_used(start_agent):
+    from pybpfguard.bpf import features
+    from pybpfguard.bpf.types import ProgType
+
+    lsm = features.prog_type(ProgType.BPF_PROG_TYPE_LSM)
+    agent = start_agent()
+    said = "".join(agent.stderr)
+    assert "a Linux 5.7 feature" not in said
+    if not lsm.available and "EPERM" in lsm.reason:  # this sandbox's kernel: trampolines refused
+        assert "BPF LSM unusable: the kernel refuses trampoline programs" in said, said
