@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from asm_corpus import llvm_corpus
+from asm_corpus import llvm_corpus, llvm_spellings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +18,18 @@ def test_every_corpus_line_assembles_to_the_bytes_llvm_mc_gives(llvm_mc):
     expected = llvm_mc(lines)
     for line, want in zip(lines, expected, strict=True):
         assert assemble(line) == want, line
+
+
+def test_other_spellings_llvm_mc_reads_assemble_to_its_bytes(llvm_mc):
+    lines = llvm_spellings()
+    for line, want in zip(lines, llvm_mc(lines), strict=True):
+        assert assemble(line) == want, line
+
+
+def test_statements_separated_by_semicolons_and_block_comments_across_lines(llvm_mc):
+    want = b"".join(llvm_mc(["r0 = 1", "r1 = 2", "exit", "exit"]))
+    assert assemble("r0 = 1 ; r1 = 2;exit\na: exit") == want
+    assert assemble("r0 = 1 /* one\n two */\nr1 = 2 # /* not a block\nexit;;\nexit") == want
 
 
 def test_our_disassembly_of_llvm_bytes_reassembles_through_llvm_mc_to_the_same_bytes(llvm_mc):
