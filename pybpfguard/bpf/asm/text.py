@@ -24,7 +24,8 @@ Our spellings where LLVM has none (``disassemble`` writes them, ``parse`` reads 
 ``call local(label)`` / ``call local(+3)``       bpf-to-bpf call (src 1)
 ``call kfunc(1234)`` / ``call kfunc(1234, 2)``   kfunc call (src 2): BTF id, fd_array index
 ``call ringbuf_reserve``                         helper by name (``bpf_`` prefix optional);
-                                                 ``call 131`` by id, as LLVM writes it
+                                                 ``call 131`` by id, as LLVM writes it; ``call name``
+                                                 of any other name is LLVM's bpf-to-bpf call
 ``r0 = *(u32 *)skb[r1 + 4]``                     BPF_IND with a non-zero imm
 ``w0 = load_acquire((u8 *)(r1 + 0))``            load-acquire, ``store_release((u8 *)(r1 + 0), w2)``
                                                  store-release (LLVM 20 spellings)
@@ -492,8 +493,8 @@ def _parse_statement(stmt: str) -> Insn:
                 return Insn(call, 0, 0, 0, _imm(number))
             try:
                 return Insn(call, 0, 0, 0, helper_id(name))
-            except UnknownHelper:
-                raise _Fail(f"unknown helper {name!r} (write call local({name}) for a bpf-to-bpf call)", 5) from None
+            except UnknownHelper:  # llvm-mc's "call label" (clang -S writes it): a bpf-to-bpf call
+                return Insn(call, 0, op.BPF_PSEUDO_CALL, 0, 0, (), name)
     elif first == "e":
         if stmt == "exit":
             return Insn(op.BPF_JMP | op.BPF_EXIT)
@@ -665,7 +666,10 @@ def assemble(text: str, isa: int = 4) -> bytes:
     except (UnresolvedLabel, DuplicateLabel) as err:
         lineno, raw = _line_of(text, err.index)
         col = raw.find(err.label) + 1 if err.label in raw else 1
-        raise AsmSyntaxError(lineno, col, f"label {err.label!r} is not defined", raw) from err
+        message = f"label {err.label!r} is not defined"
+        if insns[err.index].code == op.BPF_JMP | op.BPF_CALL:
+            message = f"call {err.label!r}: unknown helper, and no label {err.label!r} in this program"
+        raise AsmSyntaxError(lineno, col, message, raw) from err
     except AsmError as err:
         index = getattr(err, "index", None)
         if index is None:
