@@ -45,3 +45,26 @@ def llvm_corpus() -> list[str]:
     lines += ["r1 = 0 ll", "r1 = -1 ll", "r9 = 0x123456789abcdef0 ll", "r0 = 0x80000000 ll"]
     lines += ["r1 = addr_space_cast(r2, 0, 1)", "r1 = addr_space_cast(r2, 1, 0)"]
     return lines
+
+
+def llvm_spellings() -> list[str]:
+    """Other spellings llvm-mc-19 reads for the same instructions: what ``llvm-objdump -d`` prints without
+    ``--mattr=+alu32`` (32-bit atomics with an r-register), its hex offsets, llvm-mc's number syntax, optional
+    spaces, upper-case first words, ``callx`` and ``ld_pseudo``."""
+    lines = ["lock *(u32 *)(r2 + 16) += r9"]
+    lines += ["lock *(u32*)(r2+0x10)+=r9", "lock *(u32 *)(r2 - 0x10) += w9"]
+    lines += ["r1 = *(u32 *)(r1 + 0x10)", "r1 = *(s16 *)(r1 - 0x10)", "*(u64 *)(r10 - 0x8) = -0x1"]
+    lines += ["*(u64 *)(r10 - 8) = 0", "*(u32 *)(r10 - 0x8) = 0xffffffff", "*(u32 *)(r10 - 8) = r1"]
+    lines += ["r1 = *(u32 *)(r1 + 010)", "r0 = 010", "r0 = -017", "r0 = 0b101", "r0 = 0B11", "r0 = 00", "r0 = 0XFF"]
+    lines += ["r0 s/= 0x10", "w0 s%= -0x3", "r0 = -0x80000000", "r0 = 2147483648", "w3 += 0x7fffffff"]
+    lines += ["r0=r1", "r0 +=1", "w1=*(u8*)(r2+1)", "r0 = - r0", "r0 = (s8) r1", "if r1==r2 goto+5", "goto+5"]
+    lines += ["if w1 == w2 goto +5", "if w1 == 0x10 goto -0x1", "if r1 &r2 goto +1", "if r1 s> -0x1 goto +0x7fff"]
+    lines += ["goto +0x3", "goto -0x8000", "gotol +0x3", "gotol -0x1", "may_goto +0x3", "call 0x1", "call -0x1"]
+    lines += ["callx r1", "callx r10", "ld_pseudo r1, 1, 5", "ld_pseudo r9, 2, 0xffffffff", "ld_pseudo r1 4, -1"]
+    lines += ["r1 = 0x0 ll", "r1 = -0x1 ll", "r0 = 18446744073709551615 ll", "r0 = -9223372036854775808 ll"]
+    lines += ["r0 = be16 r0", "r0 = le64 r0", "r0 = bswap32 r0", "w1 = (s16)w2", "r1 = addr_space_cast(r2, 0x1, 0x0)"]
+    lines += ["EXIT", "Exit", "R0 = 1", "W0 = 1", "If r1 == 0 goto +1", "LOCK *(u32 *)(r1 + 0) += r2", "GOTO +1"]
+    lines += ["CALL 1", "GOTOL +3", "MAY_GOTO +3", "CALLX r1", "LD_PSEUDO r1, 1, 5"]
+    lines += ["r0 = 1 /* c */", "exit // c", "exit # c", "r0 = atomic_fetch_add((u64 *)(r1 + 0x8), r0)"]
+    lines += ["w2 = xchg32_32(r1 - 0x8, w2)", "r0 = cmpxchg_64(r1 + 0x0, r0, r2)"]
+    return lines

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 
-from asm_corpus import llvm_corpus
+from asm_corpus import llvm_corpus, llvm_spellings
+from conftest import LLVM_MC
+from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +21,43 @@ def test_every_corpus_line_assembles_to_the_bytes_llvm_mc_gives(llvm_mc):
     expected = llvm_mc(lines)
     for line, want in zip(lines, expected, strict=True):
         assert assemble(line) == want, line
+
+
+def test_other_spellings_llvm_mc_reads_assemble_to_its_bytes(llvm_mc):
+    lines = llvm_spellings()
+    for line, want in zip(lines, llvm_mc(lines), strict=True):
+        assert assemble(line) == want, line
+
+
+def test_statements_separated_by_semicolons_and_block_comments_across_lines(llvm_mc):
+    want = b"".join(llvm_mc(["r0 = 1", "r1 = 2", "exit", "exit"]))
+    assert assemble("r0 = 1 ; r1 = 2;exit\na: exit") == want
+    assert assemble("r0 = 1 /* one\n two */\nr1 = 2 # /* not a block\nexit;;\nexit") == want
+
+
+def test_label_references_resolve_as_in_llvm_mc_objects(llvm_mc, tmp_path):
+    # llvm-mc resolves labels only when it writes an object ("call sub" is what clang -S writes for a
+    # bpf-to-bpf call); the object's .text is the oracle
+    text = "\n".join(
+        [
+            "top: r0 = 1",
+            "if r0 > 3 goto out",
+            "if w0 s< -1 goto top",
+            "call sub",
+            "r1 = 0x100000000 ll",
+            "goto top",
+            "gotol out",
+            "out: exit",
+            "sub: r0 = 2; call top",
+            "exit",
+        ]
+    )
+    src, obj = tmp_path / "labels.s", tmp_path / "labels.o"
+    src.write_text(text + "\n")
+    subprocess.run([LLVM_MC, "-triple", "bpf", "-mcpu=v4", "-filetype=obj", str(src), "-o", str(obj)], check=True)
+    with obj.open("rb") as f:
+        want = ELFFile(f).get_section_by_name(".text").data()
+    assert assemble(text) == want
 
 
 def test_our_disassembly_of_llvm_bytes_reassembles_through_llvm_mc_to_the_same_bytes(llvm_mc):

@@ -1,10 +1,16 @@
 """LLVM BPF assembly text -> instructions (``parse``) and -> bytes (``assemble``).
 
-The syntax is the one ``llvm-mc -triple bpf`` reads and ``llvm-objdump -d`` writes, one instruction
-per line: ``r0 = *(u64 *)(r1 + 8)``, ``if r1 s> 5 goto +3``, ``lock *(u64 *)(r1 + 0) += r2``,
-``r1 = 0x123 ll``, ``w0 = w1``, ``name:`` labels (also before an instruction on the same line),
-comments from ``#`` or ``//`` to the end of the line. Numbers are decimal or 0x-hex, optionally signed.
-Jump targets are labels or signed slot offsets (``goto +3``).
+The syntax is the one ``llvm-mc -triple bpf`` reads and ``llvm-objdump -d`` writes (with or without
+``--mattr=+alu32``), one instruction per line or several separated by ``;``: ``r0 = *(u64 *)(r1 + 8)``,
+``if r1 s> 5 goto +3``, ``lock *(u32 *)(r1 + 0) += r2`` (or ``+= w2``), ``r1 = 0x123 ll``, ``w0 = w1``,
+``callx r1``, ``ld_pseudo r1, 1, 5``, ``name:`` labels (also before an instruction on the same line),
+comments from ``#`` or ``//`` to the end of the line and ``/* ... */``. Spaces between tokens are optional
+and the first word's case does not matter (``EXIT``, ``R0 = 1``), as for llvm-mc. Numbers are written as
+llvm-mc reads them, optionally signed: decimal, ``0x`` hex, ``0b`` binary, and octal with a leading 0
+(``010`` is 8). Jump targets are labels or signed slot offsets (``goto +3``).
+
+Where llvm-mc silently truncates (``r0 = 4294967296``, ``r11``, ``ld_pseudo`` with a 64-bit imm), and for
+constant expressions (``r0 = 1 + 2``), this parser refuses the line with an error instead.
 
 Our spellings where LLVM has none (``disassemble`` writes them, ``parse`` reads them back):
 
@@ -18,7 +24,8 @@ Our spellings where LLVM has none (``disassemble`` writes them, ``parse`` reads 
 ``call local(label)`` / ``call local(+3)``       bpf-to-bpf call (src 1)
 ``call kfunc(1234)`` / ``call kfunc(1234, 2)``   kfunc call (src 2): BTF id, fd_array index
 ``call ringbuf_reserve``                         helper by name (``bpf_`` prefix optional);
-                                                 ``call 131`` by id, as LLVM writes it
+                                                 ``call 131`` by id, as LLVM writes it; ``call name``
+                                                 of any other name is LLVM's bpf-to-bpf call
 ``r0 = *(u32 *)skb[r1 + 4]``                     BPF_IND with a non-zero imm
 ``w0 = load_acquire((u8 *)(r1 + 0))``            load-acquire, ``store_release((u8 *)(r1 + 0), w2)``
                                                  store-release (LLVM 20 spellings)
@@ -26,7 +33,7 @@ Our spellings where LLVM has none (``disassemble`` writes them, ``parse`` reads 
 
 Errors are AsmSyntaxError with 1-based line and column.
 
-(About 590 lines: one grammar, its patterns beside the code that reads their groups; split it into
+(About 700 lines: one grammar, its patterns beside the code that reads their groups; split it into
 patterns and actions if it grows further.)
 """
 
@@ -40,7 +47,7 @@ from pybpfguard.bpf.asm.finalize import finalize
 from pybpfguard.bpf.asm.helpers import helper_id
 from pybpfguard.bpf.asm.insn import Insn
 
-_NUM = r"[+-]?(?:0[xX][0-9a-fA-F]+|\d+)"
+_NUM = r"[+-]?(?:0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)"
 _LABEL = r"[A-Za-z_.$][\w.$]*"
 _TGT = rf"(?:{_NUM}|{_LABEL})"
 _MEM = rf"\(\s*r(\d+)\s*(?:([+-])\s*({_NUM}))?\s*\)"
@@ -53,17 +60,26 @@ _RE_FAST_LOAD = re.compile(r"r(\d+)\s*=\s*\*\(u(8|16|32|64) \*\)\(r(\d+) ([+-]) 
 _RE_FAST_STORE = re.compile(r"\*\(u(8|16|32|64) \*\)\(r(\d+) ([+-]) (\d+)\)\s*=\s*r(\d+)$")
 _RE_LABEL = re.compile(rf"\s*({_LABEL})\s*:")
 _RE_ASSIGN = re.compile(r"([rw])(\d+)\s*(s>>=|s/=|s%=|<<=|>>=|[-+*/|&^%]=|=)\s*")
-_RE_IF = re.compile(rf"if\s+([rw])(\d+)\s*(s[<>]=?|[<>]=?|==|!=|&)\s*(?:([rw])(\d+)|({_NUM}))\s+goto\s+({_TGT})$")
-_RE_GOTO = re.compile(rf"(goto|gotol|may_goto)\s+({_TGT})$")
+# after "goto" a space is needed only before a label: "goto+3" is two tokens for llvm-mc, "gotofoo" one
+_GOTO_SP = r"(?:\s+|(?=[+-]))"
+_RE_IF = re.compile(
+    rf"if\s+([rw])(\d+)\s*(s[<>]=?|[<>]=?|==|!=|&)\s*(?:([rw])(\d+)|({_NUM}))\s+goto{_GOTO_SP}({_TGT})$"
+)
+_RE_GOTO = re.compile(rf"(goto|gotol|may_goto){_GOTO_SP}({_TGT})$")
 _RE_CALL = re.compile(
     rf"call\s+(?:local\(\s*({_TGT})\s*\)|kfunc\(\s*({_NUM})\s*(?:,\s*({_NUM})\s*)?\)|({_NUM})|({_LABEL}))$"
 )
+_RE_CALLX = re.compile(r"callx\s+([rw])(\d+)$")
+# llvm-mc reads "ld_pseudo r1 4 -1" as two operands, "r1" and "4 - 1": a sign after a bare space is an operator
+_RE_LD_PSEUDO = re.compile(rf"ld_pseudo\s+([rw])(\d+)\s*(?:,\s*|\s+)({_NUM})(?:\s*,\s*|\s+(?![+-]))({_NUM})$")
+# the words llvm-mc reads in any case at the start of a statement (its parser lower-cases them)
+_RE_FIRST_WORD = re.compile(r"(?:if|callx|call|gotol|goto|may_goto|exit|lock|ld_pseudo|[rw]\d+)\b", re.IGNORECASE)
 _RE_STORE = re.compile(rf"\*\s*{_SIZE}\s*{_MEM}\s*=\s*(?:([rw])(\d+)|({_NUM}))$")
 _RE_LOCK = re.compile(rf"lock\s+\*\s*{_SIZE}\s*{_MEM}\s*(\+=|&=|\|=|\^=)\s*([rw])(\d+)$")
 _RE_STORE_REL = re.compile(rf"store_release\(\s*{_SIZE}\s*{_MEM}\s*,\s*([rw])(\d+)\s*\)$")
 # right-hand sides of "reg = ..."
 _RE_RHS_NUM = re.compile(rf"({_NUM})(\s+ll)?$")
-_RE_RHS_REG = re.compile(r"(-?)([rw])(\d+)$")
+_RE_RHS_REG = re.compile(r"(-?)\s*([rw])(\d+)$")
 _RE_RHS_MOVSX = re.compile(r"\(\s*s(8|16|32)\s*\)\s*([rw])(\d+)$")
 _RE_RHS_END = re.compile(r"(le|be|bswap)(16|32|64)\s+([rw])(\d+)$")
 _RE_RHS_LOAD = re.compile(rf"\*\s*{_SIZE}\s*{_MEM}$")
@@ -131,12 +147,25 @@ class _Fail(Exception):
 def _num(s: str, low: int, high: int, what: str) -> int:
     neg = s[0] == "-"
     body = s[1:] if s[0] in "+-" else s
-    value = int(body, 16) if body[:2] in ("0x", "0X") else int(body)
+    value = _unsigned(body)
     if neg:
         value = -value
     if not low <= value <= high:
         raise _Fail(f"{what} {s} outside [{low}, {high}]")
     return value
+
+
+def _unsigned(body: str) -> int:
+    """An unsigned literal as llvm-mc's lexer reads it: 0x hex, 0b binary, a leading 0 octal, else decimal."""
+    if body[:2] in ("0x", "0X"):
+        return int(body, 16)
+    if body[:2] in ("0b", "0B"):
+        return int(body[2:], 2)
+    if len(body) > 1 and body[0] == "0":
+        if body.strip("01234567"):
+            raise _Fail(f"{body} is not an octal number (a leading 0 means octal, as for llvm-mc)")
+        return int(body, 8)
+    return int(body)
 
 
 def _imm(s: str) -> int:
@@ -202,6 +231,7 @@ def _parse_assign(m: re.Match[str], rest: str) -> Insn:
                 raise _Fail("a 64-bit load (ll) needs an r-register")
             v = _num(nm.group(1), -(1 << 63), (1 << 64) - 1, "imm")
             return Insn(op.LD_IMM64, dst, 0, 0, v & ((1 << 64) - 1))
+        _num(nm.group(1), -(1 << 63), (1 << 64) - 1, "imm")  # a malformed literal is its own error
         try:
             return Insn(alu | op.BPF_MOV | op.BPF_K, dst, 0, 0, _imm(nm.group(1)))
         except _Fail as err:
@@ -340,6 +370,17 @@ def _parse_named_rhs(p: str, dst: int, rest: str) -> Insn:
     raise _Fail("unrecognised right-hand side")
 
 
+def _parse_ld_pseudo(stmt: str) -> Insn:
+    """``ld_pseudo rN, src, imm``: ld_imm64 with src_reg *src*, the low imm *imm* and the high imm 0."""
+    m = _RE_LD_PSEUDO.match(stmt)
+    if m is None:
+        raise _Fail("expected ld_pseudo rN, src, imm")
+    if m.group(1) != "r":
+        raise _Fail("ld_pseudo loads an r-register")
+    src = _num(m.group(3), 0, 10, "ld_pseudo src")
+    return Insn(op.LD_IMM64, _reg(m.group(2)), src, 0, _imm(m.group(4)) & 0xFFFFFFFF)
+
+
 def _atomic_size(sign: str, bits: str) -> int:
     if sign != "u" or bits not in ("32", "64"):
         raise _Fail("atomic read-modify-write works on u32 or u64")
@@ -361,10 +402,10 @@ def _fast(stmt: str) -> Insn | None:
             if q != p or src > 10:
                 return None
             return Insn(code | op.BPF_X, dst, src, off, 0)
-        try:
-            imm = int(num)
-        except ValueError:  # hex: the general parser
+        body = num.lstrip("+-")
+        if body[0] == "0" and len(body) > 1:  # hex, binary, octal: the general parser
             return None
+        imm = int(num)
         if not -0x80000000 <= imm <= 0xFFFFFFFF:
             return None
         return Insn(code, dst, 0, off, imm - 0x100000000 if imm > 0x7FFFFFFF else imm)
@@ -373,7 +414,7 @@ def _fast(stmt: str) -> Insn | None:
         if m is not None:
             d, bits, b, sign, o = m.groups()
             dst, base, off = int(d), int(b), int(o)
-            if dst > 10 or base > 10 or off > 0x7FFF:
+            if dst > 10 or base > 10 or off > 0x7FFF or (o[0] == "0" and len(o) > 1):
                 return None
             return Insn(op.BPF_LDX | op.BPF_MEM | _SIZES[bits], dst, base, -off if sign == "-" else off)
         return None
@@ -381,7 +422,7 @@ def _fast(stmt: str) -> Insn | None:
     if m is not None:
         bits, b, sign, o, sr = m.groups()
         base, src, off = int(b), int(sr), int(o)
-        if src > 10 or base > 10 or off > 0x7FFF:
+        if src > 10 or base > 10 or off > 0x7FFF or (o[0] == "0" and len(o) > 1):
             return None
         return Insn(op.BPF_STX | op.BPF_MEM | _SIZES[bits], base, src, -off if sign == "-" else off)
     return None
@@ -394,6 +435,11 @@ _FAST_OPS["="] = (op.BPF_MOV, 0)
 def _parse_statement(stmt: str) -> Insn:
     """One instruction (no label, no comment, stripped) -> Insn. Raises _Fail."""
     first = stmt[0]
+    if first.isupper():
+        m = _RE_FIRST_WORD.match(stmt)
+        if m:
+            stmt = stmt[: m.end()].lower() + stmt[m.end() :]
+            first = stmt[0]
     if first in "rw*":
         insn = _fast(stmt)
         if insn is not None:
@@ -425,6 +471,14 @@ def _parse_statement(stmt: str) -> Insn:
             code = op.BPF_JMP | (op.BPF_JA if kind == "goto" else op.BPF_JCOND)
             return Insn(code, 0, 0, off, 0, (), label)
     elif first == "c":
+        if stmt.startswith("callx"):
+            m = _RE_CALLX.match(stmt)
+            if m:
+                if m.group(1) != "r":
+                    raise _Fail("callx takes an r-register")
+                # llvm-mc puts the register in dst_reg; the kernel has no BPF_CALLX and refuses it
+                return Insn(op.BPF_JMP | op.BPF_CALL | op.BPF_X, _reg(m.group(2)))
+            raise _Fail("expected callx rN")
         m = _RE_CALL.match(stmt)
         if m:
             local, kfunc, kfunc_off, number, name = m.groups()
@@ -439,8 +493,8 @@ def _parse_statement(stmt: str) -> Insn:
                 return Insn(call, 0, 0, 0, _imm(number))
             try:
                 return Insn(call, 0, 0, 0, helper_id(name))
-            except UnknownHelper:
-                raise _Fail(f"unknown helper {name!r} (write call local({name}) for a bpf-to-bpf call)", 5) from None
+            except UnknownHelper:  # llvm-mc's "call label" (clang -S writes it): a bpf-to-bpf call
+                return Insn(call, 0, op.BPF_PSEUDO_CALL, 0, 0, (), name)
     elif first == "e":
         if stmt == "exit":
             return Insn(op.BPF_JMP | op.BPF_EXIT)
@@ -456,12 +510,16 @@ def _parse_statement(stmt: str) -> Insn:
                 return Insn(op.BPF_STX | op.BPF_MEM | size, base, _reg(m.group(7)), off, 0)
             return Insn(op.BPF_ST | op.BPF_MEM | size, base, 0, off, _imm(m.group(8)))
     elif first == "l":
+        if stmt.startswith("ld_pseudo"):
+            return _parse_ld_pseudo(stmt)
         m = _RE_LOCK.match(stmt)
         if m:
             size = _atomic_size(m.group(1), m.group(2))
-            if (m.group(7) == "r") != (size == op.BPF_DW):
-                raise _Fail("lock on u64 uses an r-register, on u32 a w-register")
             imm = _RMW_SYM[m.group(6)]
+            # llvm-mc reads "lock *(u32 *)(...) += r1" (llvm-objdump prints it without +alu32) but only
+            # w-registers for the other 32-bit operations
+            if (m.group(7) == "w") != (size == op.BPF_W) and not (imm == op.BPF_ADD and size == op.BPF_W):
+                raise _Fail("lock on u64 uses an r-register, on u32 a w-register (or an r-register for +=)")
             return Insn(
                 op.BPF_STX | op.BPF_ATOMIC | size, _reg(m.group(3)), _reg(m.group(8)), _off(m.group(4), m.group(5)), imm
             )
@@ -499,7 +557,7 @@ def parse(text: str) -> list[Insn]:
     """Parse assembly *text* into instructions; labels stay symbolic (see ``finalize``).
 
     Raises AsmSyntaxError (line, column) for text that is not an instruction, an out-of-range number,
-    a duplicate label or a label with no instruction after it.
+    a duplicate label, a label with no instruction after it or an unterminated ``/*`` comment.
     """
     insns: list[Insn] = []
     append = insns.append
@@ -507,38 +565,77 @@ def parse(text: str) -> list[Insn]:
     seen: dict[str, int] = {}
     pending_line = 0
     cache = _cache
+    if "/*" in text:
+        text = _blank_block_comments(text)
     for lineno, raw in enumerate(text.splitlines(), 1):
-        stmt = raw.strip()
-        if not stmt:
+        line = raw.strip()
+        if not line:
             continue
-        if "#" in stmt or "/" in stmt:
-            stmt = _strip_comment(stmt).rstrip()
+        if "#" in line or "/" in line:
+            line = _strip_comment(line).rstrip()
+            if not line:
+                continue
+        offset = 0  # of the piece in line
+        for piece in line.split(";") if ";" in line else (line,):
+            start, offset = offset, offset + len(piece) + 1
+            stmt = piece.strip()
             if not stmt:
                 continue
-        if ":" in stmt:
-            stmt = _take_labels(stmt, raw, lineno, seen, pending)
-            pending_line = lineno
-            if not stmt:
+            if ":" in stmt:
+                stmt = _take_labels(stmt, raw, lineno, seen, pending)
+                pending_line = lineno
+                if not stmt:
+                    continue
+            if stmt[0] == ".":  # assembler directives (.text, .globl ...) carry no instruction
                 continue
-        if stmt[0] == ".":  # assembler directives (.text, .globl ...) carry no instruction
-            continue
-        insn = cache.get(stmt)
-        if insn is None:
-            try:
-                insn = _parse_statement(stmt)
-            except _Fail as err:
-                raise AsmSyntaxError(lineno, raw.find(stmt) + 1 + err.col, err.message, raw) from None
-            except ValueError as err:  # a malformed number slipping past a pattern
-                raise AsmSyntaxError(lineno, raw.find(stmt) + 1, str(err), raw) from None
-            if len(cache) < _CACHE_MAX:
-                cache[stmt] = insn
-        if pending:
-            insn = Insn(insn.code, insn.dst_reg, insn.src_reg, insn.off, insn.imm, tuple(pending), insn.target)
-            pending.clear()
-        append(insn)
+            insn = cache.get(stmt)
+            if insn is None:
+                try:
+                    insn = _parse_statement(stmt)
+                except _Fail as err:
+                    col = raw.find(line) + start + piece.find(stmt) + 1
+                    raise AsmSyntaxError(lineno, col + err.col, err.message, raw) from None
+                except ValueError as err:  # a malformed number slipping past a pattern
+                    col = raw.find(line) + start + piece.find(stmt) + 1
+                    raise AsmSyntaxError(lineno, col, str(err), raw) from None
+                if len(cache) < _CACHE_MAX:
+                    cache[stmt] = insn
+            if pending:
+                insn = Insn(insn.code, insn.dst_reg, insn.src_reg, insn.off, insn.imm, tuple(pending), insn.target)
+                pending.clear()
+            append(insn)
     if pending:
         raise AsmSyntaxError(pending_line, 1, f"label {pending[-1]!r} is not followed by an instruction")
     return insns
+
+
+def _blank_block_comments(text: str) -> str:
+    """*text* with every ``/* ... */`` comment replaced by spaces (newlines kept, so lines and columns stay).
+    ``#`` and ``//`` comments are left in place: a ``/*`` inside them opens nothing. Raises AsmSyntaxError
+    for a ``/*`` that is never closed."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#" or text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            out.append(text[i:end])
+            i = end
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                lineno = text.count("\n", 0, i) + 1
+                line_start = text.rfind("\n", 0, i) + 1
+                raw = text[line_start:].split("\n", 1)[0]
+                raise AsmSyntaxError(lineno, i - line_start + 1, "unterminated /* comment", raw)
+            end += 2
+            out.append(re.sub(r"[^\n]", " ", text[i:end]))
+            i = end
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def _take_labels(stmt: str, raw: str, lineno: int, seen: dict[str, int], pending: list[str]) -> str:
@@ -569,7 +666,10 @@ def assemble(text: str, isa: int = 4) -> bytes:
     except (UnresolvedLabel, DuplicateLabel) as err:
         lineno, raw = _line_of(text, err.index)
         col = raw.find(err.label) + 1 if err.label in raw else 1
-        raise AsmSyntaxError(lineno, col, f"label {err.label!r} is not defined", raw) from err
+        message = f"label {err.label!r} is not defined"
+        if insns[err.index].code == op.BPF_JMP | op.BPF_CALL:
+            message = f"call {err.label!r}: unknown helper, and no label {err.label!r} in this program"
+        raise AsmSyntaxError(lineno, col, message, raw) from err
     except AsmError as err:
         index = getattr(err, "index", None)
         if index is None:
@@ -581,16 +681,18 @@ def assemble(text: str, isa: int = 4) -> bytes:
 def _line_of(text: str, index: int) -> tuple[int, str]:
     """Line number and text of the *index*-th instruction (slow path, errors only)."""
     n = -1
+    if "/*" in text:
+        text = _blank_block_comments(text)
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = _strip_comment(raw)
-        m = _RE_LABEL.match(line)
-        pos = 0
-        while m:
-            pos = m.end()
-            m = _RE_LABEL.match(line, pos)
-        stmt = line[pos:].strip()
-        if stmt and stmt[0] != ".":
-            n += 1
-            if n == index:
-                return lineno, raw
+        for piece in _strip_comment(raw).split(";"):
+            m = _RE_LABEL.match(piece)
+            pos = 0
+            while m:
+                pos = m.end()
+                m = _RE_LABEL.match(piece, pos)
+            stmt = piece[pos:].strip()
+            if stmt and stmt[0] != ".":
+                n += 1
+                if n == index:
+                    return lineno, raw
     return 0, ""
