@@ -3,7 +3,6 @@ kernel's, checked type by type against ``bpftool btf dump file <ko> -B <vmlinux>
 
 from __future__ import annotations
 
-import glob
 import lzma
 import shutil
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from pybpfguard.bpf.btf import BTF_KIND_FUNC, BTF_KIND_STRUCT, Spec, load_module
+from tests.vm.kernels import KernelNotFoundError, find_kernel, tier_named
 
 from .bpftool_raw import bpftool_raw, render
 
@@ -21,10 +21,14 @@ MODULES = ("fs/9p/9p.ko", "net/9p/9pnet.ko", "fs/netfs/netfs.ko")
 
 
 def _kernel_release() -> str:
-    images = sorted(glob.glob("/boot/vmlinuz-*"))
-    if not images or shutil.which("bpftool") is None:
-        pytest.skip("needs a Debian kernel image in /boot and bpftool (KERNEL.md: the VM recipe installs them)")
-    return images[0].removeprefix("/boot/vmlinuz-")
+    # The VM tier's 6.1 kernel, chosen as the VM tier chooses it (newest 6.1 release with its modules).
+    try:
+        release = find_kernel(tier_named("6.1")).release
+    except KernelNotFoundError as err:
+        pytest.skip(f"needs Debian's 6.1 kernel (.ci/setup installs it): {err}")
+    if shutil.which("bpftool") is None:
+        pytest.skip("needs bpftool (.ci/setup installs it)")
+    return release
 
 
 def elf_btf(path: Path | str) -> bytes:
