@@ -2,16 +2,18 @@
 
 ``replace_with_guest_items(items, under=dir)`` swaps every collected test below *dir* for one GuestTestItem
 per kernel tier (tests/vm/kernels.py), named like a parameter: ``test_x[6.1]``, ``test_x[6.12]``
-(``test_y[a-6.12]`` for a test already parametrized ``[a]``). The first item of a tier to run boots that
-tier's guest once for every selected item of the tier (``run_guest_pytest``); each then passes, fails
-(with the guest's failure text), skips or xfails as its guest twin did. If a guest could not run, every
-item of its tier fails with the reason and the console tail. The only exception: an optional tier whose
+(``test_y[a-6.12]`` for a test already parametrized ``[a]``). The first item to run boots every tier's
+guest once, side by side (up to ``PYBPFGUARD_VM_JOBS``, default the CPU count), each for every selected
+item of its tier (``run_guest_pytest``); each item then passes, fails (with the guest's failure text),
+skips or xfails as its guest twin did. If a guest could not run, every item of its tier fails with the
+reason and the console tail. The only exception: an optional tier whose
 kernel is not installed skips, and under PYBPFGUARD_REQUIRE_KERNEL=1 fails too.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from .guest_pytest import GuestRun, Outcome, run_guest_pytest
 from .harness import VMKernelMissingError, kernel_for
 from .kernels import TIERS, GuestKernel, tier_named
 
-_RUNS = pytest.StashKey[dict[str, GuestRun]]()
+_RUNS = pytest.StashKey[dict[str, "_BackgroundRun"]]()
 
 
 class GuestFailure(Exception):
@@ -89,7 +91,7 @@ def replace_with_guest_items(items: list[pytest.Item], under: Path) -> None:
     """Replace, in place, each item whose file is below *under* with one GuestTestItem per kernel tier.
 
     The items are grouped by tier (every 6.1 item, then every 6.12 item), so each guest's results are
-    reported together and the second boot starts only after the first tier has been reported.
+    reported together.
     """
     kept: list[pytest.Item] = []
     per_tier: dict[str, list[pytest.Item]] = {t.series: [] for t in TIERS}
@@ -114,22 +116,71 @@ def tier_kernel_or_skip(series: str) -> GuestKernel:
         raise
 
 
+def guest_jobs() -> int:
+    """How many guests may boot at once: ``PYBPFGUARD_VM_JOBS``, default the CPU count (each TCG guest
+    keeps one CPU busy, so more would only make every guest slower). At least 1."""
+    value = os.environ.get("PYBPFGUARD_VM_JOBS", "")
+    return max(1, int(value) if value.isdigit() else os.cpu_count() or 1)
+
+
+class _BackgroundRun:
+    """One tier's guest run in a daemon thread; ``result()`` waits for it and re-raises what it raised.
+
+    Daemon, so an interrupted session exits without waiting for the guest: qemu then dies with this
+    process (run_in_vm starts it with a parent-death signal).
+    """
+
+    def __init__(self, nodeids: list[str], rootdir: Path, tier: str, slots: threading.Semaphore) -> None:
+        self._run: GuestRun | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._main, args=(nodeids, rootdir, tier, slots), name=f"vm-guest-{tier}", daemon=True
+        )
+        self._thread.start()
+
+    def _main(self, nodeids: list[str], rootdir: Path, tier: str, slots: threading.Semaphore) -> None:
+        with slots:
+            try:
+                self._run = run_guest_pytest(nodeids, rootdir, tier=tier)
+            except BaseException as err:  # handed to the waiting test, which reports it
+                self._error = err
+
+    def result(self) -> GuestRun:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._run is not None
+        return self._run
+
+
 def guest_run(item: GuestTestItem) -> GuestRun:
-    """The session's one guest run for *item*'s tier, started on first use with every selected item of
-    that tier (so -k/-m and node ids select per tier too)."""
-    runs = item.config.stash.setdefault(_RUNS, {})
-    if item.tier not in runs:
-        nodeids = [
-            i.guest_nodeid for i in item.session.items if isinstance(i, GuestTestItem) and i.tier == item.tier
-        ]
-        runs[item.tier] = run_guest_pytest(nodeids, item.config.rootpath, tier=item.tier)
-    return runs[item.tier]
+    """The session's one guest run for *item*'s tier.
+
+    The first item to ask starts every tier's guest that has selected items (so -k/-m and node ids
+    select per tier too), up to guest_jobs() at once, and waits for its own tier's.
+    """
+    runs = item.config.stash.get(_RUNS, None)
+    if runs is None:
+        slots = threading.Semaphore(guest_jobs())
+        by_tier: dict[str, list[str]] = {}
+        for i in item.session.items:
+            if isinstance(i, GuestTestItem):
+                by_tier.setdefault(i.tier, []).append(i.guest_nodeid)
+        rootdir = item.config.rootpath
+        runs = {tier: _BackgroundRun(nodeids, rootdir, tier, slots) for tier, nodeids in by_tier.items()}
+        item.config.stash[_RUNS] = runs
+    return runs[item.tier].result()
 
 
 def summary_lines(config: pytest.Config) -> list[str]:
     """One line per kernel tier whose guest ran (or failed to) this session, for the terminal summary."""
     lines = []
-    for tier, run in config.stash.get(_RUNS, {}).items():
+    for tier, background in config.stash.get(_RUNS, {}).items():
+        try:
+            run = background.result()
+        except BaseException as err:
+            lines.append(f"VM tier {tier}: guest run raised {err!r}")
+            continue
         if run.vm is None:
             lines.append(f"VM tier {tier}: guest did not run: {run.error.reason if run.error else '?'}")
         else:
