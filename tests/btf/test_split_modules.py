@@ -12,7 +12,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from pybpfguard.bpf.btf import BTF_KIND_FUNC, BTF_KIND_STRUCT, Spec, load_module
-from tests.vm.harness import VMSetupError, find_kernel
+from tests.vm.kernels import KernelNotFoundError, find_kernel, tier_named
 
 from .bpftool_raw import bpftool_raw, render
 
@@ -21,13 +21,13 @@ MODULES = ("fs/9p/9p.ko", "net/9p/9pnet.ko", "fs/netfs/netfs.ko")
 
 
 def _kernel_release() -> str:
-    """The Debian kernel the VM tier boots (the newest in /boot with its modules), chosen as the harness does."""
+    # The VM tier's 6.1 kernel, chosen as the VM tier chooses it (newest 6.1 release with its modules).
     try:
-        release, _ = find_kernel()
-    except VMSetupError as err:
-        pytest.skip(str(err))
+        release = find_kernel(tier_named("6.1")).release
+    except KernelNotFoundError as err:
+        pytest.skip(f"needs Debian's 6.1 kernel (.ci/setup-tests installs it): {err}")
     if shutil.which("bpftool") is None:
-        pytest.skip("needs bpftool (the test command installs it)")
+        pytest.skip("needs bpftool (.ci/setup-tests installs it)")
     return release
 
 

@@ -1,7 +1,8 @@
 """The BPF LSM tier: every test in this folder runs inside one QEMU guest with a stock kernel.
 
-On the host (which refuses LSM programs) each collected test is replaced by an item that reports the
-guest's verdict for the same node id; the first one boots the guest once and runs all of them there
+On the host (which refuses LSM programs) each collected test is replaced by one item per kernel tier
+(``test_x[6.1]``, ``test_x[6.12]``) that reports the verdict of that tier's guest for the test; the
+first item of a tier boots its guest once and runs all of that tier's items there
 (tests/vm/pytest_items.py). Inside the guest (``PYBPFGUARD_IN_VM=1``) the tests run as ordinary tests
 with the shared fixtures of tests/conftest.py. See tests/vm/README.md.
 """
@@ -30,15 +31,16 @@ if not IN_VM:
     _tests_dir = str(LSM_DIR.parent)
     if _tests_dir not in sys.path:
         sys.path.insert(0, _tests_dir)
-    from vm.pytest_items import GuestTestItem, replace_with_guest_items, summary_line
+    from vm.pytest_items import GuestTestItem, replace_with_guest_items, summary_lines
 
-    @pytest.hookimpl(trylast=True)  # after -k/-m deselection: the guest runs exactly what was selected
+    # Before -k/-m deselection, so they select per kernel tier too ("-k 6.12"); each guest runs exactly
+    # the items of its tier that remain selected.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-        replace_with_guest_items(config, items, under=LSM_DIR)
+        replace_with_guest_items(items, under=LSM_DIR)
 
     def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
-        line = summary_line(config)
-        if line is not None:
+        for line in summary_lines(config):
             terminalreporter.write_line(line)
 
     @pytest.hookimpl(hookwrapper=True)

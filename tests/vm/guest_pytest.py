@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from .harness import VMError, VMResult, run_in_vm
+from .harness import VMError, VMResult, kernel_for, run_in_vm
 
 # Guest pytest: plugin autoload costs about 7 s under TCG; the repo is read-only in the guest.
 GUEST_ENV = {
@@ -124,8 +124,11 @@ def parse_junit(xml_text: str) -> dict[tuple[str, str], Verdict]:
     return verdicts
 
 
-def run_guest_pytest(nodeids: list[str], rootdir: Path, timeout_s: float | None = None) -> GuestRun:
-    """Boot one guest and run *nodeids* (relative to *rootdir*) with the host's real Python interpreter.
+def run_guest_pytest(
+    nodeids: list[str], rootdir: Path, tier: str | None = None, timeout_s: float | None = None
+) -> GuestRun:
+    """Boot one guest of kernel tier *tier* (tests/vm/kernels.py; default the first) and run *nodeids*
+    (relative to *rootdir*) with the host's real Python interpreter.
 
     *timeout_s* defaults to ``PYBPFGUARD_VM_TIMEOUT_S`` or 300 s. Never raises VMError: it is returned in
     GuestRun.error so each test can report it.
@@ -145,7 +148,7 @@ def run_guest_pytest(nodeids: list[str], rootdir: Path, timeout_s: float | None 
             "-o", "addopts=", "-o", "junit_logging=all", f"--junitxml={junit}",
         ]  # fmt: skip
         try:
-            vm = run_in_vm(argv, env=env, workdir=work, cwd=rootdir, timeout_s=timeout_s)
+            vm = run_in_vm(argv, env=env, workdir=work, cwd=rootdir, timeout_s=timeout_s, kernel=kernel_for(tier))
         except VMError as err:
             return GuestRun({}, None, err)
         verdicts = parse_junit(junit.read_text()) if junit.exists() else {}

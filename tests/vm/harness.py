@@ -1,19 +1,19 @@
 """Run one command in a throwaway QEMU guest with a stock kernel: ``run_in_vm(argv, env=..., workdir=...)``.
 
 The guest (qemu -M microvm, TCG: KVM cannot run a stock kernel on these hosts) boots the uncompressed
-vmlinux of the newest /boot/vmlinuz-* with our busybox initramfs, mounts the host's ``/`` read-only over
-9p, shares *workdir* writable at the same path, chroots into the host's root and runs *argv* as root.
-Boot to first instruction of the command takes about 2.5 s (see tests/vm/README.md).
+vmlinux of one stock kernel (``kernels.find_kernel``: a tier's newest release) with our busybox
+initramfs, mounts the host's ``/`` read-only over 9p, shares *workdir* writable at the same path,
+chroots into the host's root and runs *argv* as root. Boot to first instruction of the command takes
+about 2.5 s (see tests/vm/README.md).
 
-The kernel and initramfs are built once into ``tests/vm/.cache/<release>-<key>/`` (key: harness version,
-kernel and busybox files, /init text), which takes about a second.
+The kernel and initramfs are built once into ``tests/vm/.cache/<tier>-<release>-<key>/`` (key: harness
+version, kernel and busybox files, /init text), which takes about a second.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -25,9 +25,10 @@ from pathlib import Path
 from .guest_init import INIT_SCRIPT
 from .initramfs import InitramfsError, build_initramfs
 from .kernel_image import KernelImageError, extract_vmlinux
+from .kernels import DEFAULT_TIER, TIERS, GuestKernel, KernelNotFoundError, find_kernel, tier_named
 
 # Bump when the guest's behaviour changes in a way the cache key below does not see.
-HARNESS_VERSION = 1
+HARNESS_VERSION = 2
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 BUSYBOX = Path("/bin/busybox")
@@ -59,6 +60,17 @@ class VMSetupError(VMError):
     """The kernel, initramfs or qemu is missing or unusable on this host (nothing was booted)."""
 
 
+class VMKernelMissingError(VMSetupError):
+    """No usable kernel of the wanted tier is installed (``tier`` names it); nothing was booted."""
+
+    def __init__(self, message: str, console: str = "", output: str = "", tier: str = "") -> None:
+        super().__init__(message, console, output)
+        self.tier = tier
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.reason, self.console, self.output, self.tier))
+
+
 class VMBootError(VMError):
     """qemu exited without the guest reporting an exit status (boot, module or mount failure)."""
 
@@ -74,53 +86,46 @@ class VMResult:
     ``returncode``: the command's exit status (128+N if killed by signal N, 127 if *workdir* or the
     program is missing). ``output``: its stdout and stderr, interleaved. ``duration_s``: wall seconds from
     starting qemu to its exit (boot included). ``console``: the serial console (kernel and /init lines).
+    ``kernel_release``: the release the guest booted.
     """
 
     returncode: int
     output: str
     duration_s: float
     console: str
+    kernel_release: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class VMImage:
-    """A bootable pair for one kernel release: ``vmlinux`` (ELF with PVH note), ``initramfs`` (cpio newc)."""
+    """A bootable pair for one kernel: ``vmlinux`` (ELF with PVH note), ``initramfs`` (cpio newc)."""
 
-    kernel_release: str
+    kernel: GuestKernel
     vmlinux: Path
     initramfs: Path
 
 
-def _version_key(release: str) -> list[int | str]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", release)]
+def kernel_for(tier_series: str | None = None) -> GuestKernel:
+    """The kernel of the tier named *tier_series* (default: the first tier, 6.1).
 
-
-def find_kernel(boot: Path = Path("/boot"), modules_root: Path = Path("/lib/modules")) -> tuple[str, Path]:
-    """(release, path) of the newest /boot/vmlinuz-<release> whose /lib/modules/<release> exists.
-
-    ``PYBPFGUARD_VM_KERNEL=/boot/vmlinuz-<release>`` picks one explicitly. Raises VMSetupError if none.
+    Raises VMKernelMissingError when that tier has no usable kernel on this host.
     """
-    chosen = os.environ.get("PYBPFGUARD_VM_KERNEL")
-    candidates = [Path(chosen)] if chosen else sorted(boot.glob("vmlinuz-*"))
-    usable = [
-        (p.name.removeprefix("vmlinuz-"), p)
-        for p in candidates
-        if p.is_file() and (modules_root / p.name.removeprefix("vmlinuz-") / "modules.dep").exists()
-    ]
-    if not usable:
-        raise VMSetupError(
-            f"no usable kernel: need {boot}/vmlinuz-<release> and {modules_root}/<release>/modules.dep "
-            "(apt-get install linux-image-amd64; .ci/setup does)"
-        )
-    return max(usable, key=lambda rp: _version_key(rp[0]))
+    try:
+        tier = DEFAULT_TIER if tier_series is None else tier_named(tier_series)
+    except KeyError as err:
+        raise VMSetupError(err.args[0]) from None
+    try:
+        return find_kernel(tier)
+    except KernelNotFoundError as err:
+        raise VMKernelMissingError(str(err), tier=tier.series) from err
 
 
-def _cache_key(release: str, vmlinuz: Path) -> str:
-    h = hashlib.sha256(f"{HARNESS_VERSION}\0{release}\0{INIT_SCRIPT}".encode())
-    for p in (vmlinuz, BUSYBOX):
+def _cache_key(kernel: GuestKernel) -> str:
+    h = hashlib.sha256(f"{HARNESS_VERSION}\0{kernel.release}\0{kernel.modules_dir}\0{INIT_SCRIPT}".encode())
+    for p in (kernel.vmlinuz, BUSYBOX):
         st = p.stat()
         h.update(f"\0{p}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return f"{release}-{h.hexdigest()[:12]}"
+    return f"{kernel.tier}-{kernel.release}-{h.hexdigest()[:12]}"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -132,30 +137,43 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def ensure_image(cache_dir: Path = CACHE_DIR) -> VMImage:
-    """The cached VMImage for the newest kernel, building it first if needed (about 1 s).
+def _other_tiers_entry(name: str, tier: str) -> bool:
+    # "6.1-..." must not claim "6.12-...": compare the whole tier prefix up to its dash.
+    return any(name.startswith(f"{t.series}-") for t in TIERS if t.series != tier)
+
+
+def ensure_image(kernel: GuestKernel | None = None, cache_dir: Path = CACHE_DIR) -> VMImage:
+    """The cached VMImage for *kernel* (default: the first tier's), building it first if needed (about 1 s).
 
     Raises VMSetupError when the kernel, its modules or busybox are missing or the kernel cannot be used.
     """
-    release, vmlinuz = find_kernel()
+    if kernel is None:
+        kernel = kernel_for()
+    release = kernel.release
     if not BUSYBOX.exists():
         raise VMSetupError(f"{BUSYBOX} missing (apt-get install busybox-static; .ci/setup does)")
-    entry = cache_dir / _cache_key(release, vmlinuz)
-    image = VMImage(release, entry / "vmlinux", entry / "initramfs.cpio")
+    entry = cache_dir / _cache_key(kernel)
+    image = VMImage(kernel, entry / "vmlinux", entry / "initramfs.cpio")
     if image.vmlinux.exists() and image.initramfs.exists():
         os.utime(entry)  # marks the entry in use, so a build of another key leaves it alone for a while
         return image
     try:
         entry.mkdir(parents=True, exist_ok=True)
-        _write_atomically(image.initramfs, build_initramfs(release, BUSYBOX))
-        _write_atomically(image.vmlinux, extract_vmlinux(vmlinuz))
+        _write_atomically(image.initramfs, build_initramfs(release, BUSYBOX, kernel.modules_dir.parent))
+        _write_atomically(image.vmlinux, extract_vmlinux(kernel.vmlinuz))
     except (OSError, KernelImageError, InitramfsError, subprocess.CalledProcessError) as err:
         raise VMSetupError(f"building the VM image for {release} in {entry}: {err}") from err
     now = time.time()
     for stale in cache_dir.iterdir():
         # Old keys are dead weight (about 70 MB each). An entry touched in the last few minutes may be
-        # about to boot in another engineer's run (of older code): leave it for the next build.
-        if stale.is_dir() and stale != entry and now - stale.stat().st_mtime > STALE_CACHE_AGE_S:
+        # about to boot in another engineer's run (of older code): leave it for the next build. Another
+        # tier's entry is that tier's to prune.
+        if (
+            stale.is_dir()
+            and stale != entry
+            and not _other_tiers_entry(stale.name, kernel.tier)
+            and now - stale.stat().st_mtime > STALE_CACHE_AGE_S
+        ):
             shutil.rmtree(stale, ignore_errors=True)  # a concurrent run may be removing it too
     return image
 
@@ -233,8 +251,10 @@ def run_in_vm(
     workdir: Path | None = None,
     timeout_s: float = 120.0,
     cwd: Path | None = None,
+    kernel: GuestKernel | None = None,
 ) -> VMResult:
-    """Boot a guest, run *argv* (as root, chrooted in the host's read-only ``/``) and return its VMResult.
+    """Boot a guest of *kernel* (default: the first tier's, see tests/vm/kernels.py), run *argv* (as root,
+    chrooted in the host's read-only ``/``) and return its VMResult.
 
     *env* is the command's whole environment. *workdir* (an existing host directory, or None) is shared
     writable at the same path. *cwd* is the command's working directory (default *workdir*, else ``/``),
@@ -244,10 +264,11 @@ def run_in_vm(
 
     *timeout_s* bounds the whole run, boot included (seconds of wall time). qemu never outlives this
     call: it is killed on timeout, on any exception (KeyboardInterrupt too), and by the kernel if this
-    process dies (PR_SET_PDEATHSIG via setpriv). Raises VMSetupError (no image or qemu), VMTimeoutError,
+    process dies (PR_SET_PDEATHSIG via setpriv). Raises VMSetupError (no image or qemu;
+    VMKernelMissingError when the tier has no kernel), VMTimeoutError,
     or VMBootError (qemu exited without an exit status from the guest); each carries the console log.
     """
-    image = ensure_image()
+    image = ensure_image(kernel)
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise VMSetupError("qemu-system-x86_64 missing (apt-get install qemu-system-x86; .ci/setup does)")
@@ -295,4 +316,4 @@ def run_in_vm(
                 console,
                 output,
             )
-        return VMResult(int(rc_text), output, duration_s, console)
+        return VMResult(int(rc_text), output, duration_s, console, image.kernel.release)

@@ -1,4 +1,4 @@
-"""run_in_vm boots the stock kernel, runs one command and hands back its status; qemu never outlives it."""
+"""run_in_vm boots each stock kernel tier, runs one command and hands back its status; qemu never outlives it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 
 from vm.guest_pytest import junit_address, parse_junit
 from vm.harness import VMTimeoutError, run_in_vm
+from vm.kernels import TIERS
+from vm.pytest_items import tier_kernel_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,11 +30,17 @@ def _children(pid: int) -> list[str]:
     return out
 
 
-def test_command_exit_status_output_and_work_share_writes_come_back_to_the_host(tmp_path: Path) -> None:
-    script = 'echo "lsm=$(cat /sys/kernel/security/lsm)"; echo "$GREETING" > from-guest; exit 7'
-    result = run_in_vm(["/bin/sh", "-c", script], env={"GREETING": "hello host"}, workdir=tmp_path, timeout_s=120)
+@pytest.mark.parametrize("tier", [t.series for t in TIERS])
+def test_command_exit_status_output_and_work_share_writes_come_back_to_the_host(tier: str, tmp_path: Path) -> None:
+    kernel = tier_kernel_or_skip(tier)
+    script = 'echo "lsm=$(cat /sys/kernel/security/lsm)"; echo "release=$(uname -r)"; echo "$GREETING" >from-guest'
+    script += "; exit 7"
+    env = {"GREETING": "hello host"}
+    result = run_in_vm(["/bin/sh", "-c", script], env=env, workdir=tmp_path, timeout_s=120, kernel=kernel)
     assert result.returncode == 7
-    assert "bpf" in result.output.split("lsm=", 1)[1].strip().split(",")
+    assert "bpf" in result.output.split("lsm=", 1)[1].split("\n", 1)[0].strip().split(",")
+    assert f"release={kernel.release}\n" in result.output
+    assert result.kernel_release == kernel.release
     assert (tmp_path / "from-guest").read_text() == "hello host\n"
     assert "vm-init: job exited 7" in result.console
     assert result.duration_s > 0
@@ -57,23 +65,41 @@ def test_timeout_kills_qemu_and_leaves_no_child_process() -> None:
     assert not [c for c in _children(os.getpid()) if "qemu" in c or "setpriv" in c]
 
 
-def test_lsm_tier_fails_every_test_instead_of_skipping_when_no_kernel_can_boot(tmp_path: Path) -> None:
-    env = dict(os.environ, PYBPFGUARD_VM_KERNEL=str(tmp_path / "vmlinuz-missing"))
-    env.pop("PYBPFGUARD_REQUIRE_KERNEL", None)  # the tier must fail on its own, not via the skip policy
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/lsm", "-q", "-p", "no:cacheprovider", "-o", "addopts="],
+def _lsm_tier_without_kernels(tmp_path: Path, require: bool) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYBPFGUARD_VM_ROOTS=str(tmp_path))  # an empty root: no tier finds a kernel
+    env.pop("PYBPFGUARD_REQUIRE_KERNEL", None)
+    if require:
+        env["PYBPFGUARD_REQUIRE_KERNEL"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/lsm", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rA"],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_lsm_tier_fails_the_base_kernel_tests_and_skips_a_missing_optional_kernel(tmp_path: Path) -> None:
+    proc = _lsm_tier_without_kernels(tmp_path, require=False)
+    lines = proc.stdout.splitlines()
+    failed = [line.split(" ")[1] for line in lines if line.startswith("FAILED ")]
+    assert proc.returncode == 1, proc.stdout
+    assert failed and all(nodeid.endswith("6.1]") for nodeid in failed), proc.stdout
+    assert lines[-1].startswith(f"{len(failed)} failed, {len(failed)} skipped in "), proc.stdout
+    assert "kernel tier 6.12 not installed" in proc.stdout
+    assert "no usable 6.1 kernel" in proc.stdout
+
+
+def test_lsm_tier_fails_instead_of_skipping_a_missing_kernel_when_kernels_are_required(tmp_path: Path) -> None:
+    proc = _lsm_tier_without_kernels(tmp_path, require=True)
     summary = proc.stdout.strip().splitlines()[-1]
     assert proc.returncode == 1, proc.stdout
     assert "failed" in summary
     assert "passed" not in summary
     assert "skipped" not in summary
-    assert "no usable kernel" in proc.stdout
+    assert "kernel tier 6.12 is required (PYBPFGUARD_REQUIRE_KERNEL=1) and missing" in proc.stdout
+    assert ".ci/vm-kernels" in proc.stdout
 
 
 def test_junit_verdicts_map_back_to_node_ids_with_classes_and_parameters(tmp_path: Path) -> None:
