@@ -124,3 +124,24 @@ def test_a_regular_file_where_the_pin_root_belongs_is_a_clear_error(env, tmp_pat
         assert out.returncode == 1 and "not a directory" in out.stderr and "Traceback" not in out.stderr, out.stderr
     with pytest.raises(NotADirectoryError):
         require_private_dir(tmp_path / "file")
+
+
+def test_health_and_stats_name_a_pin_root_another_user_made_instead_of_a_traceback(env, bpffs):
+    pin_root = bpffs / "pybpfguard"
+    made = as_nobody(f"mkdir -m 755 '{pin_root}'")
+    assert made.returncode == 0, made.stderr
+    for args in (("stats",), ("health",), ("health", "--json")):
+        out = cli(env, *args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert f"{pin_root}: directory owned by uid {NOBODY}" in out.stdout + out.stderr, (args, out)
+    assert os.listdir(pin_root) == []
+
+
+def test_health_and_stats_name_pins_in_a_directory_others_can_write(env, bpffs):
+    assert cli(env, "block", "list").returncode == 0  # the pins exist, made by the agent
+    pin_root = bpffs / "pybpfguard"
+    os.chmod(pin_root, 0o777)  # as a careless administrator would
+    for args in (("stats",), ("health",)):
+        out = cli(env, *args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "writable by group or other (mode 0777)" in out.stdout + out.stderr, (args, out)
