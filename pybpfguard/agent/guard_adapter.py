@@ -36,8 +36,8 @@ class PinnedRules:
     """RuleSource + PathSource over the pinned maps and deny.db.
 
     A deny.db that cannot be read (malformed, or in a location another user could change) never stops
-    enforcement: the paths last read stay in use, and :attr:`state_error` says what is wrong until a read
-    succeeds again."""
+    enforcement: the paths last read stay in use, with those of every line that still parses, and
+    :attr:`state_error` says what is wrong (file:line) until a read succeeds again."""
 
     def __init__(self, pins: PinnedMaps, db: DenyDb) -> None:
         self.pins = pins
@@ -55,13 +55,21 @@ class PinnedRules:
         return frozenset((k.ino, k.dev) for k in self.pins["survival_allowlist"])
 
     def deny_paths(self) -> Mapping[InodeKey, bytes]:
+        bad_lines: list[StateFileError] = []
         try:
-            self._last_paths = self.db.deny_paths()
-        except (StateFileError, UntrustedPathError, OSError) as err:
+            paths = self.db.deny_paths(bad_lines)
+        except (UntrustedPathError, OSError) as err:
             self.state_error = err
             return self._last_paths
-        self.state_error = None
-        return self._last_paths
+        if bad_lines:  # every good line still counts; a bad one keeps the path last read for its inode
+            self.state_error = bad_lines[0] if len(bad_lines) == 1 else StateFileError(
+                bad_lines[0].path, bad_lines[0].line, f"{bad_lines[0].reason} (and {len(bad_lines) - 1} more bad "
+                                                      "lines)")
+            paths = {**self._last_paths, **paths}
+        else:
+            self.state_error = None
+        self._last_paths = paths
+        return paths
 
 
 def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:

@@ -152,3 +152,20 @@ def test_a_stopped_daemon_gets_exit_4_then_enforces_the_rule_by_itself_when_it_r
     while not _denied(test_cgroup, secret):
         assert time.monotonic() < deadline, "the stored rule was not picked up within 2 s"
         time.sleep(0.05)
+
+
+def test_a_daemon_started_on_a_deny_db_with_one_bad_line_enforces_every_good_one(start_agent, agent_env, tmp_path,
+                                                                                test_cgroup):
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    stored = subprocess.run([sys.executable, "-m", "pybpfguard", "block", "add", str(secret)], env=agent_env,
+                            capture_output=True, text=True, timeout=60)
+    assert stored.returncode == 4, stored.stderr
+    db = Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
+    db.write_text("a hand edit gone wrong\n" + db.read_text())
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    ev = agent.wait_for(lambda e: e["type"] == "state_change")
+    assert ev["state"] == "DEGRADED" and "state_file_unreadable" in ev["detail"], ev
+    assert "unenforced_inode_rules" not in ev["detail"], ev  # the good line still names the file to mark
+    assert any(f"{db}:1:" in line for line in agent.stderr)
+    assert _denied(test_cgroup, secret)
