@@ -145,3 +145,17 @@ def test_health_and_stats_name_pins_in_a_directory_others_can_write(env, bpffs):
         out = cli(env, *args)
         assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
         assert "writable by group or other (mode 0777)" in out.stdout + out.stderr, (args, out)
+
+
+def test_a_dotdot_after_another_users_symlink_is_resolved_as_the_kernel_does_and_refused(env, bpffs, tmp_path):
+    # the kernel follows 'evil' before applying '..': the path leads into that user's directory, whatever
+    # '/evil/../pybpfguard' looks like as text
+    theirs = bpffs / "u"
+    out = as_nobody(f"mkdir -m 777 '{theirs}' '{theirs}/d' '{theirs}/pybpfguard' && ln -s '{theirs}/d' "
+                    f"'{bpffs / 'evil'}'")
+    assert out.returncode == 0, out.stderr
+    target = tmp_path / "secret"
+    target.write_text("x")
+    out = cli(dict(env, PYBPFGUARD_PIN_ROOT=f"{bpffs}/evil/../pybpfguard"), "block", "add", str(target))
+    assert out.returncode == 1 and f"is a symlink owned by uid {NOBODY}" in out.stderr, out.stderr
+    assert os.listdir(theirs / "pybpfguard") == [] and not (bpffs / "pybpfguard").exists()
