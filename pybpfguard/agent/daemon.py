@@ -56,7 +56,7 @@ from pybpfguard.agent.rulesync import DaemonSync
 from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.selfcgroup import AgentCgroup, AgentCgroupError
 from pybpfguard.agent.survival import survival_inodes
-from pybpfguard.agent.trust import UntrustedPathError
+from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
 from pybpfguard.bpf.errors import BPFError, NotSupportedError, SyscallError
 from pybpfguard.bpf.iter import run_iterator
 from pybpfguard.bpf.link import Link, attach_lsm, attach_tracing
@@ -109,6 +109,8 @@ class Daemon:
     # ---- start-up ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # the rules' record is trusted like the pins: refused before anything is created (docs/architecture.md)
+        require_private_dir(config.state_file("deny.db").parent)
         with self.tracer.span("daemon.load_bpf"):
             self.pins = PinnedMaps.open(self.pin_root, heal=config.env_flag("PIN_HEAL"),
                                         max_deny_inodes=self.options.max_deny_inodes,

@@ -71,6 +71,10 @@ def test_a_state_dir_writable_by_others_is_refused_and_nothing_changes(env, tmp_
     out = cli(env, "block", "add", str(target))
     assert out.returncode == 1 and "writable by group or other (mode 0777)" in out.stderr, out.stderr
     assert cli(env, "block", "list").stdout == ""  # the map write was undone
+    # an agent cgroup that cannot work: were the state dir not refused first, run would still stop early
+    out = cli(dict(env, PYBPFGUARD_AGENT_CGROUP=str(tmp_path / "not-a-cgroup")), "run", "--enforce")
+    assert out.returncode == 1 and "writable by group or other (mode 0777)" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and os.listdir(state) == []
 
 
 def test_the_agents_own_pins_cannot_be_renamed_by_another_user(env, bpffs, tmp_path):
