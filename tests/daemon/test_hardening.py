@@ -169,3 +169,19 @@ def test_a_daemon_started_on_a_deny_db_with_one_bad_line_enforces_every_good_one
     assert "unenforced_inode_rules" not in ev["detail"], ev  # the good line still names the file to mark
     assert any(f"{db}:1:" in line for line in agent.stderr)
     assert _denied(test_cgroup, secret)
+
+
+def test_an_edit_a_daemon_confirms_but_does_not_enforce_says_so(start_agent, agent_env, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    agent = start_agent()  # audit: rules are logged, never denied
+    out = agent.cli("block", "add", str(secret))
+    assert out.returncode == 0 and "the running daemon audits only" in out.stderr, out.stderr
+    agent.stop()
+    db = Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
+    db.write_text(db.read_text() + "not a rule\n")
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    agent.wait_for(lambda e: e["type"] == "state_change")
+    out = agent.cli("allow", "add", "cgid:987654")
+    assert out.returncode == 0 and "the running daemon's posture is DEGRADED" in out.stderr, out.stderr
+    assert "state_file_unreadable" in out.stderr
