@@ -420,13 +420,13 @@ class Daemon:
         if self.cgroup is not None and self.pins is not None:  # a `block clear` must never drop the agent itself
             self.pins["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
         unmarked = self.guard.resync() if self.guard is not None else {}
-        state_error = self.guard.state_error if self.guard is not None else None
+        state_fault = self.guard.state_fault if self.guard is not None else None
         self.report.faults = [f for f in self.report.faults
                               if not f.startswith(("unenforced_inode_rules=", "state_file_unreadable"))]
         if unmarked:
             self.report.faults.append(f"unenforced_inode_rules={len(unmarked)}")
-        if state_error is not None:
-            self.report.faults.append("state_file_unreadable")
+        if state_fault is not None:
+            self.report.faults.append(state_fault)
         self._publish(reason_code or ("HOOK_ATTACH_FAILED" if unmarked else "RECOVERED"))
         if self._rule_sync is not None:
             self._rule_sync.acknowledge(generation)

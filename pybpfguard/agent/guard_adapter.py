@@ -11,6 +11,7 @@ import contextlib
 import os
 import queue
 from collections.abc import Callable, Mapping, Set
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -112,6 +113,17 @@ class GuardAdapter:
         self.guard.start()
         self._blocks_seen = 0
         self._drops_seen = 0
+
+    @property
+    def state_fault(self) -> str | None:
+        """The posture fault for :attr:`state_error`: ``state_file_unreadable=<file>[:<line>]`` (the file's
+        name, so the fault list stays one token per fault), or None."""
+        err = self.rules.state_error
+        if err is None:
+            return None
+        if isinstance(err, StateFileError):
+            return f"state_file_unreadable={Path(err.path).name}:{err.line}"
+        return f"state_file_unreadable={self.rules.db.path.name}"
 
     @property
     def state_error(self) -> Exception | None:

@@ -86,7 +86,7 @@ def test_a_malformed_deny_db_never_stops_enforcement_and_edits_that_need_it_fail
     # an edit that does not read deny.db: the daemon re-syncs, keeps running, keeps enforcing, says why
     assert agent.cli("allow", "add", "cgid:987654").returncode == 0
     ev = agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "DEGRADED")
-    assert "state_file_unreadable" in ev["detail"]
+    assert "state_file_unreadable=deny.db:2" in ev["detail"], ev
     assert agent.proc.poll() is None and _denied(test_cgroup, secret)
     other = tmp_path / "other"
     other.write_text("x")
@@ -105,7 +105,7 @@ def test_a_malformed_deny_db_at_start_is_reported_not_a_traceback(agent_env, sta
     (state / "deny.db").write_text("1 2\n")
     agent = start_agent("--enforce", "--enforce-signal=none")
     ev = agent.wait_for(lambda e: e["type"] == "state_change")
-    assert ev["state"] == "DEGRADED" and "state_file_unreadable" in ev["detail"]
+    assert ev["state"] == "DEGRADED" and "state_file_unreadable=deny.db:1" in ev["detail"], ev
     assert not any("Traceback" in line for line in agent.stderr)
     assert any("deny.db:1:" in line for line in agent.stderr)
 
@@ -165,7 +165,7 @@ def test_a_daemon_started_on_a_deny_db_with_one_bad_line_enforces_every_good_one
     db.write_text("a hand edit gone wrong\n" + db.read_text())
     agent = start_agent("--enforce", "--enforce-signal=none")
     ev = agent.wait_for(lambda e: e["type"] == "state_change")
-    assert ev["state"] == "DEGRADED" and "state_file_unreadable" in ev["detail"], ev
+    assert ev["state"] == "DEGRADED" and "state_file_unreadable=deny.db:1" in ev["detail"], ev
     assert "unenforced_inode_rules" not in ev["detail"], ev  # the good line still names the file to mark
     assert any(f"{db}:1:" in line for line in agent.stderr)
     assert _denied(test_cgroup, secret)
