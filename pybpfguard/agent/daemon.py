@@ -56,7 +56,7 @@ from pybpfguard.agent.rulesync import DaemonSync
 from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.selfcgroup import AgentCgroup, AgentCgroupError
 from pybpfguard.agent.survival import survival_inodes
-from pybpfguard.agent.trust import UntrustedPathError
+from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
 from pybpfguard.bpf.errors import BPFError, NoSpaceError, NotSupportedError, SyscallError
 from pybpfguard.bpf.iter import run_iterator
 from pybpfguard.bpf.link import Link, attach_lsm, attach_tracing
@@ -109,6 +109,8 @@ class Daemon:
     # ---- start-up ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # the rules' record is trusted like the pins: refused before anything is created (docs/architecture.md)
+        require_private_dir(config.state_file("deny.db").parent)
         with self.tracer.span("daemon.load_bpf"):
             self.pins = PinnedMaps.open(self.pin_root, heal=config.env_flag("PIN_HEAL"),
                                         max_deny_inodes=self.options.max_deny_inodes,
@@ -421,13 +423,13 @@ class Daemon:
         if self.cgroup is not None and self.pins is not None:  # a `block clear` must never drop the agent itself
             self.pins["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
         unmarked = self.guard.resync() if self.guard is not None else {}
-        state_error = self.guard.state_error if self.guard is not None else None
+        state_fault = self.guard.state_fault if self.guard is not None else None
         self.report.faults = [f for f in self.report.faults
                               if not f.startswith(("unenforced_inode_rules=", "state_file_unreadable"))]
         if unmarked:
             self.report.faults.append(f"unenforced_inode_rules={len(unmarked)}")
-        if state_error is not None:
-            self.report.faults.append("state_file_unreadable")
+        if state_fault is not None:
+            self.report.faults.append(state_fault)
         self._publish(reason_code or ("HOOK_ATTACH_FAILED" if unmarked else "RECOVERED"))
         if self._rule_sync is not None:
             self._rule_sync.acknowledge(generation)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import queue
 from collections.abc import Callable, Mapping, Set
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -36,8 +37,8 @@ class PinnedRules:
     """RuleSource + PathSource over the pinned maps and deny.db.
 
     A deny.db that cannot be read (malformed, or in a location another user could change) never stops
-    enforcement: the paths last read stay in use, and :attr:`state_error` says what is wrong until a read
-    succeeds again."""
+    enforcement: the paths last read stay in use, with those of every line that still parses, and
+    :attr:`state_error` says what is wrong (file:line) until a read succeeds again."""
 
     def __init__(self, pins: PinnedMaps, db: DenyDb) -> None:
         self.pins = pins
@@ -55,13 +56,21 @@ class PinnedRules:
         return frozenset((k.ino, k.dev) for k in self.pins["survival_allowlist"])
 
     def deny_paths(self) -> Mapping[InodeKey, bytes]:
+        bad_lines: list[StateFileError] = []
         try:
-            self._last_paths = self.db.deny_paths()
-        except (StateFileError, UntrustedPathError, OSError) as err:
+            paths = self.db.deny_paths(bad_lines)
+        except (UntrustedPathError, OSError) as err:
             self.state_error = err
             return self._last_paths
-        self.state_error = None
-        return self._last_paths
+        if bad_lines:  # every good line still counts; a bad one keeps the path last read for its inode
+            self.state_error = bad_lines[0] if len(bad_lines) == 1 else StateFileError(
+                bad_lines[0].path, bad_lines[0].line, f"{bad_lines[0].reason} (and {len(bad_lines) - 1} more bad "
+                                                      "lines)")
+            paths = {**self._last_paths, **paths}
+        else:
+            self.state_error = None
+        self._last_paths = paths
+        return paths
 
 
 def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:
@@ -104,6 +113,17 @@ class GuardAdapter:
         self.guard.start()
         self._blocks_seen = 0
         self._drops_seen = 0
+
+    @property
+    def state_fault(self) -> str | None:
+        """The posture fault for :attr:`state_error`: ``state_file_unreadable=<file>[:<line>]`` (the file's
+        name, so the fault list stays one token per fault), or None."""
+        err = self.rules.state_error
+        if err is None:
+            return None
+        if isinstance(err, StateFileError):
+            return f"state_file_unreadable={Path(err.path).name}:{err.line}"
+        return f"state_file_unreadable={self.rules.db.path.name}"
 
     @property
     def state_error(self) -> Exception | None:

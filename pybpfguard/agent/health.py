@@ -3,7 +3,6 @@ from the posture it publishes, :mod:`pybpfguard.agent.runtime`)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,9 +10,10 @@ from typing import Any
 from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
 from pybpfguard.agent.logs import Tracer
-from pybpfguard.agent.maps import LAYOUT_VERSION, PinnedMaps, pinned_specs, private_specs
+from pybpfguard.agent.maps import PinLayoutMismatch, PinnedMaps, pinned_specs, private_specs
 from pybpfguard.agent.runtime import HOOKS, read_runtime
 from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
+from pybpfguard.bpf.errors import BPFError
 
 
 @dataclass
@@ -75,7 +75,7 @@ def check(tracer: Tracer) -> HealthReport:
     if not lsm.available:
         report.issues.append(f"BPF LSM unusable ({lsm.reason}): file and exec rules are enforced by fanotify"
                              if fanotify else f"BPF LSM unusable ({lsm.reason}) and no fanotify: audit only")
-    _check_pins(report)
+    pins_trusted = _check_pins(report)
     runtime = read_runtime()
     report.daemon_running = runtime is not None
     if runtime is not None:
@@ -86,7 +86,7 @@ def check(tracer: Tracer) -> HealthReport:
     else:
         report.hooks = {name: "missing" for name in HOOKS}
         report.issues.append("daemon not running: nothing is enforced or observed now (start it with `run`)")
-    report.ok = telemetry and (runtime is not None) and runtime.state not in ("DEGRADED",)
+    report.ok = telemetry and pins_trusted and (runtime is not None) and runtime.state not in ("DEGRADED",)
     return report
 
 
@@ -96,7 +96,6 @@ def _test_load(report: HealthReport) -> bool:
     from pybpfguard.agent.programs.process import PROC_INFO, exec_program
     from pybpfguard.bpf.btf.layout import Layout
     from pybpfguard.bpf.btf.spec import load_vmlinux
-    from pybpfguard.bpf.errors import BPFError
     from pybpfguard.bpf.maps import Map, MapType
 
     maps: dict[str, Map] = {}
@@ -118,19 +117,23 @@ def _test_load(report: HealthReport) -> bool:
             m.close()
 
 
-def _check_pins(report: HealthReport) -> None:
+def _check_pins(report: HealthReport) -> bool:
+    """Fill the pin fields of *report*; False (with an issue naming the path and what is wrong) when the pin
+    root or a pin in it is not one the agent would use (:mod:`pybpfguard.agent.trust`, a foreign layout)."""
     root = config.pin_root()
+    report.pins_present = all((root / name).exists() for name in pinned_specs())
     try:
         require_private_dir(root, create=False)
+        if not report.pins_present:
+            return True
+        with PinnedMaps.open(root, create=False) as pins:
+            report.layout_version = pins["agent_meta"].lookup_elem(0).layout_version
     except FileNotFoundError:
-        return  # nothing pinned yet: a daemon or a rule edit creates the pins
-    except (UntrustedPathError, OSError) as err:
-        report.issues.append(f"pin root unusable: {err}")
-        return
-    report.pins_present = all((root / name).exists() for name in pinned_specs())
-    if not report.pins_present:
-        return
-    with contextlib.suppress(OSError, UntrustedPathError), PinnedMaps.open(root, create=False) as pins:
-        report.layout_version = pins["agent_meta"].lookup_elem(0).layout_version
-    if report.layout_version not in (None, LAYOUT_VERSION):
-        report.issues.append(f"pins have layout version {report.layout_version}, expected {LAYOUT_VERSION}")
+        return True  # nothing pinned yet
+    except PinLayoutMismatch as err:
+        report.issues.append(str(err))
+        return False
+    except (UntrustedPathError, BPFError, OSError) as err:
+        report.issues.append(f"pins unusable: {err}")
+        return False
+    return True

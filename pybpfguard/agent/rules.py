@@ -108,23 +108,33 @@ def _mechanism_refusal(mode: int) -> str | None:
 
 
 def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
-    """Remove the rule for *path*: by the file it names now, else by the path recorded in deny.db."""
+    """Remove the rule on the file *path* names now; when that file has none (the path is gone, or names
+    another file than the one denied), remove the rules deny.db records under *path* instead.
+
+    Only one of the two, so a rule on a file that was moved aside (an editor's save, a log rotation) is not
+    dropped together with the rule on the file that took its name; a warning counts the rules still
+    recorded under *path*. Raises RuleError when no inode rule was removed (leftover deny.db lines and
+    deny_path keys of it are tidied all the same), StateFileError when deny.db cannot be read."""
     raw = os.fsencode(path)
     entries = db.read()
-    keys = {e.key for e in entries if e.path == raw}
     try:
         resolved = resolve_rule_path(raw, DENY_PATH_MAX_BYTES)
-        keys.add(resolved.key)
-        canonical = resolved.canonical
     except PathRuleError:
-        canonical = raw
+        resolved = None
+    named = {raw, resolved.canonical} if resolved is not None else {raw}
+    recorded = {e.key for e in entries if e.path in named}
+    deny_inode = pins["deny_inode"]
+    if resolved is not None and deny_inode.get(INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)) is not None:
+        keys = {resolved.key}
+    else:
+        keys = recorded
     if not keys:
         raise RuleError(f"{os.fsdecode(raw)}: no rule for this path")
     removed = stale = False
     for ino, dev in keys:
-        removed |= _discard(pins["deny_inode"], INODE_KEY.value(ino=ino, dev=dev))
+        removed |= _discard(deny_inode, INODE_KEY.value(ino=ino, dev=dev))
         stale |= db.remove_key((ino, dev)) > 0
-    for p in {raw, canonical, *(e.path for e in entries if e.key in keys)}:
+    for p in named | {e.path for e in entries if e.key in keys}:
         k = _path_key(p)
         if k is not None:
             stale |= _discard(pins["deny_path"], k)
@@ -132,7 +142,12 @@ def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     if not removed:  # success means a rule that denied something is gone, not that leftovers were tidied
         raise RuleError(f"{os.fsdecode(raw)}: no rule for this path"
                         + (" (leftover records of it, with no inode rule behind them, were removed)" if stale else ""))
-    return EditResult(True)
+    result = EditResult(True)
+    if left := len(recorded - keys):
+        result.warnings.append(f"{left} other rule{'s' if left > 1 else ''} recorded under this path "
+                               f"remain{'' if left > 1 else 's'} (on files moved or replaced since): "
+                               "`block del` the path again to remove them, `block list` shows them")
+    return result
 
 
 def block_list(pins: PinnedMaps, db: DenyDb) -> list[str]:

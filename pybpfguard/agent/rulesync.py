@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pybpfguard.agent.instance import request_sync
-from pybpfguard.agent.trust import require_private_dir
+from pybpfguard.agent.trust import require_private_dir, require_private_file
 from pybpfguard.bpf.maps import Map
 
 __all__ = ["DaemonSync", "Outcome", "bump_generation", "confirm", "edit_lock"]
@@ -43,6 +43,7 @@ LOCK_NAME = "rules.lock"
 HEARTBEAT_EVERY_S = 0.25  # the daemon's beat; a beat older than STALE_AFTER_S means no live daemon
 STALE_AFTER_S = 1.5
 CONFIRM_TIMEOUT_S = 2.0
+LOCK_TIMEOUT_S = 30.0  # an edit holds the lock for milliseconds; this long means its holder is stuck
 
 
 class Outcome(enum.Enum):
@@ -57,15 +58,28 @@ def boottime_ns() -> int:
 
 
 @contextlib.contextmanager
-def edit_lock(deny_db: Path) -> Iterator[None]:
+def edit_lock(deny_db: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold the rule-edit lock (``flock(LOCK_EX)`` on ``rules.lock`` beside *deny_db*) for the block.
 
     Serialises every rule edit across processes, so parallel edits never lose each other's lines of
-    deny.db. Raises UntrustedPathError when the directory could be changed by another user."""
+    deny.db. An edit holds it for milliseconds, so waiting longer than *timeout_s* means a stuck holder:
+    TimeoutError naming the lock file, rather than a command that hangs. Raises UntrustedPathError when the
+    directory or the lock file could be changed or held by another user."""
     directory = require_private_dir(deny_db.parent)
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    path = directory / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        require_private_file(path)  # one another user may open could be held by them forever
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{path}: another rule edit holds the lock (waited {timeout_s:g} s); "
+                                       "retry, or find the process holding it (fuser)") from None
+                time.sleep(0.005)
         yield
     finally:
         os.close(fd)  # releases the lock

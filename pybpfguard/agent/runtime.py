@@ -9,6 +9,7 @@ import msgspec
 
 from pybpfguard.agent import config
 from pybpfguard.agent.instance import lock_holder, runtime_path
+from pybpfguard.agent.posture import Posture
 from pybpfguard.agent.statefiles import write_atomic
 
 HOOKS = ("exec", "fork", "exit", "file_open")
@@ -45,3 +46,18 @@ def read_runtime() -> RuntimeStatus | None:
     except (OSError, msgspec.DecodeError):
         return None
     return status if status.pid == holder else None  # written by this holder, not a killed predecessor
+
+
+def posture_caveat() -> str | None:
+    """For an editor whose edit the running daemon just confirmed: what the daemon's published posture says
+    it does not enforce (audit mode, AUDIT_FALLBACK, DEGRADED with its faults), else None (also when the
+    status cannot be read, e.g. from another mount namespace)."""
+    status = read_runtime()
+    if status is None:
+        return None
+    if status.mode == "audit":
+        return "the running daemon audits only (it was started without --enforce): rules are logged, never denied"
+    if Posture(status.state) in (Posture.AUDIT_FALLBACK, Posture.DEGRADED):
+        return (f"the running daemon's posture is {status.state} ({status.detail}): not every rule is enforced; "
+                "`health` says what is missing")
+    return None

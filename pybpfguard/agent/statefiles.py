@@ -89,24 +89,36 @@ def format_deny_db(entries: Iterable[DenyDbEntry]) -> bytes:
     return b"".join(b"%d %d %s\n" % (e.dev, e.ino, escape_path(e.path)) for e in entries)
 
 
-def parse_deny_db(data: bytes, name: str = "deny.db") -> list[DenyDbEntry]:
-    """Parse deny.db content. Blank lines are skipped. Raises StateFileError naming *name* and the line."""
+def parse_deny_db(data: bytes, name: str = "deny.db", errors: list[StateFileError] | None = None
+                  ) -> list[DenyDbEntry]:
+    """Parse deny.db content. Blank lines are skipped. Raises StateFileError naming *name* and the line; with
+    *errors*, a bad line is appended there and skipped instead (what the daemon enforces from a file a hand
+    edit broke: every good line)."""
     entries = []
     for lineno, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
-        parts = line.split(b" ", 2)
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
-            raise StateFileError(name, lineno, f"expected '<dev> <ino> <path>', found {line[:80]!r}")
-        dev, ino = int(parts[0]), int(parts[1])
-        if dev >= 1 << 32 or ino >= 1 << 64:
-            raise StateFileError(name, lineno, f"dev {dev} or ino {ino} out of range (u32, u64)")
         try:
-            path = unescape_path(parts[2])
-        except ValueError as err:
-            raise StateFileError(name, lineno, str(err)) from err
-        entries.append(DenyDbEntry(dev, ino, path))
+            entries.append(_parse_line(line, name, lineno))
+        except StateFileError as err:
+            if errors is None:
+                raise
+            errors.append(err)
     return entries
+
+
+def _parse_line(line: bytes, name: str, lineno: int) -> DenyDbEntry:
+    parts = line.split(b" ", 2)
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        raise StateFileError(name, lineno, f"expected '<dev> <ino> <path>', found {line[:80]!r}")
+    dev, ino = int(parts[0]), int(parts[1])
+    if dev >= 1 << 32 or ino >= 1 << 64:
+        raise StateFileError(name, lineno, f"dev {dev} or ino {ino} out of range (u32, u64)")
+    try:
+        path = unescape_path(parts[2])
+    except ValueError as err:
+        raise StateFileError(name, lineno, str(err)) from err
+    return DenyDbEntry(dev, ino, path)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -146,15 +158,16 @@ class DenyDb:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else state_file("deny.db")
 
-    def read(self) -> list[DenyDbEntry]:
-        """All entries, in file order; [] when the file does not exist. Raises StateFileError."""
+    def read(self, errors: list[StateFileError] | None = None) -> list[DenyDbEntry]:
+        """All entries, in file order; [] when the file does not exist. Raises StateFileError, or with
+        *errors* collects the bad lines there and returns the good ones."""
         try:
             require_private_dir(self.path.parent, create=False)
             require_private_file(self.path)
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        return parse_deny_db(data, str(self.path))
+        return parse_deny_db(data, str(self.path), errors)
 
     def write(self, entries: Iterable[DenyDbEntry]) -> None:
         """Atomically replace the file with *entries*."""
@@ -180,9 +193,10 @@ class DenyDb:
         """Remove the file (``block clear``)."""
         self.path.unlink(missing_ok=True)
 
-    def deny_paths(self) -> dict[InodeKey, bytes]:
-        """``{(ino, dev): path}``; for a key recorded more than once, the first line wins."""
+    def deny_paths(self, errors: list[StateFileError] | None = None) -> dict[InodeKey, bytes]:
+        """``{(ino, dev): path}``; for a key recorded more than once, the first line wins. *errors* as for
+        :meth:`read`."""
         out: dict[InodeKey, bytes] = {}
-        for e in self.read():
+        for e in self.read(errors):
             out.setdefault(e.key, e.path)
         return out

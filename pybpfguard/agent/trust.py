@@ -35,9 +35,15 @@ def _owners() -> frozenset[int]:
 
 
 def _check_symlinks(path: Path) -> None:
-    """Every symlink met on *path* as given must belong to a trusted owner (a user's link can be repointed)."""
+    """Every symlink met on *path* as given must belong to a trusted owner (a user's link can be repointed).
+
+    Walked as the kernel resolves it: a ``..`` applies to where the components before it led, after their
+    symlinks (``a/link/..`` is the parent of the link's target, not ``a``)."""
     current = Path(path.anchor)
     for part in path.parts[1:]:
+        if part == "..":
+            current = current.parent
+            continue
         current = current / part
         try:
             st = os.lstat(current)
@@ -73,7 +79,7 @@ def require_private_dir(path: Path, *, create: bool = True) -> Path:
     """Check (creating it 0700 first when *create* and it is missing) that *path* is a directory only this
     user can change; returns it. Raises UntrustedPathError naming the path and what is wrong,
     FileNotFoundError when it is missing and not *create*, NotADirectoryError when it is something else."""
-    path = Path(os.path.abspath(path))
+    path = Path.cwd() / path  # absolute, with its '..' kept: only the kernel's resolution may apply them
     _check_symlinks(path)
     real = Path(os.path.realpath(path))
     _check_ancestors(real)

@@ -11,6 +11,7 @@ from pybpfguard.agent import config, rulesync
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.paths import PathRuleError
 from pybpfguard.agent.rules import RuleError
+from pybpfguard.agent.runtime import posture_caveat
 from pybpfguard.agent.statefiles import StateFileError
 from pybpfguard.bpf.errors import BPFError
 
@@ -46,4 +47,6 @@ def edit(prog: str, command: str, fn: Callable[[PinnedMaps], T], *, sync: bool =
         print(f"{prog} {command}: stored, but no running daemon confirmed it: not enforced until a daemon runs "
               f"on {root} (exit {EXIT_STORED})", file=sys.stderr)
         return EXIT_STORED, result
+    if caveat := posture_caveat():
+        print(f"{prog} {command}: warning: {caveat}", file=sys.stderr)
     return EXIT_OK, result

@@ -38,13 +38,12 @@ def _agent_cgids() -> set[int]:
 def run(args: argparse.Namespace) -> int:
     db = DenyDb(config.state_file("deny.db"))
     path = os.fsencode(getattr(args, "path", "") or "")
-    if args.action == "add":
-        code, result = edit(args.prog, "block add", lambda pins: rules.block_add(pins, db, path))
+    if args.action in ("add", "del"):
+        edit_fn = rules.block_add if args.action == "add" else rules.block_del
+        code, result = edit(args.prog, f"block {args.action}", lambda pins: edit_fn(pins, db, path))
         for warning in result.warnings if result else []:
-            print(f"{args.prog} block add: warning: {warning}", file=sys.stderr)
+            print(f"{args.prog} block {args.action}: warning: {warning}", file=sys.stderr)
         return code
-    if args.action == "del":
-        return edit(args.prog, "block del", lambda pins: rules.block_del(pins, db, path))[0]
     if args.action == "clear":
         return edit(args.prog, "block clear", lambda pins: rules.block_clear(pins, db, _agent_cgids()))[0]
     code, lines = edit(args.prog, "block list", lambda pins: rules.block_list(pins, db), sync=False)

@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from pybpfguard.agent import config
-from pybpfguard.agent.maps import PinnedMaps
+from pybpfguard.agent.maps import PinLayoutMismatch, PinnedMaps
+from pybpfguard.agent.trust import UntrustedPathError
+from pybpfguard.bpf.errors import BPFError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
             blocks, drops = block_counters(pins)
     except FileNotFoundError:
         blocks = drops = 0  # nothing pinned yet: nothing has been counted
-    except OSError as err:
+    except (OSError, BPFError, UntrustedPathError, PinLayoutMismatch) as err:
         print(f"{args.prog} stats: {err}", file=sys.stderr)
         return 1
     print(f"blocks_total {blocks}")

@@ -94,3 +94,26 @@ def test_block_del_of_leftover_records_without_an_inode_rule_is_not_success(cli,
     out = cli("block", "del", str(target))
     assert out.returncode == 1 and "no rule for this path" in out.stderr and "leftover records" in out.stderr
     assert (tmp_path / "st" / "deny.db").read_text() == ""  # the leftovers are tidied all the same
+
+
+def test_block_del_removes_the_rule_of_the_file_the_path_names_not_an_older_file_once_recorded_there(cli, tmp_path):
+    # an editor's save or a log rotation: the denied file moves aside (still denied: the rule is on its
+    # inode), a new file takes the name and is denied too
+    path, moved = tmp_path / "f", tmp_path / "f.old"
+    path.write_text("old")
+    old = os.stat(path)
+    assert cli("block", "add", str(path)).returncode == STORED
+    path.rename(moved)
+    path.write_text("new")
+    new = os.stat(path)
+    assert cli("block", "add", str(path)).returncode == STORED
+    out = cli("block", "del", str(path))
+    assert out.returncode == STORED, out.stderr
+    assert "1 other rule recorded under this path remains" in out.stderr
+    dev = kernel_dev(old.st_dev)
+    assert cli("block", "list").stdout == f"{path} ({dev}:{old.st_ino})\n"  # the moved file stays denied
+    assert (tmp_path / "st" / "deny.db").read_text() == f"{dev} {old.st_ino} {path}\n"
+    # asked again: the path now names a file without a rule, so the rule recorded under it goes
+    assert cli("block", "del", str(path)).returncode == STORED
+    assert cli("block", "list").stdout == ""
+    assert new.st_ino != old.st_ino

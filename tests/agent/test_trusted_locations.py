@@ -71,6 +71,10 @@ def test_a_state_dir_writable_by_others_is_refused_and_nothing_changes(env, tmp_
     out = cli(env, "block", "add", str(target))
     assert out.returncode == 1 and "writable by group or other (mode 0777)" in out.stderr, out.stderr
     assert cli(env, "block", "list").stdout == ""  # the map write was undone
+    # an agent cgroup that cannot work: were the state dir not refused first, run would still stop early
+    out = cli(dict(env, PYBPFGUARD_AGENT_CGROUP=str(tmp_path / "not-a-cgroup")), "run", "--enforce")
+    assert out.returncode == 1 and "writable by group or other (mode 0777)" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and os.listdir(state) == []
 
 
 def test_the_agents_own_pins_cannot_be_renamed_by_another_user(env, bpffs, tmp_path):
@@ -124,3 +128,38 @@ def test_a_regular_file_where_the_pin_root_belongs_is_a_clear_error(env, tmp_pat
         assert out.returncode == 1 and "not a directory" in out.stderr and "Traceback" not in out.stderr, out.stderr
     with pytest.raises(NotADirectoryError):
         require_private_dir(tmp_path / "file")
+
+
+def test_health_and_stats_name_a_pin_root_another_user_made_instead_of_a_traceback(env, bpffs):
+    pin_root = bpffs / "pybpfguard"
+    made = as_nobody(f"mkdir -m 755 '{pin_root}'")
+    assert made.returncode == 0, made.stderr
+    for args in (("stats",), ("health",), ("health", "--json")):
+        out = cli(env, *args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert f"{pin_root}: directory owned by uid {NOBODY}" in out.stdout + out.stderr, (args, out)
+    assert os.listdir(pin_root) == []
+
+
+def test_health_and_stats_name_pins_in_a_directory_others_can_write(env, bpffs):
+    assert cli(env, "block", "list").returncode == 0  # the pins exist, made by the agent
+    pin_root = bpffs / "pybpfguard"
+    os.chmod(pin_root, 0o777)  # as a careless administrator would
+    for args in (("stats",), ("health",)):
+        out = cli(env, *args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "writable by group or other (mode 0777)" in out.stdout + out.stderr, (args, out)
+
+
+def test_a_dotdot_after_another_users_symlink_is_resolved_as_the_kernel_does_and_refused(env, bpffs, tmp_path):
+    # the kernel follows 'evil' before applying '..': the path leads into that user's directory, whatever
+    # '/evil/../pybpfguard' looks like as text
+    theirs = bpffs / "u"
+    out = as_nobody(f"mkdir -m 777 '{theirs}' '{theirs}/d' '{theirs}/pybpfguard' && ln -s '{theirs}/d' "
+                    f"'{bpffs / 'evil'}'")
+    assert out.returncode == 0, out.stderr
+    target = tmp_path / "secret"
+    target.write_text("x")
+    out = cli(dict(env, PYBPFGUARD_PIN_ROOT=f"{bpffs}/evil/../pybpfguard"), "block", "add", str(target))
+    assert out.returncode == 1 and f"is a symlink owned by uid {NOBODY}" in out.stderr, out.stderr
+    assert os.listdir(theirs / "pybpfguard") == [] and not (bpffs / "pybpfguard").exists()

@@ -88,7 +88,7 @@ def test_a_malformed_deny_db_never_stops_enforcement_and_edits_that_need_it_fail
     # an edit that does not read deny.db: the daemon re-syncs, keeps running, keeps enforcing, says why
     assert agent.cli("allow", "add", "cgid:987654").returncode == 0
     ev = agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "DEGRADED")
-    assert "state_file_unreadable" in ev["detail"]
+    assert "state_file_unreadable=deny.db:2" in ev["detail"], ev
     assert agent.proc.poll() is None and _denied(test_cgroup, secret)
     other = tmp_path / "other"
     other.write_text("x")
@@ -107,7 +107,7 @@ def test_a_malformed_deny_db_at_start_is_reported_not_a_traceback(agent_env, sta
     (state / "deny.db").write_text("1 2\n")
     agent = start_agent("--enforce", "--enforce-signal=none")
     ev = agent.wait_for(lambda e: e["type"] == "state_change")
-    assert ev["state"] == "DEGRADED" and "state_file_unreadable" in ev["detail"]
+    assert ev["state"] == "DEGRADED" and "state_file_unreadable=deny.db:1" in ev["detail"], ev
     assert not any("Traceback" in line for line in agent.stderr)
     assert any("deny.db:1:" in line for line in agent.stderr)
 
@@ -209,3 +209,36 @@ def test_the_start_up_line_says_why_bpf_lsm_is_not_used(start_agent):
     assert "a Linux 5.7 feature" not in said
     if not lsm.available and "EPERM" in lsm.reason:  # this sandbox's kernel: trampolines refused
         assert "BPF LSM unusable: the kernel refuses trampoline programs" in said, said
+
+
+def test_a_daemon_started_on_a_deny_db_with_one_bad_line_enforces_every_good_one(start_agent, agent_env, tmp_path,
+                                                                                test_cgroup):
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    stored = subprocess.run([sys.executable, "-m", "pybpfguard", "block", "add", str(secret)], env=agent_env,
+                            capture_output=True, text=True, timeout=60)
+    assert stored.returncode == 4, stored.stderr
+    db = Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
+    db.write_text("a hand edit gone wrong\n" + db.read_text())
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    ev = agent.wait_for(lambda e: e["type"] == "state_change")
+    assert ev["state"] == "DEGRADED" and "state_file_unreadable=deny.db:1" in ev["detail"], ev
+    assert "unenforced_inode_rules" not in ev["detail"], ev  # the good line still names the file to mark
+    assert any(f"{db}:1:" in line for line in agent.stderr)
+    assert _denied(test_cgroup, secret)
+
+
+def test_an_edit_a_daemon_confirms_but_does_not_enforce_says_so(start_agent, agent_env, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    agent = start_agent()  # audit: rules are logged, never denied
+    out = agent.cli("block", "add", str(secret))
+    assert out.returncode == 0 and "the running daemon audits only" in out.stderr, out.stderr
+    agent.stop()
+    db = Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
+    db.write_text(db.read_text() + "not a rule\n")
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    agent.wait_for(lambda e: e["type"] == "state_change")
+    out = agent.cli("allow", "add", "cgid:987654")
+    assert out.returncode == 0 and "the running daemon's posture is DEGRADED" in out.stderr, out.stderr
+    assert "state_file_unreadable" in out.stderr

@@ -62,6 +62,13 @@ def test_malformed_deny_db_names_file_and_line(data, reason):
     assert str(info.value).startswith(f"/state/deny.db:{info.value.line}: ")
 
 
+def test_a_partial_parse_keeps_every_good_line_and_names_each_bad_one():
+    errors: list[StateFileError] = []
+    data = b"1 2 /a\nnot a rule\n3 4 /b\n4294967296 2 /x\n"
+    assert parse_deny_db(data, "/state/deny.db", errors) == [DenyDbEntry(1, 2, b"/a"), DenyDbEntry(3, 4, b"/b")]
+    assert [(e.line, str(e).split(": ")[0]) for e in errors] == [(2, "/state/deny.db:2"), (4, "/state/deny.db:4")]
+
+
 def test_deny_db_lives_in_state_dir_and_rewrites_atomically(tmp_path, monkeypatch):
     monkeypatch.setenv("PYBPFGUARD_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("PYBPFGUARD_DENY_DB_PATH", raising=False)
