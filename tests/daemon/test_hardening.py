@@ -50,6 +50,19 @@ def _deny_db_paths(env) -> set[str]:
     return {line.split(" ", 2)[2] for line in db.read_text().splitlines() if line}
 
 
+def _wait_until_applied(bpffs, timeout_s: float = 10.0) -> None:
+    """Until the running daemon has acknowledged every edit made so far (pybpfguard.agent.rulesync)."""
+    from pybpfguard.agent import rulesync
+    from pybpfguard.agent.maps import PinnedMaps
+
+    deadline = time.monotonic() + timeout_s
+    with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
+        sync = pins["rule_sync"]
+        while sync.lookup_elem(rulesync.APPLIED) < sync.lookup_elem(rulesync.GENERATION):
+            assert time.monotonic() < deadline, "the daemon did not catch up with the edits"
+            time.sleep(0.05)
+
+
 def test_parallel_rule_edits_lose_nothing_and_every_record_agrees_with_what_is_denied(
         start_agent, agent_env, bpffs, tmp_path, test_cgroup):
     from pybpfguard.agent.maps import PinnedMaps
@@ -59,11 +72,13 @@ def test_parallel_rule_edits_lose_nothing_and_every_record_agrees_with_what_is_d
     second = [tmp_path / f"g{i}" for i in range(10)]
     for f in first + second:
         f.write_text("x")
+    # Each edit succeeds: confirmed (0), or on a host too busy to confirm within 2 s, stored (4).
     procs = [_spawn_cli(agent_env, "block", "add", str(f)) for f in first]
-    assert [p.wait(60) for p in procs] == [0] * 20, [p.stderr.read() for p in procs if p.returncode]
+    assert {p.wait(60) for p in procs} <= {0, 4}, [p.stderr.read() for p in procs if p.returncode not in (0, 4)]
     procs = ([_spawn_cli(agent_env, "block", "del", str(f)) for f in first[:10]]
              + [_spawn_cli(agent_env, "block", "add", str(f)) for f in second])
-    assert [p.wait(60) for p in procs] == [0] * 20, [p.stderr.read() for p in procs if p.returncode]
+    assert {p.wait(60) for p in procs} <= {0, 4}, [p.stderr.read() for p in procs if p.returncode not in (0, 4)]
+    _wait_until_applied(bpffs)
     kept, gone = first[10:] + second, first[:10]
     expected = {str(f) for f in kept}
     assert _deny_db_paths(agent_env) == expected
