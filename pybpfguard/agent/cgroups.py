@@ -10,17 +10,16 @@ gives ``""``. Each path is kept as ``(text, b64)`` under the non-UTF-8 rule, com
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable
 
 from msgspec import UNSET, UnsetType
 
 from pybpfguard.agent.events.text import text_b64
+from pybpfguard.agent.mountinfo import read_mountinfo
 
 CgroupPath = tuple[str, str | UnsetType]
 GONE: CgroupPath = ("", UNSET)
-_OCTAL = re.compile(rb"\\([0-7]{3})")  # mountinfo escapes space, tab, newline and backslash as \ooo
 
 
 class NoCgroup2Error(RuntimeError):
@@ -37,11 +36,9 @@ def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> bytes:
     Line format: proc(5), ``mount_point`` is field 5 and the fs type follows the `` - `` separator.
     Raises :class:`NoCgroup2Error` if there is none.
     """
-    with open(mountinfo, "rb") as f:
-        for line in f:
-            left, _, right = line.partition(b" - ")
-            if right.split(b" ", 1)[0] == b"cgroup2":
-                return _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), left.split(b" ")[4])
+    for mount in read_mountinfo(mountinfo):
+        if mount.fstype == b"cgroup2":
+            return mount.mount_point
     raise NoCgroup2Error(mountinfo)
 
 

@@ -105,6 +105,7 @@ class Daemon:
         self._guard_errors = 0
         self._btf: btfcache.KernelBtf | None = None  # layout and attach ids for the generators (start-up)
         self._rule_sync: DaemonSync | None = None  # edits by any process, acknowledged (rulesync)
+        self._unenforced: dict[str, str] = {}  # "<dev>:<ino>" -> why that denied inode is not enforced
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -278,7 +279,7 @@ class Daemon:
         write_runtime(RuntimeStatus(
             pid=os.getpid(), mode="enforce" if self.options.enforce else "audit", state=state.value,
             detail=self.report.detail, enforce_capable=self.report.enforce_capable, hooks=self._hooks,
-            agent_cgid=self.cgroup.cgid if self.cgroup is not None else 0))
+            agent_cgid=self.cgroup.cgid if self.cgroup is not None else 0, unenforced=self._unenforced))
 
     # ---- the event loop -----------------------------------------------------------------------------
 
@@ -424,6 +425,7 @@ class Daemon:
             self.pins["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
         unmarked = self.guard.resync() if self.guard is not None else {}
         state_fault = self.guard.state_fault if self.guard is not None else None
+        self._unenforced = {f"{dev}:{ino}": reason for (ino, dev), reason in unmarked.items()}
         self.report.faults = [f for f in self.report.faults
                               if not f.startswith(("unenforced_inode_rules=", "state_file_unreadable"))]
         if unmarked:

@@ -116,6 +116,8 @@ class FileGuard:
     has ``deny_paths``). *identity(pid)* returns the opener's ProcessIdentity or None (default: /proc),
     *cgroup_id(pid)* its cgid or 0 when unknown (default: /proc/<pid>/cgroup through a cache).
     Decisions go to :attr:`decisions` (a ``queue.Queue`` of at most *queue_size* BlockDecision).
+    *reopen(key)* (optional) returns an ``O_PATH`` fd on a denied inode whose recorded path is gone or names
+    another inode (the guard closes it), or the reason it cannot (see :meth:`_mark`).
     *mode* and *enforce_signal* may be changed while running. Raises FanotifyError from ``start()``
     when the kernel refuses the group (EPERM without CAP_SYS_ADMIN).
     """
@@ -124,8 +126,10 @@ class FileGuard:
                  enforce_signal: EnforceSignal = EnforceSignal.TERM, kill_escalation_threshold: int = 5,
                  kill_escalation_window_s: float = 30.0,
                  identity: Callable[[int], ProcessIdentity | None] | None = None,
-                 cgroup_id: Callable[[int], int] | None = None, queue_size: int = 65536) -> None:
+                 cgroup_id: Callable[[int], int] | None = None, queue_size: int = 65536,
+                 reopen: Callable[[InodeKey], int | str] | None = None) -> None:
         self.source = source
+        self.reopen = reopen
         self.paths: PathSource = paths if paths is not None else source  # type: ignore[assignment]
         self.mode = mode
         self.enforce_signal = enforce_signal
@@ -221,7 +225,7 @@ class FileGuard:
             added, removed = [], []
             for key in [k for k in self._marked if k not in want]:
                 path = self._marked.pop(key)
-                if self._mark_by_path(group, MarkFlag.FAN_MARK_REMOVE, key, path) is None:
+                if self._mark(group, MarkFlag.FAN_MARK_REMOVE, key, path) is None:
                     removed.append(key)
                 else:
                     self._stale_marks += 1  # left in place: answered ALLOW, since no rule matches
@@ -230,15 +234,29 @@ class FileGuard:
                 if key in self._marked:
                     continue
                 path = paths.get(key)
-                reason = ("no path recorded for this inode" if path is None
-                          else self._mark_by_path(group, MarkFlag.FAN_MARK_ADD, key, path))
+                reason = self._mark(group, MarkFlag.FAN_MARK_ADD, key, path)
                 if reason is None:
-                    self._marked[key] = path  # type: ignore[assignment]
+                    self._marked[key] = path or b""
                     self._unmarked.pop(key, None)
                     added.append(key)
                 else:
                     self._unmarked[key] = reason
             return SyncResult(tuple(added), tuple(removed), dict(self._unmarked))
+
+    def _mark(self, group: FanotifyGroup, op: MarkFlag, key: InodeKey, path: bytes | None) -> str | None:
+        """Add or remove the mark of *key* through its recorded *path*; where that fails (renamed, the name
+        unlinked, the name reused by another inode), through the fd :attr:`reopen` gives for the inode
+        itself. None on success, else every reason it failed."""
+        reason = self._mark_by_path(group, op, key, path) if path else "no path recorded for this inode"
+        if reason is None or self.reopen is None:
+            return reason
+        found = self.reopen(key)
+        if isinstance(found, str):
+            return f"{reason}; {found}"
+        try:
+            return self._mark_by_path(group, op, key, b"/proc/self/fd/%d" % found)
+        finally:
+            os.close(found)
 
     @staticmethod
     def _mark_by_path(group: FanotifyGroup, op: MarkFlag, key: InodeKey, path: bytes) -> str | None:

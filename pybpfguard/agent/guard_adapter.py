@@ -20,6 +20,8 @@ from pybpfguard.agent import config
 from pybpfguard.agent.events.model import BlockEvent
 from pybpfguard.agent.events.text import text_b64
 from pybpfguard.agent.file_guard import FileGuard, Mode, ProcessIdentity
+from pybpfguard.agent.handlestore import HandleDb, HandleError, HandleRecord, handles_path
+from pybpfguard.agent.handlestore import reopen as reopen_handle
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.statefiles import DenyDb, StateFileError
@@ -34,7 +36,7 @@ _DRAIN_MAX = 4096
 
 
 class PinnedRules:
-    """RuleSource + PathSource over the pinned maps and deny.db.
+    """RuleSource + PathSource over the pinned maps and deny.db, and :meth:`reopen` over deny.handles.
 
     A deny.db that cannot be read (malformed, or in a location another user could change) never stops
     enforcement: the paths last read stay in use, with those of every line that still parses, and
@@ -45,6 +47,8 @@ class PinnedRules:
         self.db = db
         self.state_error: Exception | None = None
         self._last_paths: Mapping[InodeKey, bytes] = {}
+        self.handles = HandleDb(handles_path(db.path))
+        self._records: dict[InodeKey, HandleRecord] = {}
 
     def deny_inodes(self) -> Mapping[InodeKey, int]:
         return {(k.ino, k.dev): flags for k, flags in self.pins["deny_inode"].items()}
@@ -56,6 +60,10 @@ class PinnedRules:
         return frozenset((k.ino, k.dev) for k in self.pins["survival_allowlist"])
 
     def deny_paths(self) -> Mapping[InodeKey, bytes]:
+        # deny.handles too, for :meth:`reopen`; records of removed rules stay in memory, so a mark can still
+        # be removed from a renamed file after ``block del``
+        with contextlib.suppress(HandleError, OSError):
+            self._records.update(self.handles.read())
         bad_lines: list[StateFileError] = []
         try:
             paths = self.db.deny_paths(bad_lines)
@@ -71,6 +79,16 @@ class PinnedRules:
             self.state_error = None
         self._last_paths = paths
         return paths
+
+    def reopen(self, key: InodeKey) -> int | str:
+        """An ``O_PATH`` fd on inode *key* from its recorded file handle, or why there is none."""
+        record = self._records.get(key)
+        if record is None:
+            return "no file handle recorded for this inode"
+        try:
+            return reopen_handle(record)
+        except HandleError as err:
+            return str(err)
 
 
 def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:
@@ -104,6 +122,7 @@ class GuardAdapter:
         self.rules = PinnedRules(self.pins, DenyDb(config.state_file("deny.db")))
         self.guard = FileGuard(
             self.rules,
+            reopen=self.rules.reopen,
             mode=Mode.ENFORCE if opts.enforce else Mode.AUDIT,
             enforce_signal=opts.enforce_signal,
             kill_escalation_threshold=opts.kill_escalation_threshold,

@@ -27,13 +27,15 @@ class HealthReport:
     pins_present: bool = False
     daemon_running: bool = False
     layout_version: int | None = None
+    unenforced_rules: int = 0  # denied inodes the running daemon reports it cannot enforce
     issues: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "capability": self.capability, "runtime_state": self.runtime_state,
                 "enforce_capable": self.enforce_capable, "features": self.features, "hooks": self.hooks,
                 "pins_present": self.pins_present, "daemon_running": self.daemon_running,
-                "layout_version": self.layout_version, "issues": self.issues}
+                "layout_version": self.layout_version, "unenforced_rules": self.unenforced_rules,
+                "issues": self.issues}
 
 
 def _fanotify_available() -> bool:
@@ -81,6 +83,9 @@ def check(tracer: Tracer) -> HealthReport:
     if runtime is not None:
         report.runtime_state = runtime.state
         report.hooks = runtime.hooks
+        report.unenforced_rules = len(runtime.unenforced)
+        for ident, reason in sorted(runtime.unenforced.items()):
+            report.issues.append(f"denied inode {ident} is not enforced: {reason}")
         if runtime.state in ("AUDIT_FALLBACK", "DEGRADED"):
             report.issues.append(f"daemon posture {runtime.state}: {runtime.detail}")
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import msgspec
 
 from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import cgroup2_mount
+from pybpfguard.agent.handlestore import HandleDb, handles_path, take_handle
 from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps
 from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, PathRuleError, resolve_rule_path
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry, escape_path
@@ -72,6 +74,12 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     if pins["survival_allowlist"].get(key) is not None:
         result.warnings.append(f"{os.fsdecode(resolved.canonical)} is on the survival allowlist: "
                                "the rule is recorded but never enforced")
+    try:
+        handle = take_handle(resolved.canonical, resolved.key)
+    except OSError as err:
+        handle = None
+        result.warnings.append(f"{os.fsdecode(resolved.canonical)}: no file handle ({os.strerror(err.errno or 0)}): "
+                               "if this file is renamed, the rule is not found again after a daemon restart")
     deny_inode, deny_path = pins["deny_inode"], pins["deny_path"]
     old_flags = deny_inode.get(key)
     path_keys = [k for k in {_path_key(resolved.canonical), _path_key(resolved.raw)} if k is not None]
@@ -80,6 +88,8 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     try:
         for k in new_path_keys:
             deny_path.update_elem(k, 1)
+        if handle is not None:  # before deny.db: a record without a rule is ignored, a rule without one is not
+            HandleDb(handles_path(db.path)).put(handle)
         result.changed = db.add(DenyDbEntry(resolved.dev, resolved.ino, resolved.canonical)) or old_flags is None
     except BaseException:
         for k in new_path_keys:
@@ -134,6 +144,7 @@ def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     for ino, dev in keys:
         removed |= _discard(deny_inode, INODE_KEY.value(ino=ino, dev=dev))
         stale |= db.remove_key((ino, dev)) > 0
+    HandleDb(handles_path(db.path)).remove_keys(keys)
     for p in named | {e.path for e in entries if e.key in keys}:
         k = _path_key(p)
         if k is not None:
@@ -150,15 +161,21 @@ def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     return result
 
 
-def block_list(pins: PinnedMaps, db: DenyDb) -> list[str]:
-    """One line per deny_inode entry: ``<path> (<dev>:<ino>)``, or ``<dev>:<ino>`` without a recorded path."""
+def block_list(pins: PinnedMaps, db: DenyDb, unenforced: Mapping[str, str] | None = None) -> list[str]:
+    """One line per deny_inode entry: ``<path> (<dev>:<ino>)``, or ``<dev>:<ino>`` without a recorded path;
+    followed by `` [not enforced: <reason>]`` for a rule in *unenforced* (``"<dev>:<ino>"`` -> reason, as
+    the running daemon publishes it)."""
     paths = db.deny_paths()
+    unenforced = unenforced or {}
     lines = []
     for key in sorted(pins["deny_inode"].keys(), key=lambda k: (k.dev, k.ino)):
         path = paths.get((key.ino, key.dev))
         ident = f"{key.dev}:{key.ino}"
         # escaped as in deny.db, so a newline in a name cannot make one entry look like two
-        lines.append(f"{os.fsdecode(escape_path(path))} ({ident})" if path is not None else ident)
+        line = f"{os.fsdecode(escape_path(path))} ({ident})" if path is not None else ident
+        if ident in unenforced:
+            line += f" [not enforced: {unenforced[ident].replace(chr(10), ' ')}]"
+        lines.append(line)
     return lines
 
 
@@ -176,6 +193,7 @@ def block_clear(pins: PinnedMaps, db: DenyDb, keep_cgids: set[int]) -> None:
     zero = BLOCK_STATS.value()
     pins["block_stats"].update_elem(0, [zero] * possible_cpus())
     db.clear()
+    HandleDb(handles_path(db.path)).clear()
     for name in ("policy.applied", "policy.applied.prev", "policy.applied.sha256"):
         config.state_file(name).unlink(missing_ok=True)
     refresh_hints(pins)

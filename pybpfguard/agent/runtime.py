@@ -25,6 +25,8 @@ class RuntimeStatus(msgspec.Struct, kw_only=True):
     enforce_capable: bool
     hooks: dict[str, str]  # name -> attached | missing | not_requested
     agent_cgid: int  # the daemon's own cgroup, always in allow_cgroup (``block clear`` keeps it)
+    # denied inodes the daemon cannot enforce, ``"<dev>:<ino>"`` -> reason (``block list``, ``health``)
+    unenforced: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def write_runtime(status: RuntimeStatus) -> None:

@@ -46,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
         return code
     if args.action == "clear":
         return edit(args.prog, "block clear", lambda pins: rules.block_clear(pins, db, _agent_cgids()))[0]
-    code, lines = edit(args.prog, "block list", lambda pins: rules.block_list(pins, db), sync=False)
+    from pybpfguard.agent.runtime import read_runtime
+
+    running = read_runtime()
+    unenforced = running.unenforced if running is not None else {}
+    code, lines = edit(args.prog, "block list", lambda pins: rules.block_list(pins, db, unenforced), sync=False)
     for line in lines or []:
         print(line)
     return code

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         for name, state in report.hooks.items():
             print(f"hook {name}: {state}")
         print(f"pins_present: {str(report.pins_present).lower()}")
+        print(f"unenforced_rules: {report.unenforced_rules}")
         for issue in report.issues:
             print(f"issue: {issue}")
     healthy = report.ok and (report.enforce_capable or not args.require_enforce)

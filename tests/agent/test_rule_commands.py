@@ -117,3 +117,20 @@ def test_block_del_removes_the_rule_of_the_file_the_path_names_not_an_older_file
     assert cli("block", "del", str(path)).returncode == STORED
     assert cli("block", "list").stdout == ""
     assert new.st_ino != old.st_ino
+
+
+def test_block_add_records_a_file_handle_and_del_and_clear_remove_it(cli, tmp_path):
+    from pybpfguard.agent.handlestore import HandleDb
+
+    handles = HandleDb(tmp_path / "st" / "deny.handles")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("x")
+    b.write_text("y")
+    cli("block", "add", str(a))
+    cli("block", "add", str(b))
+    key_a, key_b = ((os.stat(p).st_ino, kernel_dev(os.stat(p).st_dev)) for p in (a, b))
+    assert set(handles.read()) == {key_a, key_b}
+    cli("block", "del", str(a))
+    assert set(handles.read()) == {key_b}
+    cli("block", "clear")
+    assert handles.read() == {}
