@@ -41,7 +41,8 @@ class GuestTestItem(pytest.Item):
 
     def __init__(self, *, origin: pytest.Item, tier: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._reportinfo = origin.reportinfo()
+        path, lineno, domain = origin.reportinfo()
+        self._reportinfo = (path, lineno, tier_item_name(domain, tier))  # failure headers name the tier
         self.guest_nodeid = origin.nodeid
         self.tier = tier
         self.own_markers.extend(origin.own_markers)
