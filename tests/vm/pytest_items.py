@@ -146,6 +146,9 @@ class _BackgroundRun:
             except BaseException as err:  # handed to the waiting test, which reports it
                 self._error = err
 
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
     def result(self) -> GuestRun:
         self._thread.join()
         if self._error is not None:
@@ -177,6 +180,9 @@ def summary_lines(config: pytest.Config) -> list[str]:
     """One line per kernel tier whose guest ran (or failed to) this session, for the terminal summary."""
     lines = []
     for tier, background in config.stash.get(_RUNS, {}).items():
+        if not background.done():  # an interrupted session: do not wait for the guest
+            lines.append(f"VM tier {tier}: guest still running, abandoned")
+            continue
         try:
             run = background.result()
         except BaseException as err:
