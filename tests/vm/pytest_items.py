@@ -134,23 +134,28 @@ class _BackgroundRun:
     def __init__(self, nodeids: list[str], rootdir: Path, tier: str, slots: threading.Semaphore) -> None:
         self._run: GuestRun | None = None
         self._error: BaseException | None = None
+        # Set when _main ends: an interrupted Thread.join() can leave is_alive() wrong, an Event cannot.
+        self._finished = threading.Event()
         self._thread = threading.Thread(
             target=self._main, args=(nodeids, rootdir, tier, slots), name=f"vm-guest-{tier}", daemon=True
         )
         self._thread.start()
 
     def _main(self, nodeids: list[str], rootdir: Path, tier: str, slots: threading.Semaphore) -> None:
-        with slots:
-            try:
+        try:
+            with slots:
                 self._run = run_guest_pytest(nodeids, rootdir, tier=tier)
-            except BaseException as err:  # handed to the waiting test, which reports it
-                self._error = err
+        except BaseException as err:  # handed to the waiting test, which reports it
+            self._error = err
+        finally:
+            self._finished.set()
 
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        return self._finished.is_set()
 
     def result(self) -> GuestRun:
-        self._thread.join()
+        while not self._finished.wait(0.5):  # short waits, so Ctrl-C is handled while the guest runs
+            pass
         if self._error is not None:
             raise self._error
         assert self._run is not None
