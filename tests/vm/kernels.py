@@ -35,9 +35,13 @@ class GuestKernel:
     modules_dir: Path
 
 
+def _cache_kernels_dir() -> Path:
+    return Path(os.environ.get("PYBPFGUARD_VM_CACHE") or DEFAULT_KERNEL_CACHE) / "kernels"
+
+
 def _cache_roots() -> list[Path]:
-    cache = Path(os.environ.get("PYBPFGUARD_VM_CACHE") or DEFAULT_KERNEL_CACHE) / "kernels"
-    return sorted(p for p in cache.glob("*") if p.is_dir()) if cache.is_dir() else []
+    cache = _cache_kernels_dir()
+    return sorted(p for p in cache.glob("*") if p.is_dir()) if cache.is_dir() else [cache / "*"]
 
 
 @dataclass(frozen=True, slots=True)

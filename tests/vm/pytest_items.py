@@ -41,7 +41,8 @@ class GuestTestItem(pytest.Item):
 
     def __init__(self, *, origin: pytest.Item, tier: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._reportinfo = origin.reportinfo()
+        path, lineno, domain = origin.reportinfo()
+        self._reportinfo = (path, lineno, tier_item_name(domain, tier))  # failure headers name the tier
         self.guest_nodeid = origin.nodeid
         self.tier = tier
         self.own_markers.extend(origin.own_markers)
@@ -133,20 +134,28 @@ class _BackgroundRun:
     def __init__(self, nodeids: list[str], rootdir: Path, tier: str, slots: threading.Semaphore) -> None:
         self._run: GuestRun | None = None
         self._error: BaseException | None = None
+        # Set when _main ends: an interrupted Thread.join() can leave is_alive() wrong, an Event cannot.
+        self._finished = threading.Event()
         self._thread = threading.Thread(
             target=self._main, args=(nodeids, rootdir, tier, slots), name=f"vm-guest-{tier}", daemon=True
         )
         self._thread.start()
 
     def _main(self, nodeids: list[str], rootdir: Path, tier: str, slots: threading.Semaphore) -> None:
-        with slots:
-            try:
+        try:
+            with slots:
                 self._run = run_guest_pytest(nodeids, rootdir, tier=tier)
-            except BaseException as err:  # handed to the waiting test, which reports it
-                self._error = err
+        except BaseException as err:  # handed to the waiting test, which reports it
+            self._error = err
+        finally:
+            self._finished.set()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
 
     def result(self) -> GuestRun:
-        self._thread.join()
+        while not self._finished.wait(0.5):  # short waits, so Ctrl-C is handled while the guest runs
+            pass
         if self._error is not None:
             raise self._error
         assert self._run is not None
@@ -176,6 +185,9 @@ def summary_lines(config: pytest.Config) -> list[str]:
     """One line per kernel tier whose guest ran (or failed to) this session, for the terminal summary."""
     lines = []
     for tier, background in config.stash.get(_RUNS, {}).items():
+        if not background.done():  # an interrupted session: do not wait for the guest
+            lines.append(f"VM tier {tier}: guest still running, abandoned")
+            continue
         try:
             run = background.result()
         except BaseException as err:
