@@ -52,7 +52,7 @@ def test_runtime_status_of_a_killed_predecessor_never_speaks_for_the_lock_holder
     monkeypatch.setenv("PYBPFGUARD_PIN_ROOT", str(run_dir / "pins"))
     lock = instance.InstanceLock(run_dir / "pins")
     try:
-        stale = runtime.RuntimeStatus(pid=999999, mode="enforce", state="ENFORCE", detail="file=fanotify",
+        stale = runtime.RuntimeStatus(pid=_reaped_pid(), mode="enforce", state="ENFORCE", detail="file=fanotify",
                                       enforce_capable=True, hooks={}, agent_cgid=7)
         runtime.write_runtime(stale)
         assert runtime.read_runtime() is None  # the lock is held, but not by the writer of that file
@@ -61,6 +61,16 @@ def test_runtime_status_of_a_killed_predecessor_never_speaks_for_the_lock_holder
     finally:
         lock.close()
     assert runtime.read_runtime() is None  # nobody holds the lock any more
+
+
+def _reaped_pid() -> int:
+    """The pid of a child that has exited and been reaped: a process that no longer exists (a fixed number
+    such as 999999 can be a live process where pid_max is large)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
 
 
 def msgspec_to_dict(obj):
