@@ -158,3 +158,13 @@ def test_every_option_in_help_says_what_it_does_and_its_default_and_choices(name
             assert "default" in action.help, f"{name} {action.option_strings[0]}: default not said"
     if " " not in name:  # a command, not one of its actions: the global options are shown too
         assert "--log-level" in text and "--log-format" in text
+
+
+@pytest.mark.parametrize("layout", [None, "{", '{"format": "x"}'], ids=["missing", "not JSON", "not a layout"])
+def test_a_bytecode_dir_without_a_usable_layout_is_one_error_line(layout, env, tmp_path):
+    if layout is not None:
+        (tmp_path / "layout.json").write_text(layout)
+    for mode in ("--check", "--write"):
+        out = _run(["bytecode", mode, f"--dir={tmp_path}"], env)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.count("\n") == 1 and "layout.json" in out.stderr, out.stderr
