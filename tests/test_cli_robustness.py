@@ -158,3 +158,48 @@ def test_every_option_in_help_says_what_it_does_and_its_default_and_choices(name
             assert "default" in action.help, f"{name} {action.option_strings[0]}: default not said"
     if " " not in name:  # a command, not one of its actions: the global options are shown too
         assert "--log-level" in text and "--log-format" in text
+
+
+@pytest.mark.parametrize("layout", [None, "{", '{"format": "x"}'], ids=["missing", "not JSON", "not a layout"])
+def test_a_bytecode_dir_without_a_usable_layout_is_one_error_line(layout, env, tmp_path):
+    if layout is not None:
+        (tmp_path / "layout.json").write_text(layout)
+    for mode in ("--check", "--write"):
+        out = _run(["bytecode", mode, f"--dir={tmp_path}"], env)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.count("\n") == 1 and "layout.json" in out.stderr, out.stderr
+
+
+def test_ctrl_c_ends_a_command_quietly_with_130(env):
+    """``asm`` waiting on a terminal-like stdin, interrupted: the shell convention (128 + SIGINT), no traceback."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "pybpfguard", "asm"], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _blocked_reading_stdin(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+
+
+def _blocked_reading_stdin(pid: int) -> bool:
+    """Whether *pid* sits in read(2) on fd 0 (/proc/PID/syscall: the syscall number, then its arguments)."""
+    import errno
+
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError as err:
+        assert err.errno in (errno.ESRCH, errno.ENOENT), err
+        return False
+    return len(fields) > 1 and fields[0] == str(_READ_NR) and int(fields[1], 16) == 0
+
+
+_READ_NR = {"x86_64": 0, "aarch64": 63}.get(os.uname().machine, 0)  # __NR_read (asm/unistd_64.h)

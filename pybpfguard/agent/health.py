@@ -11,6 +11,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
 from pybpfguard.agent.logs import Tracer
 from pybpfguard.agent.maps import PinLayoutMismatch, PinnedMaps, pinned_specs, private_specs
+from pybpfguard.agent.posture import Mechanism
 from pybpfguard.agent.runtime import HOOKS, read_runtime
 from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
 from pybpfguard.bpf.errors import BPFError
@@ -29,13 +30,23 @@ class HealthReport:
     layout_version: int | None = None
     unenforced_rules: int = 0  # denied inodes the running daemon reports it cannot enforce
     issues: list[str] = field(default_factory=list)
+    #: rule class (``file``, ``exec``) -> the mechanism this host offers to enforce it, daemon running or not
+    mechanisms: dict[str, Mechanism] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "capability": self.capability, "runtime_state": self.runtime_state,
                 "enforce_capable": self.enforce_capable, "features": self.features, "hooks": self.hooks,
                 "pins_present": self.pins_present, "daemon_running": self.daemon_running,
                 "layout_version": self.layout_version, "unenforced_rules": self.unenforced_rules,
-                "issues": self.issues}
+                "issues": self.issues, "mechanisms": {name: m.value for name, m in self.mechanisms.items()}}
+
+
+def offered_mechanism(*, bpf_lsm: bool, fanotify: bool, telemetry: bool) -> Mechanism:
+    """How this host can enforce file and exec rules, as the daemon chooses (docs/architecture.md): BPF LSM,
+    else fanotify permission events, else only observe (telemetry loads), else nothing."""
+    if not telemetry:
+        return Mechanism.NONE
+    return Mechanism.BPF_LSM if bpf_lsm else Mechanism.FANOTIFY if fanotify else Mechanism.AUDIT
 
 
 def _fanotify_available() -> bool:
@@ -71,6 +82,8 @@ def check(tracer: Tracer) -> HealthReport:
     telemetry = all(report.features[k] for k in ("btf", "ringbuf", "tp_btf", "cgroup_v2", "programs_load"))
     report.enforce_capable = telemetry and (lsm.available or fanotify)
     report.capability = "full" if report.enforce_capable else "audit_only" if telemetry else "disabled"
+    offered = offered_mechanism(bpf_lsm=lsm.available, fanotify=fanotify, telemetry=telemetry)
+    report.mechanisms = {"file": offered, "exec": offered}
     for name, present in report.features.items():
         if not present and name not in ("bpf_lsm",):
             report.issues.append(f"{name} unavailable")

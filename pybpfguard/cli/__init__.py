@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 _GLOBAL_VALUED = {"--log-level", "--log-format"}
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command ended by Ctrl-C
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("text", "json")
 GLOBAL_HELP = """global options (accepted anywhere in the command line):
@@ -123,4 +125,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C in a command that has no SIGINT handler of its own (run stops cleanly by itself): end the way
+        # shells expect of an interrupted command, quietly with 128 + SIGINT; a rule edit rolls back first.
+        return EXIT_INTERRUPTED
     return code

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from pybpfguard.agent import listing
+from pybpfguard.bpf.errors import BPFError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         print(f"{args.prog} bytecode: {args.dir}: not a directory", file=sys.stderr)
         return 1
+    try:
+        return _run(args)
+    except OSError as err:  # no layout.json there, or a listing that cannot be read or written
+        print(f"{args.prog} bytecode: {err.filename or args.dir}: {err.strerror}", file=sys.stderr)
+    except (ValueError, BPFError) as err:  # a layout.json that is not JSON or not a layout; no kernel BTF
+        print(f"{args.prog} bytecode: {args.dir / listing.LAYOUT_FILE}: {err}", file=sys.stderr)
+    return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.record_layout:
         listing.record_layout(args.dir)
         print(f"recorded {args.dir / listing.LAYOUT_FILE}")

@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ok: {str(report.ok).lower()}")
         print(f"daemon: {'running' if report.daemon_running else 'not running'}")
         print(f"capability: {report.capability}")
+        for name, mechanism in report.mechanisms.items():
+            print(f"mechanism {name}: {mechanism.value}")
         print(f"runtime_state: {report.runtime_state}")
         print(f"enforce_capable: {str(report.enforce_capable).lower()}")
         for name, present in report.features.items():
