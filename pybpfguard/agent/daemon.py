@@ -106,6 +106,7 @@ class Daemon:
         self._btf: btfcache.KernelBtf | None = None  # layout and attach ids for the generators (start-up)
         self._rule_sync: DaemonSync | None = None  # edits by any process, acknowledged (rulesync)
         self._unenforced: dict[str, str] = {}  # "<dev>:<ino>" -> why that denied inode is not enforced
+        self._rules_retry_at = 0.0  # monotonic time before which a failed rule edit is not retried
 
     # ---- start-up ----------------------------------------------------------------------------------
 
@@ -410,11 +411,14 @@ class Daemon:
         the socket, e.g. from another mount namespace), and beat so editors know a daemon is alive."""
         assert self._rule_sync is not None
         try:
-            if self._rule_sync.pending():
+            if self._rule_sync.pending() and now >= self._rules_retry_at:
                 self.resync(reason_code="RULES_CHANGED")
             self._rule_sync.beat(now)
         except BPFError as err:
             self.log.warn("cannot read or acknowledge rule edits", error=str(err))
+        except Exception as err:  # never end the daemon over an edit: what it enforces now stays enforced
+            self._rules_retry_at = now + 1.0  # the edit stays unacknowledged (editors: exit 4); retried
+            self.log.error("cannot apply a rule edit; the rules applied before stay enforced", error=str(err))
 
     def resync(self, reason_code: str = "") -> None:
         """The pinned rules changed (or the daemon starts): bring user-space enforcement (fanotify marks) up

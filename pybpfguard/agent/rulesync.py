@@ -99,21 +99,31 @@ def daemon_alive(rule_sync: Map, now_ns: int | None = None) -> bool:
     return beat != 0 and now - beat < STALE_AFTER_S * 1e9
 
 
-def confirm(rule_sync: Map, generation: int, pin_root: Path, timeout_s: float = CONFIRM_TIMEOUT_S) -> Outcome:
+def confirm(rule_sync: Map, generation: int, pin_root: Path,
+            timeout_s: float = CONFIRM_TIMEOUT_S) -> tuple[Outcome, str]:
     """Wait (at most *timeout_s*) for a live daemon to acknowledge *generation*.
 
     Asks it over its socket first (immediate where reachable), then watches ``APPLIED``; returns at once
-    when no daemon beats. Raises RuntimeError when a reachable daemon answered that it failed."""
+    when no daemon beats. Returns (outcome, why a live daemon left it only STORED, else ""): a daemon that
+    answers it could not apply the edit leaves it stored (it retries by itself), never failed, since the
+    edit is recorded."""
     deadline = time.monotonic() + timeout_s
     if not daemon_alive(rule_sync):
-        return Outcome.STORED
-    with contextlib.suppress(OSError):  # unreachable from here (another mount namespace, a stopped daemon)
+        return Outcome.STORED, ""
+    reason = f"the running daemon did not confirm it within {timeout_s:g} s"
+    try:
         request_sync(pin_root, timeout_s=timeout_s)
+    except OSError:
+        pass  # unreachable from here (another mount namespace, a stopped daemon): the pins still carry it
+    except RuntimeError as err:  # reachable, and it said it failed
+        reason = str(err)
     while True:
         if rule_sync.lookup_elem(APPLIED) >= generation:
-            return Outcome.ENFORCED
-        if time.monotonic() >= deadline or not daemon_alive(rule_sync):
-            return Outcome.STORED
+            return Outcome.ENFORCED, ""
+        if time.monotonic() >= deadline:
+            return Outcome.STORED, reason
+        if not daemon_alive(rule_sync):
+            return Outcome.STORED, "the daemon stopped before it confirmed it"
         time.sleep(0.02)
 
 

@@ -79,7 +79,9 @@ def require_private_dir(path: Path, *, create: bool = True) -> Path:
     """Check (creating it 0700 first when *create* and it is missing) that *path* is a directory only this
     user can change; returns it. Raises UntrustedPathError naming the path and what is wrong,
     FileNotFoundError when it is missing and not *create*, NotADirectoryError when it is something else."""
-    path = Path.cwd() / path  # absolute, with its '..' kept: only the kernel's resolution may apply them
+    path = Path(path)
+    if not path.is_absolute():  # made absolute with its '..' kept: only the kernel's resolution may apply them
+        path = Path.cwd() / path
     _check_symlinks(path)
     real = Path(os.path.realpath(path))
     _check_ancestors(real)

@@ -39,13 +39,13 @@ def edit(prog: str, command: str, fn: Callable[[PinnedMaps], T], *, sync: bool =
                 return EXIT_OK, result
             generation = rulesync.bump_generation(pins["rule_sync"])
             lock.close()  # other edits need not wait while this one waits for its confirmation
-            outcome = rulesync.confirm(pins["rule_sync"], generation, root)
+            outcome, why = rulesync.confirm(pins["rule_sync"], generation, root)
     except (RuleError, PathRuleError, StateFileError, BPFError, OSError, RuntimeError) as err:
         print(f"{prog} {command}: {err}", file=sys.stderr)
         return EXIT_FAILED, None
     if outcome is rulesync.Outcome.STORED:
-        print(f"{prog} {command}: stored, but no running daemon confirmed it: not enforced until a daemon runs "
-              f"on {root} (exit {EXIT_STORED})", file=sys.stderr)
+        print(f"{prog} {command}: stored, but no running daemon confirmed it{f' ({why})' if why else ''}: not "
+              f"enforced until a daemon runs on {root} and picks it up (exit {EXIT_STORED})", file=sys.stderr)
         return EXIT_STORED, result
     if caveat := posture_caveat():
         print(f"{prog} {command}: warning: {caveat}", file=sys.stderr)
