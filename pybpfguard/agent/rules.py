@@ -19,7 +19,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import cgroup2_mount
 from pybpfguard.agent.handlestore import HandleDb, handles_path, take_handle
 from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps
-from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, PathRuleError, resolve_rule_path
+from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, InodeKey, PathRuleError, resolve_rule_path
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry, escape_path
 from pybpfguard.bpf.cpus import possible_cpus
 from pybpfguard.bpf.errors import KeyNotFoundError
@@ -41,10 +41,12 @@ class RuleError(ValueError):
 
 @dataclass
 class EditResult:
-    """What an edit did: ``changed`` (anything new), ``warnings`` for the operator."""
+    """What an edit did: ``changed`` (anything new), ``warnings`` for the operator, ``denied`` the inode a
+    ``block add`` put a rule on."""
 
     changed: bool
     warnings: list[str] = field(default_factory=list)
+    denied: InodeKey | None = None
 
 
 def _path_key(path: bytes) -> bytes | None:
@@ -70,7 +72,7 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     if (refusal := _mechanism_refusal(resolved.mode)) is not None:
         raise RuleError(f"{os.fsdecode(resolved.canonical)}: {refusal}")
     key = INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)
-    result = EditResult(changed=False)
+    result = EditResult(changed=False, denied=resolved.key)
     if pins["survival_allowlist"].get(key) is not None:
         result.warnings.append(f"{os.fsdecode(resolved.canonical)} is on the survival allowlist: "
                                "the rule is recorded but never enforced")

@@ -7,8 +7,9 @@ import os
 import sys
 
 from pybpfguard.agent import config, rules
+from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.statefiles import DenyDb
-from pybpfguard.cli._rules import edit
+from pybpfguard.cli._rules import EXIT_OK, EXIT_STORED, edit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,20 @@ def _agent_cgids() -> set[int]:
     return cgids
 
 
+def _confirmed_but_unenforced(prog: str, key: InodeKey, code: int) -> int:
+    """A daemon confirmed the edit, but may have found it cannot enforce this very rule (a file it cannot
+    mark): then the rule is stored and not enforced, exit 4 with the daemon's reason (No-Pretend)."""
+    from pybpfguard.agent.runtime import read_runtime
+
+    running = read_runtime()
+    reason = running.unenforced.get(f"{key[1]}:{key[0]}") if running is not None else None
+    if reason is None:
+        return code
+    print(f"{prog} block add: stored, but the running daemon cannot enforce it: {reason} (exit {EXIT_STORED})",
+          file=sys.stderr)
+    return EXIT_STORED
+
+
 def run(args: argparse.Namespace) -> int:
     db = DenyDb(config.state_file("deny.db"))
     path = os.fsencode(getattr(args, "path", "") or "")
@@ -43,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         code, result = edit(args.prog, f"block {args.action}", lambda pins: edit_fn(pins, db, path))
         for warning in result.warnings if result else []:
             print(f"{args.prog} block {args.action}: warning: {warning}", file=sys.stderr)
+        if code == EXIT_OK and result is not None and result.denied is not None:
+            code = _confirmed_but_unenforced(args.prog, result.denied, code)
         return code
     if args.action == "clear":
         return edit(args.prog, "block clear", lambda pins: rules.block_clear(pins, db, _agent_cgids()))[0]

@@ -257,3 +257,19 @@ def test_an_edit_a_daemon_confirms_but_does_not_enforce_says_so(start_agent, age
     out = agent.cli("allow", "add", "cgid:987654")
     assert out.returncode == 0 and "the running daemon's posture is DEGRADED" in out.stderr, out.stderr
     assert "state_file_unreadable" in out.stderr
+
+
+def test_a_rule_the_confirming_daemon_cannot_mark_is_exit_4_with_its_reason_not_0(start_agent):
+    """procfs refuses fanotify permission marks: the daemon confirms the edit but cannot enforce this rule."""
+    agent = start_agent("--enforce", "--enforce-signal=none")
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        out = agent.cli("block", "add", f"/proc/{child.pid}/environ", check=False)
+        assert out.returncode == 4, out.stderr
+        assert "the running daemon cannot enforce it" in out.stderr, out.stderr
+        listed = agent.cli("block", "list").stdout
+        assert "not enforced" in listed, listed
+        agent.cli("block", "del", f"/proc/{child.pid}/environ")
+    finally:
+        child.kill()
+        child.wait()
