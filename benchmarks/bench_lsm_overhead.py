@@ -94,7 +94,7 @@ def load_deny_rules(pin_root: Path, rule_dir: Path) -> float:
         ino, dev = inode_key(os.stat(p))
         keys.append(INODE_KEY.value(ino=ino, dev=dev))
     with PinnedMaps.open(pin_root) as pins:
-        assert pins["deny_inode"].update_batch(keys, [DENY_ALWAYS] * RULES) == RULES
+        assert pins.deny_inode.update_batch(keys, [DENY_ALWAYS] * RULES) == RULES
         refresh_hints(pins)
     return time.perf_counter() - start
 

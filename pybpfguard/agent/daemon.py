@@ -118,7 +118,7 @@ class Daemon:
                                         max_deny_inodes=self.options.max_deny_inodes,
                                         max_deny_paths=self.options.max_deny_paths)
             self.maps = dict(self.pins.maps)
-            self._rule_sync = DaemonSync(self.pins["rule_sync"])
+            self._rule_sync = DaemonSync(self.pins.rule_sync)
             for name, spec in private_specs(self.options.ringbuf_bytes, PROC_INFO).items():
                 self.maps[name] = Map.create(spec)
             self.maps["enforce_signal_state"] = Map.create(MapSpec(
@@ -133,7 +133,7 @@ class Daemon:
             exempt.start()
             try:
                 # losses counted before this run were reported by the run that saw them
-                self._drops_reported = sum(v.ringbuf_drops for v in self.maps["block_stats"].lookup_elem(0))
+                self._drops_reported = sum(v.ringbuf_drops for v in self.pins.block_stats.lookup_elem(0))
                 self._btf = btfcache.acquire()
                 if self._btf.miss_reason:
                     self.log.debug("kernel BTF parsed: no usable BTF cache", reason=self._btf.miss_reason)
@@ -156,7 +156,7 @@ class Daemon:
             file_mech, exec_mech, lsm_hooks = self._attach_file_enforcement(lsm_progs)
         if self.options.enforce:
             self.report.classes = {"file": file_mech, "exec": exec_mech}
-            if next(iter(self.maps["deny_comm"].keys()), None) is not None:
+            if next(iter(self.pins.deny_comm.keys()), None) is not None:
                 self.report.classes["deny_comm"] = Mechanism.BPF_LSM if "bprm_check" in lsm_hooks else Mechanism.NONE
             if self.report.state is Posture.AUDIT_FALLBACK:
                 # the effective mode is audit (REFERENCE §6.4): no hook may deny what the posture calls audited
@@ -191,13 +191,13 @@ class Daemon:
             audit_only=0 if o.enforce else 1, enforce_signal=o.enforce_signal.value,
             event_sample_rate=o.event_sample_rate, sigkill_escalation_threshold=o.kill_escalation_threshold,
             sigkill_escalation_window_seconds=o.kill_escalation_window_s)
-        self.maps["agent_config"].update_elem(0, AGENT_CONFIG.value(**(fields | self._config)))
+        self.pins.agent_config.update_elem(0, AGENT_CONFIG.value(**(fields | self._config)))
 
     def _exempt_self(self) -> None:
         """Survival allowlist and the agent's own cgroup (REFERENCE §6.3)."""
         from pybpfguard.agent.maps import INODE_KEY
 
-        survival = self.maps["survival_allowlist"]
+        survival = self.pins.survival_allowlist
         for ino, dev in survival_inodes():
             try:
                 survival.update_elem(INODE_KEY.value(ino=ino, dev=dev), 1)
@@ -206,7 +206,7 @@ class Daemon:
                               capacity=survival.spec.max_entries)
                 break
         self.cgroup = AgentCgroup()
-        self.maps["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
+        self.pins.allow_cgroup.update_elem(self.cgroup.cgid, 1)
 
     def _try_lsm(self, progs: list[AgentProgram]) -> list[Program]:
         """Load the LSM programs when this kernel runs BPF LSM ([] with the reason logged otherwise). The
@@ -325,7 +325,7 @@ class Daemon:
             return
         self._next_loss_check = now + 0.5
         try:
-            total = sum(v.ringbuf_drops for v in self.maps["block_stats"].lookup_elem(0))
+            total = sum(v.ringbuf_drops for v in self.pins.block_stats.lookup_elem(0))
         except BPFError as err:
             self.log.warn("cannot read block_stats", error=str(err))
             return
@@ -426,7 +426,7 @@ class Daemon:
         a DEGRADED posture until it is fixed, never a silent gap."""
         generation = self._rule_sync.generation() if self._rule_sync is not None else 0
         if self.cgroup is not None and self.pins is not None:  # a `block clear` must never drop the agent itself
-            self.pins["allow_cgroup"].update_elem(self.cgroup.cgid, 1)
+            self.pins.allow_cgroup.update_elem(self.cgroup.cgid, 1)
         unmarked = self.guard.resync() if self.guard is not None else {}
         state_fault = self.guard.state_fault if self.guard is not None else None
         self._unenforced = {f"{dev}:{ino}": reason for (ino, dev), reason in unmarked.items()}
@@ -463,7 +463,7 @@ class Daemon:
             removed = self.cgroup.close()
             if removed and self.pins is not None:  # its cgroup is gone: so is the exemption
                 with contextlib.suppress(BPFError):
-                    self.pins["allow_cgroup"].delete_elem(self.cgroup.cgid)
+                    self.pins.allow_cgroup.delete_elem(self.cgroup.cgid)
             self.cgroup = None
         if self._rule_sync is not None:
             with contextlib.suppress(BPFError):

@@ -51,13 +51,13 @@ class PinnedRules:
         self._records: dict[InodeKey, HandleRecord] = {}
 
     def deny_inodes(self) -> Mapping[InodeKey, int]:
-        return {(k.ino, k.dev): flags for k, flags in self.pins["deny_inode"].items()}
+        return {(k.ino, k.dev): flags for k, flags in self.pins.deny_inode.items()}
 
     def allow_cgroups(self) -> Set[int]:
-        return frozenset(self.pins["allow_cgroup"].keys())
+        return frozenset(self.pins.allow_cgroup.keys())
 
     def survival(self) -> Set[InodeKey]:
-        return frozenset((k.ino, k.dev) for k in self.pins["survival_allowlist"])
+        return frozenset((k.ino, k.dev) for k in self.pins.survival_allowlist)
 
     def deny_paths(self) -> Mapping[InodeKey, bytes]:
         # deny.handles too, for :meth:`reopen`; records of removed rules stay in memory, so a mark can still
@@ -194,7 +194,7 @@ class GuardAdapter:
         blocks, drops = st.blocks - self._blocks_seen, st.dropped - self._drops_seen
         if not blocks and not drops:
             return
-        stats = self.pins["block_stats"]
+        stats = self.pins.block_stats
         try:
             per_cpu = stats.lookup_elem(0)
             first = per_cpu[0]

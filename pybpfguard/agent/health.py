@@ -145,7 +145,7 @@ def _check_pins(report: HealthReport) -> bool:
         if not report.pins_present:
             return True
         with PinnedMaps.open(root, create=False) as pins:
-            report.layout_version = pins["agent_meta"].lookup_elem(0).layout_version
+            report.layout_version = pins.agent_meta.lookup_elem(0).layout_version
     except FileNotFoundError:
         return True  # nothing pinned yet
     except PinLayoutMismatch as err:

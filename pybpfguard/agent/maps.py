@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from pybpfguard.agent.trust import require_private_dir, require_private_file
@@ -81,13 +81,24 @@ class PinLayoutMismatch(RuntimeError):
 
 @dataclass
 class PinnedMaps:
-    """The open pinned maps, by name; a context manager that closes them (the pins stay)."""
+    """The open pinned maps, one typed attribute per pin (named as in :func:`pinned_specs`); a context
+    manager that closes them (the pins stay)."""
 
     root: Path
-    maps: dict[str, Map]
+    deny_inode: Map
+    deny_path: Map
+    allow_cgroup: Map
+    survival_allowlist: Map
+    deny_comm: Map
+    block_stats: Map
+    agent_meta: Map
+    agent_config: Map
+    rule_sync: Map
 
-    def __getitem__(self, name: str) -> Map:
-        return self.maps[name]
+    @property
+    def maps(self) -> dict[str, Map]:
+        """Pin name -> map, for the program loader (which resolves a program's maps by name)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "root"}
 
     def close(self) -> None:
         for m in self.maps.values():
@@ -143,4 +154,4 @@ class PinnedMaps:
             for m in opened.values():
                 m.close()
             raise
-        return cls(root, opened)
+        return cls(root, **opened)

@@ -56,9 +56,9 @@ def _path_key(path: bytes) -> bytes | None:
 
 def refresh_hints(pins: PinnedMaps) -> None:
     """Recompute ``file_policy_empty`` in the agent configuration from the file-rule maps."""
-    cfg = pins["agent_config"]
+    cfg = pins.agent_config
     current = cfg.lookup_elem(0)
-    empty = int(next(iter(pins["deny_inode"].keys()), None) is None)
+    empty = int(next(iter(pins.deny_inode.keys()), None) is None)
     if current.file_policy_empty != empty:
         cfg.update_elem(0, msgspec.structs.replace(current, file_policy_empty=empty))
 
@@ -73,7 +73,7 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         raise RuleError(f"{os.fsdecode(resolved.canonical)}: {refusal}")
     key = INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)
     result = EditResult(changed=False, denied=resolved.key)
-    if pins["survival_allowlist"].get(key) is not None:
+    if pins.survival_allowlist.get(key) is not None:
         result.warnings.append(f"{os.fsdecode(resolved.canonical)} is on the survival allowlist: "
                                "the rule is recorded but never enforced")
     try:
@@ -82,7 +82,7 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         handle = None
         result.warnings.append(f"{os.fsdecode(resolved.canonical)}: no file handle ({os.strerror(err.errno or 0)}): "
                                "if this file is renamed, the rule is not found again after a daemon restart")
-    deny_inode, deny_path = pins["deny_inode"], pins["deny_path"]
+    deny_inode, deny_path = pins.deny_inode, pins.deny_path
     old_flags = deny_inode.get(key)
     path_keys = [k for k in {_path_key(resolved.canonical), _path_key(resolved.raw)} if k is not None]
     new_path_keys = [k for k in path_keys if deny_path.get(k) is None]
@@ -135,7 +135,7 @@ def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         resolved = None
     named = {raw, resolved.canonical} if resolved is not None else {raw}
     recorded = {e.key for e in entries if e.path in named}
-    deny_inode = pins["deny_inode"]
+    deny_inode = pins.deny_inode
     if resolved is not None and deny_inode.get(INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)) is not None:
         keys = {resolved.key}
     else:
@@ -150,7 +150,7 @@ def block_del(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     for p in named | {e.path for e in entries if e.key in keys}:
         k = _path_key(p)
         if k is not None:
-            stale |= _discard(pins["deny_path"], k)
+            stale |= _discard(pins.deny_path, k)
     refresh_hints(pins)
     if not removed:  # success means a rule that denied something is gone, not that leftovers were tidied
         raise RuleError(f"{os.fsdecode(raw)}: no rule for this path"
@@ -170,7 +170,7 @@ def block_list(pins: PinnedMaps, db: DenyDb, unenforced: Mapping[str, str] | Non
     paths = db.deny_paths()
     unenforced = unenforced or {}
     lines = []
-    for key in sorted(pins["deny_inode"].keys(), key=lambda k: (k.dev, k.ino)):
+    for key in sorted(pins.deny_inode.keys(), key=lambda k: (k.dev, k.ino)):
         path = paths.get((key.ino, key.dev))
         ident = f"{key.dev}:{key.ino}"
         # escaped as in deny.db, so a newline in a name cannot make one entry look like two
@@ -184,16 +184,15 @@ def block_list(pins: PinnedMaps, db: DenyDb, unenforced: Mapping[str, str] | Non
 def block_clear(pins: PinnedMaps, db: DenyDb, keep_cgids: set[int]) -> None:
     """Empty deny_inode, deny_path, allow_cgroup (but *keep_cgids*) and the block counters; remove deny.db
     and the applied-policy snapshots. Network rules and the survival allowlist are kept."""
-    for name in ("deny_inode", "deny_path"):
-        m = pins[name]
+    for m in (pins.deny_inode, pins.deny_path):
         for k in list(m.keys()):
             _discard(m, k)
-    allow = pins["allow_cgroup"]
+    allow = pins.allow_cgroup
     for cgid in list(allow.keys()):
         if cgid not in keep_cgids:
             _discard(allow, cgid)
     zero = BLOCK_STATS.value()
-    pins["block_stats"].update_elem(0, [zero] * possible_cpus())
+    pins.block_stats.update_elem(0, [zero] * possible_cpus())
     db.clear()
     HandleDb(handles_path(db.path)).clear()
     for name in ("policy.applied", "policy.applied.prev", "policy.applied.sha256"):
@@ -226,7 +225,7 @@ def resolve_cgroup(spec: str) -> int:
 
 def allow_add(pins: PinnedMaps, spec: str) -> EditResult:
     cgid = resolve_cgroup(spec)
-    allow = pins["allow_cgroup"]
+    allow = pins.allow_cgroup
     changed = allow.get(cgid) is None
     allow.update_elem(cgid, 1)
     return EditResult(changed)
@@ -240,10 +239,10 @@ def allow_del(pins: PinnedMaps, spec: str) -> EditResult:
             cgid = resolve_cgroup(spec)
         except RuleError:
             raise RuleError(f"{spec}: no such cgroup; use cgid:<N> to remove a rule for a deleted cgroup") from None
-    if not _discard(pins["allow_cgroup"], cgid):
+    if not _discard(pins.allow_cgroup, cgid):
         raise RuleError(f"{spec}: not in allow_cgroup")
     return EditResult(True)
 
 
 def allow_list(pins: PinnedMaps) -> list[int]:
-    return sorted(pins["allow_cgroup"].keys())
+    return sorted(pins.allow_cgroup.keys())

@@ -37,9 +37,9 @@ def edit(prog: str, command: str, fn: Callable[[PinnedMaps], T], *, sync: bool =
             result = fn(pins)
             if not sync:
                 return EXIT_OK, result
-            generation = rulesync.bump_generation(pins["rule_sync"])
+            generation = rulesync.bump_generation(pins.rule_sync)
             lock.close()  # other edits need not wait while this one waits for its confirmation
-            outcome, why = rulesync.confirm(pins["rule_sync"], generation, root)
+            outcome, why = rulesync.confirm(pins.rule_sync, generation, root)
     except (RuleError, PathRuleError, StateFileError, BPFError, OSError, RuntimeError) as err:
         print(f"{prog} {command}: {err}", file=sys.stderr)
         return EXIT_FAILED, None

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def block_counters(pins: PinnedMaps) -> tuple[int, int]:
     """(blocks, ringbuf drops), summed over the possible CPUs."""
-    per_cpu = pins["block_stats"].lookup_elem(0)
+    per_cpu = pins.block_stats.lookup_elem(0)
     return sum(v.blocks for v in per_cpu), sum(v.ringbuf_drops for v in per_cpu)
 
 

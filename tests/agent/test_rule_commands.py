@@ -90,7 +90,7 @@ def test_block_del_of_leftover_records_without_an_inode_rule_is_not_success(cli,
     st = os.stat(target)
     assert cli("block", "add", str(target)).returncode == STORED
     with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:  # the inode rule went another way
-        pins["deny_inode"].delete_elem(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev)))
+        pins.deny_inode.delete_elem(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev)))
     out = cli("block", "del", str(target))
     assert out.returncode == 1 and "no rule for this path" in out.stderr and "leftover records" in out.stderr
     assert (tmp_path / "st" / "deny.db").read_text() == ""  # the leftovers are tidied all the same

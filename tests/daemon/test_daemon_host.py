@@ -130,7 +130,7 @@ def test_an_inode_rule_fanotify_cannot_mark_degrades_the_posture_until_removed(s
     assert agent.wait_for(lambda e: e["type"] == "state_change")["state"] == "ENFORCE"
     orphan = INODE_KEY.value(ino=987654321, dev=12345)  # a [deny_inode]-style rule with no path on record
     with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
-        pins["deny_inode"].update_elem(orphan, 1)
+        pins.deny_inode.update_elem(orphan, 1)
     marker = tmp_path / "marker"
     marker.write_text("x")
     agent.cli("block", "add", str(marker))  # any rule edit makes the daemon re-sync
@@ -138,7 +138,7 @@ def test_an_inode_rule_fanotify_cannot_mark_degrades_the_posture_until_removed(s
     assert ev["reason_code"] == "HOOK_ATTACH_FAILED" and "unenforced_inode_rules=1" in ev["detail"]
     assert ev["transition_id"] == 2 and ev["degradation_count"] == 1
     with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
-        pins["deny_inode"].delete_elem(orphan)
+        pins.deny_inode.delete_elem(orphan)
     agent.cli("block", "del", str(marker))
     back = agent.wait_for(lambda e: e["type"] == "state_change" and e["transition_id"] == 3)
     assert back["state"] == "ENFORCE" and back["reason_code"] == "RECOVERED"

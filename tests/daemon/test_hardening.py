@@ -57,7 +57,7 @@ def _wait_until_applied(bpffs, timeout_s: float = 10.0) -> None:
 
     deadline = time.monotonic() + timeout_s
     with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
-        sync = pins["rule_sync"]
+        sync = pins.rule_sync
         while sync.lookup_elem(rulesync.APPLIED) < sync.lookup_elem(rulesync.GENERATION):
             assert time.monotonic() < deadline, "the daemon did not catch up with the edits"
             time.sleep(0.05)
@@ -85,7 +85,7 @@ def test_parallel_rule_edits_lose_nothing_and_every_record_agrees_with_what_is_d
     listed = agent.cli("block", "list").stdout.splitlines()
     assert {line.rsplit(" (", 1)[0] for line in listed} == expected
     with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
-        pinned = {(k.ino, k.dev) for k in pins["deny_inode"]}
+        pinned = {(k.ino, k.dev) for k in pins.deny_inode}
     assert pinned == {inode_key(os.stat(f)) for f in kept}
     assert all(_denied(test_cgroup, f) for f in kept)
     assert not any(_denied(test_cgroup, f) for f in gone)
@@ -202,7 +202,7 @@ def test_a_fifo_rule_in_the_maps_is_reported_unenforced_never_counted_as_enforce
     fifo = special_files[0]
     ino, dev = inode_key(os.stat(fifo))
     with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:  # as a restored deny.db would put it
-        pins["deny_inode"].update_elem(INODE_KEY.value(ino=ino, dev=dev), 1)
+        pins.deny_inode.update_elem(INODE_KEY.value(ino=ino, dev=dev), 1)
     db = Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db"
     db.parent.mkdir(mode=0o700, exist_ok=True)
     with open(db, "a") as f:
