@@ -244,11 +244,12 @@ class Daemon:
         """The fanotify FileGuard; raises OSError (FanotifyError) when fanotify is refused, or when the
         ``PYBPFGUARD_FANOTIFY=off`` test seam says to behave as if it were."""
         from pybpfguard.agent.fanotify import FanotifyError
-        from pybpfguard.agent.guard_adapter import start_file_guard
+        from pybpfguard.agent.guard_adapter import GuardAdapter
 
         if (config.env("FANOTIFY") or "").strip().lower() == "off":
             raise FanotifyError("fanotify_init", errno.EPERM, hint="PYBPFGUARD_FANOTIFY=off test seam")
-        return start_file_guard(self)
+        assert self.pins is not None
+        return GuardAdapter(self.pins, self.maps["procs"], self.options, self.log, self.decoder, self.sampled_out)
 
     def _without_fanotify(self, err: OSError) -> Mechanism:
         """Neither BPF LSM nor fanotify: arm the exec signal fallback if asked; returns the exec mechanism.

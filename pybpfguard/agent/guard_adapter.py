@@ -1,5 +1,5 @@
 """Plugs the fanotify :class:`FileGuard` into the daemon: rules from the pinned maps, identity from the
-BPF process table, decisions to ``block`` events and the pinned counters.
+BPF process table, decisions to ``block`` events (built by the events decoder) and the pinned counters.
 
 One process has one identity whichever path reports it: pid, start times and the parent's come from the
 ``procs`` map the tracking programs keep (the kernel's ``task->start_time``), never from /proc.
@@ -12,25 +12,22 @@ import os
 import queue
 from collections.abc import Callable, Mapping, Set
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from pybpfguard.agent import config
-from pybpfguard.agent.events.model import BlockEvent
-from pybpfguard.agent.events.text import text_b64
+from pybpfguard.agent.events.decode import RecordDecoder
 from pybpfguard.agent.file_guard import FileGuard, Mode, ProcessIdentity
 from pybpfguard.agent.handlestore import HandleDb, HandleError, HandleRecord, handles_path
 from pybpfguard.agent.handlestore import reopen as reopen_handle
+from pybpfguard.agent.logs import Logger
 from pybpfguard.agent.maps import PinnedMaps
+from pybpfguard.agent.options import RunOptions
 from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.statefiles import DenyDb, StateFileError
 from pybpfguard.agent.trust import UntrustedPathError
 from pybpfguard.bpf.errors import BPFError
 from pybpfguard.bpf.maps import Map
-
-if TYPE_CHECKING:
-    from pybpfguard.agent.daemon import Daemon
 
 _DRAIN_MAX = 4096
 
@@ -114,20 +111,23 @@ class GuardAdapter:
     """What the daemon holds when fanotify enforces files: ``drain(emit)``, ``resync()``, ``close()``.
     Decisions are drained on every turn of the daemon's loop (at most 100 ms apart)."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        assert daemon.pins is not None
-        self.daemon = daemon
-        self.pins = daemon.pins
-        opts = daemon.options
-        self.rules = PinnedRules(self.pins, DenyDb(config.state_file("deny.db")))
+    def __init__(self, pins: PinnedMaps, procs: Map, options: RunOptions, log: Logger, decoder: RecordDecoder,
+                 sampled_out: Callable[[], bool]) -> None:
+        """*procs*: the process-tracking map (identity); *decoder* builds the events; *sampled_out()* says
+        which to leave out (``--event-sample-rate``). Raises OSError (FanotifyError) when fanotify is refused."""
+        self.pins = pins
+        self.log = log
+        self.decoder = decoder
+        self.sampled_out = sampled_out
+        self.rules = PinnedRules(pins, DenyDb(config.state_file("deny.db")))
         self.guard = FileGuard(
             self.rules,
             reopen=self.rules.reopen,
-            mode=Mode.ENFORCE if opts.enforce else Mode.AUDIT,
-            enforce_signal=opts.enforce_signal,
-            kill_escalation_threshold=opts.kill_escalation_threshold,
-            kill_escalation_window_s=opts.kill_escalation_window_s,
-            identity=proc_identity(daemon.maps["procs"]),
+            mode=Mode.ENFORCE if options.enforce else Mode.AUDIT,
+            enforce_signal=options.enforce_signal,
+            kill_escalation_threshold=options.kill_escalation_threshold,
+            kill_escalation_window_s=options.kill_escalation_window_s,
+            identity=proc_identity(procs),
         )
         self.guard.start()
         self._blocks_seen = 0
@@ -153,16 +153,16 @@ class GuardAdapter:
         """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why."""
         result = self.guard.refresh()
         if self.rules.state_error is not None:
-            self.daemon.log.error("cannot read the rules' paths; enforcing those last read",
+            self.log.error("cannot read the rules' paths; enforcing those last read",
                                   error=str(self.rules.state_error))
         for key, reason in result.unmarked.items():
-            self.daemon.log.warn("denied inode has no markable path: not enforced", inode=f"{key[1]}:{key[0]}",
+            self.log.warn("denied inode has no markable path: not enforced", inode=f"{key[1]}:{key[0]}",
                                  reason=reason)
         return result.unmarked
 
     def drain(self, emit: Callable[[msgspec.Struct], None]) -> None:
         """Turn queued decisions into block events (the sample rate applies), count them in block_stats."""
-        cache = self.daemon.cgroups
+        decision = self.decoder.decision
         n = 0
         while n < _DRAIN_MAX:
             try:
@@ -170,21 +170,8 @@ class GuardAdapter:
             except queue.Empty:
                 break
             n += 1
-            if self.daemon.sampled_out():
-                continue
-            ident = d.identity
-            pid, ppid = d.pid, ident.ppid if ident else 0
-            start, pstart = (ident.start_time, ident.parent_start_time) if ident else (0, 0)
-            exec_id, parent_id = f"{pid}:{start}", f"{ppid}:{pstart}"
-            cg, cg_b64 = cache.get(d.cgid)
-            comm, comm_b64 = text_b64(ident.comm if ident else b"")
-            path, path_b64 = text_b64(d.path) if d.path else (msgspec.UNSET, msgspec.UNSET)
-            emit(BlockEvent(
-                pid=pid, ppid=ppid, start_time=start, exec_id=exec_id, trace_id=exec_id, parent_start_time=pstart,
-                parent_exec_id=parent_id, parent_trace_id=parent_id, cgid=d.cgid, cgroup_path=cg,
-                cgroup_path_b64=cg_b64, comm=comm, comm_b64=comm_b64, path=path, path_b64=path_b64,
-                action=d.action.value, ino=d.ino, dev=d.dev,
-                path_truncated=msgspec.UNSET if d.path_complete else True))
+            if not self.sampled_out():
+                emit(decision(d))
         self._count()
 
     def _count(self) -> None:
@@ -202,7 +189,7 @@ class GuardAdapter:
                                                  ringbuf_drops=first.ringbuf_drops + drops)
             stats.update_elem(0, per_cpu)
         except BPFError as err:
-            self.daemon.log.warn("cannot update block_stats", error=str(err))
+            self.log.warn("cannot update block_stats", error=str(err))
             return
         self._blocks_seen, self._drops_seen = st.blocks, st.dropped
 
@@ -220,8 +207,3 @@ class GuardAdapter:
         """Stop answering (the marks go with the group) and count what was decided meanwhile. Idempotent."""
         self.guard.stop()
         self._count()
-
-
-def start_file_guard(daemon: Daemon) -> GuardAdapter:
-    """Start fanotify enforcement for *daemon*; raises OSError (FanotifyError) when fanotify is refused."""
-    return GuardAdapter(daemon)

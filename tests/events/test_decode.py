@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pybpfguard.agent.cgroups import CgroupCache
-from pybpfguard.agent.events.decode import RecordDecoder, RecordError
+from pybpfguard.agent.events.decode import RecordDecoder, RecordError, format_exec_id
 from pybpfguard.agent.events.encode import LineEncoder
-from pybpfguard.agent.events.model import BlockEvent
+from pybpfguard.agent.events.model import Action, BlockEvent
 from pybpfguard.agent.events.records import BLOCK, EXEC, EXEC_ARGV, ActionCode, RecordFlags
+from pybpfguard.agent.guard_model import BlockDecision, ProcessIdentity
 
 BLOCK_ORDER = ["type", "pid", "ppid", "start_time", "exec_id", "trace_id", "parent_start_time", "parent_exec_id",
                "parent_trace_id", "cgid", "cgroup_path", "comm", "path", "resolved_path", "action", "ino", "dev"]
@@ -191,3 +192,27 @@ def test_type_with_high_bits_set_is_not_taken_for_a_known_type(decoder) -> None:
 def test_empty_record_raises_record_error(decoder) -> None:
     with pytest.raises(RecordError, match="shorter than the u32 type"):
         decoder.decode(memoryview(b""))
+
+
+def _decision(identity: ProcessIdentity | None, **kw: object) -> BlockDecision:
+    base: dict[str, object] = dict(pid=4242, ino=99, dev=271581186, path=b"/tmp/f", path_complete=True,
+                                   action=Action.BLOCK, cgid=1, ts_ns=5, exec=False, identity=identity)
+    base.update(kw)
+    return BlockDecision(**base)  # type: ignore[arg-type]
+
+
+def test_a_fanotify_decision_gives_the_same_block_event_as_its_ring_record(decoder, event_validator) -> None:
+    """One event shape whichever path decided: ids, comm, path and fields equal the ring record's."""
+    ident = ProcessIdentity(pid=4242, ppid=4000, start_time=123456789, parent_start_time=1000, comm=b"cat")
+    from_guard = decoder.decision(_decision(ident))
+    from_ring = decoder.decode(memoryview(_block(action=ActionCode.BLOCK)))
+    assert from_guard == from_ring
+    out = bytearray()
+    LineEncoder().append(from_guard, out)
+    assert event_validator(bytes(out))[0]["exec_id"] == format_exec_id(4242, 123456789)
+
+
+def test_a_decision_on_an_unidentified_opener_has_zero_ids_and_a_cut_path_says_so(decoder) -> None:
+    ev = decoder.decision(_decision(None, path=b"", path_complete=False))
+    assert (ev.exec_id, ev.parent_exec_id, ev.comm) == ("4242:0", "0:0", "")
+    assert ev.path is msgspec.UNSET and ev.path_truncated is True

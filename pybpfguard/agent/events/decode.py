@@ -10,12 +10,17 @@ The event loop decodes a whole ring batch with :meth:`RecordDecoder.decode_batch
 strings come from a per-process cache (a busy process repeats its ids in every event) and the cgroup
 path of the previous record is reused when the cgid repeats. ``decode`` is the same code for one
 record.
+
+Fanotify decisions (:class:`~pybpfguard.agent.guard_model.BlockDecision`) are the other source of
+``block`` events: :meth:`RecordDecoder.decision` builds them with the same id and comm caches, so an
+event has one shape and one ``exec_id`` (:func:`format_exec_id`) whichever path decided.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -32,6 +37,9 @@ from pybpfguard.agent.events.records import (
     RecordType,
 )
 from pybpfguard.agent.events.text import argv_b64, cut_at_nul, text_b64
+
+if TYPE_CHECKING:
+    from pybpfguard.agent.guard_model import BlockDecision
 
 _TYPE = struct.Struct("<I")
 _BLOCK = BLOCK.struct
@@ -75,6 +83,12 @@ _ID_CACHE_MAX = 4096  # processes whose exec_id string is kept (about 200 bytes 
 _BLOCK_TYPE = int(RecordType.BLOCK)
 # What a malformed record raises inside the decoders (turned into RecordError by _error).
 _RECORD_FAULTS = (IndexError, TypeError, struct.error, RecordError)
+
+
+def format_exec_id(pid: int, start_time: int) -> str:
+    """A process's ``exec_id`` (and ``trace_id``): ``"<pid>:<start_time>"``, *start_time* in ns since boot
+    (the kernel's ``task->start_time``), docs/records.md."""
+    return f"{pid}:{start_time}"
 
 
 def _tail_text(rec: memoryview, start: int, n: int, record_type: int) -> tuple[str, str | UnsetType]:
@@ -179,13 +193,30 @@ class RecordDecoder:
                 errors.append(failure)  # type: ignore[arg-type]
         return events
 
+    def decision(self, d: BlockDecision) -> BlockEvent:
+        """A fanotify decision -> its ``block`` event. An opener that could not be identified has pid
+        *d.pid* and zeros (and an empty comm) for the rest of its identity."""
+        ident = d.identity
+        pid = d.pid
+        ppid, start, pstart = (ident.ppid, ident.start_time, ident.parent_start_time) if ident else (0, 0, 0)
+        hit = self._ids.get(pid)
+        this_id = hit[1] if hit is not None and hit[0] == start else self._new_id(pid, start)
+        hit = self._ids.get(ppid)
+        parent_id = hit[1] if hit is not None and hit[0] == pstart else self._new_id(ppid, pstart)
+        comm, comm_b64 = self._comm(ident.comm) if ident else text_b64(b"")
+        path, path_b64 = text_b64(d.path) if d.path else _NO_TEXT
+        cg_text, cg_b64 = self.cgroups.get(d.cgid)
+        return BlockEvent(pid, ppid, start, this_id, this_id, pstart, parent_id, parent_id, d.cgid, cg_text, cg_b64,
+                          comm, comm_b64, path, path_b64, UNSET, UNSET, d.action, d.ino, d.dev,
+                          UNSET if d.path_complete else True)
+
     def _new_id(self, pid: int, start_time: int) -> str:
         """``"pid:start_time"``, remembered as the id of *pid* until a process with another start reuses it."""
         if len(self._ids) >= _ID_CACHE_MAX:
             self._ids.clear()
-        exec_id = f"{pid}:{start_time}"
-        self._ids[pid] = (start_time, exec_id)
-        return exec_id
+        this_id = format_exec_id(pid, start_time)
+        self._ids[pid] = (start_time, this_id)
+        return this_id
 
     def _error(self, rec: memoryview, err: Exception) -> Exception:
         if len(rec) < 4:
@@ -231,5 +262,5 @@ class RecordDecoder:
         # and is dropped, so a short argv (len < argc) always means truncation and never a wrong value.
         pieces = bytes(rec[_ARGV_SIZE:end]).split(b"\0")
         argv, b64 = argv_b64(pieces[:-1][:argc])
-        exec_id = f"{pid}:{start}"
-        return ExecArgvEvent(pid, start, exec_id, exec_id, argc, argv, b64)
+        this_id = format_exec_id(pid, start)
+        return ExecArgvEvent(pid, start, this_id, this_id, argc, argv, b64)
