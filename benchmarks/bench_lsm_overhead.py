@@ -128,23 +128,19 @@ def lsm_programs(pin_root: Path) -> Iterator[dict[str, object]]:
     """Two loaded, unattached ``lsm/file_open`` programs: ``agent``, the daemon's generated program on the
     pinned maps (the 10,000 rules) plus private ring and signal-state maps, and ``noop`` (``return 0``),
     the least any BPF LSM hook costs (trampoline and dispatch). Closed afterwards."""
-    from pybpfguard.agent.maps import PinnedMaps, private_specs
-    from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
+    from pybpfguard.agent.maps import PinnedMaps
     from pybpfguard.agent.programs.file_lsm import file_open_program
     from pybpfguard.agent.programs.load import load_program
-    from pybpfguard.agent.programs.process import PROC_INFO
+    from pybpfguard.agent.sensors import private_specs
     from pybpfguard.bpf.asm import R0, Insn
     from pybpfguard.bpf.btf.layout import Layout
     from pybpfguard.bpf.btf.spec import load_vmlinux
-    from pybpfguard.bpf.maps import Map, MapSpec, MapType
+    from pybpfguard.bpf.maps import Map
     from pybpfguard.bpf.program import Program, ProgramSpec
     from pybpfguard.bpf.types import AttachType, ProgType
 
     with PinnedMaps.open(pin_root, create=False) as pins:
-        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20, PROC_INFO).items()}
-        private["enforce_signal_state"] = Map.create(MapSpec(
-            MapType.BPF_MAP_TYPE_LRU_HASH, 1024, name="enforce_sigstat", key_layout=SIGNAL_STATE_KEY,
-            value_layout=SIGNAL_STATE))
+        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
         noop_spec = ProgramSpec(name="file_open_noop", prog_type=ProgType.BPF_PROG_TYPE_LSM,
                                 insns=(Insn.mov64_imm(R0, 0), Insn.exit()),
                                 expected_attach_type=AttachType.BPF_LSM_MAC, attach_to="file_open")

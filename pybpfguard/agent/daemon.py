@@ -1,24 +1,24 @@
 """``run``: load and attach the agent's programs, enforce, and turn every decision into one JSON event.
 
 Start-up (spans ``daemon.run`` > ``daemon.load_bpf``, ``daemon.attach_programs``, ``daemon.event_loop``):
-one daemon per pin root; open or create the pinned maps; write the runtime configuration; generate the
-programs from the running kernel's BTF and load them; seed the process table; attach; then pick the
-file/exec enforcement mechanism this kernel really has (BPF LSM, else fanotify permission marks, else with
-``--enforce-fallback=signal`` the exec signal fallback: SIGKILL at ``sched_process_exec``, posture
-``exec=signal,file=none``, state ENFORCE_SIGNAL) and report it as the posture. Requested enforcement that
-nothing enforces is AUDIT_FALLBACK: ``--enforce-gate-mode=fail-closed`` (default) exits 3 then,
-``audit-fallback`` runs with the kernel side in audit. ``--strict-degrade`` exits 3 on reaching
+one daemon per pin root; open or create the pinned maps; write the runtime configuration; let every sensor
+generate its programs from the running kernel's BTF and load them (process tracking seeds its table);
+attach, the file sensor picking the file/exec enforcement this kernel really has (BPF LSM, else fanotify
+permission marks, else with ``--enforce-fallback=signal`` the exec signal fallback: SIGKILL at
+``sched_process_exec``, posture ``exec=signal,file=none``, state ENFORCE_SIGNAL); report it as the posture.
+Requested enforcement that nothing enforces is AUDIT_FALLBACK: ``--enforce-gate-mode=fail-closed``
+(default) exits 3 then, ``audit-fallback`` runs with the kernel side in audit. ``--strict-degrade`` exits 3 on reaching
 AUDIT_FALLBACK or DEGRADED, at start-up or later. SIGTERM/SIGINT: drain the ring, detach, exit 0; the
 pinned rules stay.
 
-Test seam (like ``PYBPFGUARD_LSM_PATH``): ``PYBPFGUARD_FANOTIFY=off`` makes the daemon behave as if
-fanotify_init(2) failed with EPERM, so hosts that have fanotify can exercise the paths without it.
+The daemon names no program, map or hook: each sensor (:mod:`pybpfguard.agent.sensors`) brings its maps,
+programs, attach step, fallback chain and posture classes; the daemon runs them in turn (lock, start,
+event loop, stop).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import selectors
 import signal
@@ -26,49 +26,33 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from pybpfguard.agent import btfcache, config
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder, RecordError
-from pybpfguard.agent.events.model import BlockEvent, DiagEvent, StateChangeEvent
+from pybpfguard.agent.events.model import DIAG_MAP_PRESSURE, BlockEvent, DiagEvent, StateChangeEvent
 from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
-from pybpfguard.agent.maps import AGENT_CONFIG, PinLayoutMismatch, PinnedMaps, private_specs
+from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinLayoutMismatch, PinnedMaps
 from pybpfguard.agent.options import RunOptions
-from pybpfguard.agent.posture import Mechanism, Posture, PostureReport, PostureTracker
-from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
+from pybpfguard.agent.posture import Posture, PostureReport, PostureTracker
 from pybpfguard.agent.programs.emit import AgentProgram
-from pybpfguard.agent.programs.exec_lsm import bprm_check_program
-from pybpfguard.agent.programs.file_lsm import file_open_program
 from pybpfguard.agent.programs.load import load_program
-from pybpfguard.agent.programs.process import (
-    PROC_INFO,
-    exec_program,
-    exit_program,
-    fork_program,
-    procseed_program,
-)
 from pybpfguard.agent.rulesync import DaemonSync
 from pybpfguard.agent.runtime import RuntimeStatus, remove_runtime, write_runtime
 from pybpfguard.agent.selfcgroup import AgentCgroup, AgentCgroupError
+from pybpfguard.agent.sensors import RING, SENSORS, Sensor, SensorContext, SensorPosture, private_specs
 from pybpfguard.agent.survival import survival_inodes
 from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
-from pybpfguard.bpf.errors import BPFError, NoSpaceError, NotSupportedError, SyscallError
-from pybpfguard.bpf.iter import run_iterator
-from pybpfguard.bpf.link import Link, attach_lsm, attach_tracing
-from pybpfguard.bpf.maps import Map, MapSpec, MapType
+from pybpfguard.bpf.errors import BPFError, NoSpaceError
+from pybpfguard.bpf.maps import Map
 from pybpfguard.bpf.program import Program
 from pybpfguard.bpf.ringbuf import RingReader
 
-if TYPE_CHECKING:  # imported for real only when fanotify is started (start-up time)
-    from pybpfguard.agent.guard_adapter import GuardAdapter
-
 EXIT_OK, EXIT_FAILED, EXIT_ENFORCE_REFUSED = 0, 1, 3
-DIAG_MAP_PRESSURE, DIAG_HOOK_ERROR = 1, 2  # REFERENCE §4.3 diag_type
 _RING_BATCH = 1024  # records decoded and emitted together; 1,024 keeps a batch of events in cache (8,192: 12 % slower)
 _RING_BATCHES = 128  # batches per loop turn before syncs, signals and fanotify get their turn
 
@@ -85,9 +69,8 @@ class Daemon:
         self.maps: dict[str, Map] = {}
         self.pins: PinnedMaps | None = None
         self.programs: list[Program] = []
-        self.links: list[Link] = []
+        self.sensors: list[Sensor] = [sensor() for sensor in SENSORS]
         self.reader: RingReader | None = None
-        self.guard: GuardAdapter | None = None  # fanotify enforcement, when the kernel offers no BPF LSM
         self.cgroup: AgentCgroup | None = None
         self.cgroups = CgroupCache()
         self.decoder = RecordDecoder(self.cgroups)
@@ -102,7 +85,6 @@ class Daemon:
         self._drops_reported = 0
         self._next_loss_check = 0.0
         self._sink_drops: dict[str, int] = {}
-        self._guard_errors = 0
         self._btf: btfcache.KernelBtf | None = None  # layout and attach ids for the generators (start-up)
         self._rule_sync: DaemonSync | None = None  # edits by any process, acknowledged (rulesync)
         self._unenforced: dict[str, str] = {}  # "<dev>:<ino>" -> why that denied inode is not enforced
@@ -119,11 +101,8 @@ class Daemon:
                                         max_deny_paths=self.options.max_deny_paths)
             self.maps = dict(self.pins.maps)
             self._rule_sync = DaemonSync(self.pins.rule_sync)
-            for name, spec in private_specs(self.options.ringbuf_bytes, PROC_INFO).items():
+            for name, spec in private_specs(self.options.ringbuf_bytes).items():
                 self.maps[name] = Map.create(spec)
-            self.maps["enforce_signal_state"] = Map.create(MapSpec(
-                MapType.BPF_MAP_TYPE_LRU_HASH, 65536, name="enforce_sigstat", key_layout=SIGNAL_STATE_KEY,
-                value_layout=SIGNAL_STATE))
             self._write_config()
             # Moving into the agent cgroup waits in the kernel for an RCU grace period (cgroup.procs write:
             # 13-25 ms here); it runs while the programs are generated and verified, and is done before
@@ -137,13 +116,9 @@ class Daemon:
                 self._btf = btfcache.acquire()
                 if self._btf.miss_reason:
                     self.log.debug("kernel BTF parsed: no usable BTF cache", reason=self._btf.miss_reason)
-                layout = self._btf.layout
-                # the fallback block costs the exec program's verification ~13 ms: generated only when armable
-                exec_prog = exec_program(layout, signal_fallback=self.options.enforce_fallback == "signal")
-                tracking = [self._load(prog) for prog in (exec_prog, fork_program(layout), exit_program(layout))]
-                with self._load(procseed_program(layout)) as seed:
-                    run_iterator(seed)
-                lsm_progs = self._try_lsm([file_open_program(layout), bprm_check_program(layout)])
+                ctx = self._context()
+                for sensor in self.sensors:
+                    sensor.load(ctx)
                 if unsaved := self._btf.save():
                     self.log.debug("BTF cache not written; the next start parses BTF again", reason=unsaved)
             finally:
@@ -151,31 +126,34 @@ class Daemon:
             if exempt_error:
                 raise exempt_error[0]
         with self.tracer.span("daemon.attach_programs"):
-            for prog in tracking:
-                self.links.append(attach_tracing(prog))
-            file_mech, exec_mech, lsm_hooks = self._attach_file_enforcement(lsm_progs)
+            posture = SensorPosture()
+            for sensor in self.sensors:
+                part = sensor.attach(ctx)
+                posture.classes |= part.classes
+                posture.hooks |= part.hooks
+                posture.faults += part.faults
+                posture.started |= part.started
+        self.report.faults += posture.faults
         if self.options.enforce:
-            self.report.classes = {"file": file_mech, "exec": exec_mech}
-            if next(iter(self.pins.deny_comm.keys()), None) is not None:
-                self.report.classes["deny_comm"] = Mechanism.BPF_LSM if "bprm_check" in lsm_hooks else Mechanism.NONE
+            self.report.classes = posture.classes
             if self.report.state is Posture.AUDIT_FALLBACK:
                 # the effective mode is audit (REFERENCE §6.4): no hook may deny what the posture calls audited
                 self._write_config(audit_only=1)
                 self.log.warn("enforcement requested but not available: running in audit",
                               detail=self.report.detail, gate=self.options.enforce_gate_mode)
-        self.reader = RingReader(self.maps["events"])
+        self.reader = RingReader(self.maps[RING])
         self._sync = SyncServer(self.pin_root)
-        self._hooks = {"exec": "attached", "fork": "attached", "exit": "attached",
-                       "file_open": "attached" if "file_open" in lsm_hooks else "missing",
-                       "bprm_check_security": "attached" if "bprm_check" in lsm_hooks else "missing",
-                       "inode_permission": "not_requested" if self.options.lsm_hook == "file" else "missing"}
-        if self.options.lsm_hook != "file":
-            self.log.warn("no inode_permission program is generated yet; file rules are enforced at open only",
-                          lsm_hook=self.options.lsm_hook)
+        self._hooks = posture.hooks
         self.resync(reason_code="STARTUP")
         self._rule_sync.beat(time.monotonic())
-        self.log.info("agent started", mode="enforce" if self.options.enforce else "audit",
-                      file_enforcement=file_mech.value, pin_root=self.pin_root, btf=self._btf.source)
+        self.log.info("agent started", mode="enforce" if self.options.enforce else "audit", **posture.started,
+                      pin_root=self.pin_root, btf=self._btf.source)
+
+    def _context(self) -> SensorContext:
+        assert self.pins is not None and self._btf is not None
+        return SensorContext(options=self.options, log=self.log, pins=self.pins, maps=self.maps, load=self._load,
+                             layout=self._btf.layout, decoder=self.decoder, sampled_out=self.sampled_out,
+                             write_config=self._write_config)
 
     def _load(self, prog: AgentProgram) -> Program:
         assert self._btf is not None  # set first thing in start()'s loading
@@ -195,8 +173,6 @@ class Daemon:
 
     def _exempt_self(self) -> None:
         """Survival allowlist and the agent's own cgroup (REFERENCE §6.3)."""
-        from pybpfguard.agent.maps import INODE_KEY
-
         survival = self.pins.survival_allowlist
         for ino, dev in survival_inodes():
             try:
@@ -207,64 +183,6 @@ class Daemon:
                 break
         self.cgroup = AgentCgroup()
         self.pins.allow_cgroup.update_elem(self.cgroup.cgid, 1)
-
-    def _try_lsm(self, progs: list[AgentProgram]) -> list[Program]:
-        """Load the LSM programs when this kernel runs BPF LSM ([] with the reason logged otherwise). The
-        first (file_open) is required; a later one the verifier rejects is left out and reported."""
-        loaded: list[Program] = []
-        for prog in progs:
-            try:
-                loaded.append(self._load(prog))
-            except (NotSupportedError, SyscallError) as err:
-                if not loaded:
-                    self.log.info(f"{err}; file and exec enforcement falls back to fanotify")
-                    return []
-                self.log.warn("optional LSM program not loaded", program=prog.name, reason=str(err))
-        return loaded
-
-    def _attach_file_enforcement(self, lsm_progs: list[Program]) -> tuple[Mechanism, Mechanism, set[str]]:
-        """Attach the LSM programs, else start fanotify, else arm the exec signal fallback when asked to
-        (REFERENCE §6.1, last paragraph); returns the file and exec mechanisms and the LSM hooks attached."""
-        attached: set[str] = set()
-        for prog in lsm_progs:
-            try:
-                self.links.append(attach_lsm(prog))
-                attached.add(prog.name)
-            except BPFError as err:
-                self.log.warn("LSM attach failed", program=prog.name, reason=str(err))
-        if "file_open" in attached:
-            return Mechanism.BPF_LSM, Mechanism.BPF_LSM, attached
-        try:
-            self.guard = self._start_fanotify()
-        except OSError as err:
-            return (Mechanism.NONE, self._without_fanotify(err), attached)
-        return Mechanism.FANOTIFY, Mechanism.FANOTIFY, attached
-
-    def _start_fanotify(self) -> GuardAdapter:
-        """The fanotify FileGuard; raises OSError (FanotifyError) when fanotify is refused, or when the
-        ``PYBPFGUARD_FANOTIFY=off`` test seam says to behave as if it were."""
-        from pybpfguard.agent.fanotify import FanotifyError
-        from pybpfguard.agent.guard_adapter import GuardAdapter
-
-        if (config.env("FANOTIFY") or "").strip().lower() == "off":
-            raise FanotifyError("fanotify_init", errno.EPERM, hint="PYBPFGUARD_FANOTIFY=off test seam")
-        assert self.pins is not None
-        return GuardAdapter(self.pins, self.maps["procs"], self.options, self.log, self.decoder, self.sampled_out)
-
-    def _without_fanotify(self, err: OSError) -> Mechanism:
-        """Neither BPF LSM nor fanotify: arm the exec signal fallback if asked; returns the exec mechanism.
-
-        File opens stay unenforced (and unobserved). Under requested enforce that shows as ``file=none`` in
-        the posture, which the enforce gate judges; under requested audit, as a DEGRADED fault."""
-        if not self.options.enforce:
-            self.report.faults.append("file_enforcement_unavailable")
-        if self.options.enforce_fallback != "signal":
-            self.log.error("fanotify unavailable: file and exec rules are not enforced", reason=str(err))
-            return Mechanism.NONE
-        self._write_config(signal_fallback_enforce=1)
-        self.log.warn("fanotify unavailable: denied executables are killed at exec (signal fallback, SIGKILL);"
-                      " file opens are not enforced", reason=str(err))
-        return Mechanism.SIGNAL
 
     def _publish(self, reason_code: str) -> None:
         """Emit ``state_change`` when the posture moved (requested audit has none to report) and rewrite
@@ -341,25 +259,15 @@ class Daemon:
                 self.log.warn("events not delivered by a sink", sink=sink, lost=dropped - self._sink_drops.get(sink, 0),
                               total=dropped)
                 self._sink_drops[sink] = dropped
-        self._check_guard()
+        self._check_sensors()
 
-    def _check_guard(self) -> None:
-        """No-Pretend at run time: a stopped responder enforces nothing (DEGRADED until restart), and each
-        permission event answered ALLOW because handling it failed is a hook error (diag type 2)."""
-        if self.guard is None:
-            return
-        errors = self.guard.errors
-        if errors > self._guard_errors:
-            n = errors - self._guard_errors
-            self._guard_errors = errors
-            self.emit(DiagEvent(diag_type=DIAG_HOOK_ERROR, timestamp=time.monotonic_ns(), data1=n, data2=errors,
-                                msg=f"{n} file decisions failed open"))
-            self.log.error("fanotify decisions failed open", count=n, total=errors)
-        # Once stop() was asked for, the daemon itself closes the responder: a clean stop is no fault.
-        if not self.guard.running and not self._stopping and "fanotify_responder_stopped" not in self.report.faults:
-            self.log.error("the fanotify responder stopped: file and exec rules are no longer enforced")
-            self.report.faults.append("fanotify_responder_stopped")
-            self._publish("HOOK_ATTACH_FAILED")
+    def _check_sensors(self) -> None:
+        """No-Pretend at run time: a sensor that stopped enforcing is a fault (DEGRADED until restart)."""
+        for sensor in self.sensors:
+            faults = [f for f in sensor.check(self.emit, self._stopping) if f not in self.report.faults]
+            if faults:
+                self.report.faults += faults
+                self._publish("HOOK_ATTACH_FAILED")
 
     def serve(self) -> None:
         assert self.reader is not None and self._sync is not None
@@ -380,21 +288,16 @@ class Daemon:
                         with contextlib.suppress(BlockingIOError):
                             wake_r.recv(4096)
                 self._drain_ring()
-                if self.guard is not None:
-                    self.guard.drain(self.emit)
+                for sensor in self.sensors:
+                    sensor.poll(self.emit)
                 now = time.monotonic()
                 self._follow_rule_edits(now)
                 self.report_losses(now)
             # Stop deciding first (detach the kernel programs, stop answering fanotify), so nothing is decided
             # after the last drain; then drain a full ring of the smallest records (16 bytes with the header)
             # and report the losses of the last moments.
-            for link in self.links:
-                with contextlib.suppress(OSError, BPFError):
-                    link.close()
-            self.links.clear()
-            if self.guard is not None:
-                self.guard.close()
-                self.guard.drain(self.emit)
+            for sensor in self.sensors:
+                sensor.stop(self.emit)
             self._drain_ring(self.reader.size_bytes // (16 * _RING_BATCH) + 1)
             self._next_loss_check = 0.0
             self.report_losses(time.monotonic())
@@ -428,15 +331,19 @@ class Daemon:
         generation = self._rule_sync.generation() if self._rule_sync is not None else 0
         if self.cgroup is not None and self.pins is not None:  # a `block clear` must never drop the agent itself
             self.pins.allow_cgroup.update_elem(self.cgroup.cgid, 1)
-        unmarked = self.guard.resync() if self.guard is not None else {}
-        state_fault = self.guard.state_fault if self.guard is not None else None
+        unmarked: dict[tuple[int, int], str] = {}
+        state_faults: list[str] = []
+        for sensor in self.sensors:
+            gaps = sensor.resync()
+            unmarked |= gaps.unenforced
+            if gaps.state_fault is not None:
+                state_faults.append(gaps.state_fault)
         self._unenforced = {f"{dev}:{ino}": reason for (ino, dev), reason in unmarked.items()}
         self.report.faults = [f for f in self.report.faults
                               if not f.startswith(("unenforced_inode_rules=", "state_file_unreadable"))]
         if unmarked:
             self.report.faults.append(f"unenforced_inode_rules={len(unmarked)}")
-        if state_fault is not None:
-            self.report.faults.append(state_fault)
+        self.report.faults += state_faults
         self._publish(reason_code or ("HOOK_ATTACH_FAILED" if unmarked else "RECOVERED"))
         if self._rule_sync is not None:
             self._rule_sync.acknowledge(generation)
@@ -445,11 +352,11 @@ class Daemon:
 
     def close(self) -> None:
         """Detach and close everything this daemon created; the pinned maps (the rules) stay."""
-        for closer in ([self.guard] if self.guard is not None else []) + self.links + self.programs:
+        for sensor in self.sensors:
+            sensor.close()
+        for prog in self.programs:
             with contextlib.suppress(OSError, BPFError):
-                closer.close()
-        self.guard = None
-        self.links.clear()
+                prog.close()
         self.programs.clear()
         if self.reader is not None:
             self.reader.close()

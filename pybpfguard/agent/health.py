@@ -10,7 +10,7 @@ from typing import Any
 from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
 from pybpfguard.agent.logs import Tracer
-from pybpfguard.agent.maps import PinLayoutMismatch, PinnedMaps, pinned_specs, private_specs
+from pybpfguard.agent.maps import PinLayoutMismatch, PinnedMaps, pinned_specs
 from pybpfguard.agent.posture import Mechanism
 from pybpfguard.agent.runtime import HOOKS, read_runtime
 from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
@@ -111,7 +111,8 @@ def check(tracer: Tracer) -> HealthReport:
 def _test_load(report: HealthReport) -> bool:
     """Generate and load (never attach) the exec telemetry program."""
     from pybpfguard.agent.programs.load import load_program
-    from pybpfguard.agent.programs.process import PROC_INFO, exec_program
+    from pybpfguard.agent.programs.process import exec_program
+    from pybpfguard.agent.sensors import private_specs
     from pybpfguard.bpf.btf.layout import Layout
     from pybpfguard.bpf.btf.spec import load_vmlinux
     from pybpfguard.bpf.maps import Map, MapType
@@ -119,7 +120,7 @@ def _test_load(report: HealthReport) -> bool:
     maps: dict[str, Map] = {}
     try:
         prog = exec_program(Layout.from_btf(load_vmlinux()))
-        specs = {**pinned_specs(), **private_specs(4096, PROC_INFO)}
+        specs = {**pinned_specs(), **private_specs(4096)}
         for name in prog.maps:  # small stand-ins for every map the program reads (a ring's size is its bytes)
             spec = specs[name]
             if spec.type is not MapType.BPF_MAP_TYPE_RINGBUF:

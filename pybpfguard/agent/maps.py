@@ -67,14 +67,6 @@ def pinned_specs(max_deny_inodes: int = 65536, max_deny_paths: int = 16384) -> d
     }
 
 
-def private_specs(ringbuf_bytes: int, proc_info: Layout) -> dict[str, MapSpec]:
-    """Maps only the daemon uses (not pinned): the process table and the events ring."""
-    return {
-        "procs": MapSpec(MapType.BPF_MAP_TYPE_LRU_HASH, 65536, name="procs", key_layout=U32, value_layout=proc_info),
-        "events": MapSpec(MapType.BPF_MAP_TYPE_RINGBUF, ringbuf_bytes, name="events"),
-    }
-
-
 class PinLayoutMismatch(RuntimeError):
     """The pins under the pin root were written by another layout version."""
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pybpfguard.agent.maps import PinnedMaps, private_specs
-from pybpfguard.agent.programs.process import PROC_INFO
+from pybpfguard.agent.maps import PinnedMaps
+from pybpfguard.agent.sensors import private_specs
 from pybpfguard.bpf.btf.layout import Layout as KernelLayout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.maps import Map
@@ -23,7 +23,7 @@ def kernel_layout() -> KernelLayout:
 def agent_maps(bpffs: Path) -> Iterator[dict[str, Map]]:
     """Every agent map: the pinned set under the private bpffs plus procs and a 1 MiB events ring."""
     pins = PinnedMaps.open(bpffs / "pybpfguard")
-    private = {name: Map.create(spec) for name, spec in private_specs(1 << 20, PROC_INFO).items()}
+    private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
     try:
         yield {**pins.maps, **private}
     finally:

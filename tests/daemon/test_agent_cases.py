@@ -28,8 +28,7 @@ from typing import Any
 
 import pytest
 
-from pybpfguard.agent.maps import private_specs
-from pybpfguard.agent.programs.process import PROC_INFO
+from pybpfguard.agent.sensors.process import PROCS, ProcessSensor
 from pybpfguard.bpf.maps import Map
 from tests.daemon.conftest import AgentProcess
 from tests.daemon.helpers import check_lines, ino_dev, path_of_length
@@ -293,7 +292,7 @@ sys.stdin.read()  # stay alive while the test reads the process table
 
 def procs_keys(agent: AgentProcess) -> set[int]:
     """The tgids in the daemon's ``procs`` map, found through the daemon's own map fds."""
-    spec = private_specs(4096, PROC_INFO)["procs"]
+    spec = ProcessSensor.map_specs()[PROCS]
     for info in Path(f"/proc/{agent.proc.pid}/fdinfo").iterdir():
         m = re.search(r"^map_id:\s+(\d+)", info.read_text(), re.M)
         if m is None:

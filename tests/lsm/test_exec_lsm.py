@@ -18,15 +18,14 @@ import pytest
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder
 from pybpfguard.agent.events.model import Action, BlockEvent
-from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinnedMaps, private_specs
-from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
+from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinnedMaps
 from pybpfguard.agent.programs.exec_lsm import bprm_check_program
 from pybpfguard.agent.programs.load import load_program
-from pybpfguard.agent.programs.process import PROC_INFO
+from pybpfguard.agent.sensors import private_specs
 from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_lsm
-from pybpfguard.bpf.maps import Map, MapSpec, MapType
+from pybpfguard.bpf.maps import Map
 from pybpfguard.bpf.ringbuf import RingReader
 
 pytestmark = pytest.mark.kernel
@@ -59,10 +58,7 @@ class Guard:
 def guard(bpffs: Path) -> Iterator[Guard]:
     layout = Layout.from_btf(load_vmlinux())
     with PinnedMaps.open(bpffs / "pybpfguard") as pins:
-        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20, PROC_INFO).items()}
-        private["enforce_signal_state"] = Map.create(MapSpec(
-            MapType.BPF_MAP_TYPE_LRU_HASH, 1024, name="enforce_sigstat", key_layout=SIGNAL_STATE_KEY,
-            value_layout=SIGNAL_STATE))
+        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
         maps = {**pins.maps, **private}
         try:
             with (load_program(bprm_check_program(layout), maps) as prog, RingReader(maps["events"]) as ring,

@@ -16,9 +16,10 @@ import pytest
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder
 from pybpfguard.agent.events.model import ExecEvent
-from pybpfguard.agent.maps import PinnedMaps, private_specs
+from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.programs.load import load_program
-from pybpfguard.agent.programs.process import PROC_INFO, exec_program
+from pybpfguard.agent.programs.process import exec_program
+from pybpfguard.agent.sensors import private_specs
 from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_tracing
@@ -37,7 +38,7 @@ def test_exec_path_walk_loads_on_6_1_and_names_a_symlinked_binary_in_a_mount(bpf
     decoder = RecordDecoder(CgroupCache())
     events: list[ExecEvent] = []
     with PinnedMaps.open(bpffs / "pybpfguard") as pins:
-        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20, PROC_INFO).items()}
+        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
         try:
             maps = {**pins.maps, **private}
             with (load_program(exec_program(Layout.from_btf(load_vmlinux())), maps) as prog,

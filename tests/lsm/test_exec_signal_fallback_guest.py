@@ -18,10 +18,11 @@ import pytest
 from pybpfguard.agent.cgroups import CgroupCache
 from pybpfguard.agent.events.decode import RecordDecoder
 from pybpfguard.agent.events.model import BlockEvent
-from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinnedMaps, private_specs
+from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinnedMaps
 from pybpfguard.agent.paths import kernel_dev
 from pybpfguard.agent.programs.load import load_program
-from pybpfguard.agent.programs.process import PROC_INFO, exec_program
+from pybpfguard.agent.programs.process import exec_program
+from pybpfguard.agent.sensors import private_specs
 from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_tracing
@@ -40,7 +41,7 @@ def test_exec_signal_fallback_kills_a_denied_binary_before_it_runs_on_6_1(bpffs:
     decoder = RecordDecoder(CgroupCache())
     events: list[object] = []
     with PinnedMaps.open(bpffs / "pybpfguard") as pins:
-        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20, PROC_INFO).items()}
+        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
         try:
             maps = {**pins.maps, **private}
             maps["agent_config"].update_elem(0, AGENT_CONFIG.value(signal_fallback_enforce=1, event_sample_rate=1))

@@ -170,6 +170,9 @@ ControlChangeEvent = _event("ControlChangeEvent", "control_change", [
     _req("storm_threshold", int), _req("storm_window_seconds", int),
 ], "An emergency control toggled (REFERENCE §2.5).")
 
+#: ``diag_type`` values of :data:`DiagEvent` (REFERENCE §4.3): ring or queue losses, failed hook decisions.
+DIAG_MAP_PRESSURE, DIAG_HOOK_ERROR = 1, 2
+
 DiagEvent = _event("DiagEvent", "diag", [
     _req("diag_type", Literal[1, 2, 3]), _req("timestamp", U64), _opt("data1", U64), _opt("data2", U64),
     _opt("msg", Annotated[str, Meta(max_length=64)]),
