@@ -24,6 +24,7 @@ from pybpfguard.agent.events.model import ExecEvent
 from pybpfguard.agent.programs import dpath
 from pybpfguard.agent.programs.load import load_program
 from pybpfguard.agent.programs.process import exec_program
+from pybpfguard.agent.sensors import RING
 from pybpfguard.bpf.link import attach_tracing
 from pybpfguard.bpf.ringbuf import RingReader
 
@@ -41,7 +42,7 @@ Execs = Callable[[Callable[[], object]], list[ExecEvent]]
 def execs(agent_maps, kernel_layout) -> Iterator[Execs]:
     """``execs(action)`` runs *action* with the exec program attached and returns the exec events since."""
     decoder = RecordDecoder(CgroupCache())
-    with (load_program(exec_program(kernel_layout), agent_maps) as prog, RingReader(agent_maps["events"]) as ring,
+    with (load_program(exec_program(kernel_layout), agent_maps) as prog, RingReader(agent_maps[RING]) as ring,
           attach_tracing(prog)):
         def run(action: Callable[[], object]) -> list[ExecEvent]:
             ring.consume(lambda rec: None)  # what other processes exec'd before

@@ -9,6 +9,7 @@ import pytest
 from pybpfguard.agent.programs.emit import AgentProgram
 from pybpfguard.agent.programs.load import load_program
 from pybpfguard.agent.programs.process import procseed_program
+from pybpfguard.agent.sensors.process import PROCS
 from pybpfguard.bpf.asm import R0, R1, R2, R3, R10, Insn
 from pybpfguard.bpf.asm.opcodes import BPF_DW, BPF_W
 from pybpfguard.bpf.iter import run_iterator
@@ -26,7 +27,7 @@ def _proc_start_ticks(pid: int) -> int:
 def test_task_iterator_seeds_processes_that_predate_the_agent_with_kernel_start_times(agent_maps, kernel_layout):
     with load_program(procseed_program(kernel_layout), agent_maps) as prog:
         run_iterator(prog)
-    procs = agent_maps["procs"]
+    procs = agent_maps[PROCS]
     me = procs.lookup_elem(os.getpid())
     assert me.pid == os.getpid() and me.ppid == os.getppid()
     assert me.start_time * CLK_TCK // 1_000_000_000 == _proc_start_ticks(os.getpid())

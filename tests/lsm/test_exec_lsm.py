@@ -21,7 +21,7 @@ from pybpfguard.agent.events.model import Action, BlockEvent
 from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinnedMaps
 from pybpfguard.agent.programs.exec_lsm import bprm_check_program
 from pybpfguard.agent.programs.load import load_program
-from pybpfguard.agent.sensors import private_specs
+from pybpfguard.agent.sensors import RING, private_specs
 from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_lsm
@@ -37,16 +37,16 @@ SIGTERM = 15
 class Guard:
     """The loaded and attached program, its maps, and the block events it wrote."""
 
-    def __init__(self, maps: dict[str, Map], ring: RingReader) -> None:
-        self.maps = maps
+    def __init__(self, pins: PinnedMaps, ring: RingReader) -> None:
+        self.pins = pins
         self._ring = ring
         self._decoder = RecordDecoder(CgroupCache())
 
     def configure(self, *, audit: bool, enforce_signal: int = 0) -> None:
-        self.maps["agent_config"].update_elem(0, AGENT_CONFIG.value(
+        self.pins.agent_config.update_elem(0, AGENT_CONFIG.value(
             audit_only=int(audit), enforce_signal=enforce_signal, event_sample_rate=1,
             sigkill_escalation_threshold=5, sigkill_escalation_window_seconds=30,
-            file_policy_empty=int(next(iter(self.maps["deny_inode"].keys()), None) is None)))
+            file_policy_empty=int(next(iter(self.pins.deny_inode.keys()), None) is None)))
 
     def blocks(self) -> list[BlockEvent]:
         events: list[BlockEvent] = []
@@ -61,9 +61,9 @@ def guard(bpffs: Path) -> Iterator[Guard]:
         private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
         maps = {**pins.maps, **private}
         try:
-            with (load_program(bprm_check_program(layout), maps) as prog, RingReader(maps["events"]) as ring,
+            with (load_program(bprm_check_program(layout), maps) as prog, RingReader(maps[RING]) as ring,
                   attach_lsm(prog)):
-                yield Guard(maps, ring)
+                yield Guard(pins, ring)
         finally:
             for m in private.values():
                 m.close()
@@ -93,7 +93,7 @@ def _eperm(result: int | OSError) -> bool:
 
 def test_deny_comm_blocks_the_exec_by_basename_without_a_signal(guard: Guard, tmp_path: Path) -> None:
     prog = _binary(tmp_path / "denyme")
-    guard.maps["deny_comm"].update_elem(_comm_key("denyme"), 1)
+    guard.pins.deny_comm.update_elem(_comm_key("denyme"), 1)
     guard.configure(audit=False, enforce_signal=SIGTERM)  # deny_comm must not send it
     assert _eperm(_exec(prog))
     [ev] = guard.blocks()
@@ -104,7 +104,7 @@ def test_deny_comm_blocks_the_exec_by_basename_without_a_signal(guard: Guard, tm
 
 def test_deny_comm_in_audit_mode_allows_and_reports_audit(guard: Guard, tmp_path: Path) -> None:
     prog = _binary(tmp_path / "auditme")
-    guard.maps["deny_comm"].update_elem(_comm_key("auditme"), 1)
+    guard.pins.deny_comm.update_elem(_comm_key("auditme"), 1)
     guard.configure(audit=True)
     assert _exec(prog) == 0
     [ev] = guard.blocks()
@@ -113,7 +113,7 @@ def test_deny_comm_in_audit_mode_allows_and_reports_audit(guard: Guard, tmp_path
 
 def test_deny_comm_never_matches_a_longer_name_on_its_cut_comm(guard: Guard, tmp_path: Path) -> None:
     name = "averyveryverylongname"
-    guard.maps["deny_comm"].update_elem(_comm_key(name[:15]), 1)
+    guard.pins.deny_comm.update_elem(_comm_key(name[:15]), 1)
     guard.configure(audit=False)
     assert _exec(_binary(tmp_path / name)) == 0
     assert _eperm(_exec(_binary(tmp_path / name[:15])))  # the rule itself works
@@ -121,8 +121,8 @@ def test_deny_comm_never_matches_a_longer_name_on_its_cut_comm(guard: Guard, tmp
 
 def test_deny_comm_is_skipped_for_an_allowed_cgroup(guard: Guard, tmp_path: Path, test_cgroup: Path) -> None:
     prog = _binary(tmp_path / "exempted")
-    guard.maps["deny_comm"].update_elem(_comm_key("exempted"), 1)
-    guard.maps["allow_cgroup"].update_elem(test_cgroup.stat().st_ino, 1)
+    guard.pins.deny_comm.update_elem(_comm_key("exempted"), 1)
+    guard.pins.allow_cgroup.update_elem(test_cgroup.stat().st_ino, 1)
     guard.configure(audit=False)
 
     def in_cgroup() -> None:
@@ -138,7 +138,7 @@ def test_denied_executable_inode_blocks_a_symlinked_exec_with_its_real_path(guar
     (tmp_path / "innocent").symlink_to(prog)
     st = prog.stat()
     dev = os.major(st.st_dev) << 20 | os.minor(st.st_dev)
-    guard.maps["deny_inode"].update_elem(INODE_KEY.value(ino=st.st_ino, dev=dev), 1)
+    guard.pins.deny_inode.update_elem(INODE_KEY.value(ino=st.st_ino, dev=dev), 1)
     guard.configure(audit=False)
     assert _eperm(_exec(tmp_path / "innocent"))
     [ev] = guard.blocks()
@@ -148,7 +148,7 @@ def test_denied_executable_inode_blocks_a_symlinked_exec_with_its_real_path(guar
 def test_denied_executable_with_sigterm_reports_term(guard: Guard, tmp_path: Path) -> None:
     prog = _binary(tmp_path / "termed")
     st = prog.stat()
-    guard.maps["deny_inode"].update_elem(
+    guard.pins.deny_inode.update_elem(
         INODE_KEY.value(ino=st.st_ino, dev=os.major(st.st_dev) << 20 | os.minor(st.st_dev)), 1)
     guard.configure(audit=False, enforce_signal=SIGTERM)
     child = subprocess.Popen(["sh", "-c", f'exec "{prog}"'])

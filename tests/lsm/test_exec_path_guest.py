@@ -19,7 +19,7 @@ from pybpfguard.agent.events.model import ExecEvent
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.programs.load import load_program
 from pybpfguard.agent.programs.process import exec_program
-from pybpfguard.agent.sensors import private_specs
+from pybpfguard.agent.sensors import RING, private_specs
 from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_tracing
@@ -42,7 +42,7 @@ def test_exec_path_walk_loads_on_6_1_and_names_a_symlinked_binary_in_a_mount(bpf
         try:
             maps = {**pins.maps, **private}
             with (load_program(exec_program(Layout.from_btf(load_vmlinux())), maps) as prog,
-                  RingReader(maps["events"]) as ring):
+                  RingReader(maps[RING]) as ring):
                 with attach_tracing(prog):
                     subprocess.run([str(tmp_path / "alias")], check=True, timeout=30)
                 ring.consume(lambda rec: events.append(decoder.decode(rec)))

@@ -22,7 +22,7 @@ from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinnedMaps
 from pybpfguard.agent.paths import kernel_dev
 from pybpfguard.agent.programs.load import load_program
 from pybpfguard.agent.programs.process import exec_program
-from pybpfguard.agent.sensors import private_specs
+from pybpfguard.agent.sensors import RING, private_specs
 from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_tracing
@@ -44,10 +44,10 @@ def test_exec_signal_fallback_kills_a_denied_binary_before_it_runs_on_6_1(bpffs:
         private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
         try:
             maps = {**pins.maps, **private}
-            maps["agent_config"].update_elem(0, AGENT_CONFIG.value(signal_fallback_enforce=1, event_sample_rate=1))
-            maps["deny_inode"].update_elem(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev)), 1)
+            pins.agent_config.update_elem(0, AGENT_CONFIG.value(signal_fallback_enforce=1, event_sample_rate=1))
+            pins.deny_inode.update_elem(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev)), 1)
             with (load_program(exec_program(Layout.from_btf(load_vmlinux())), maps) as prog,
-                  RingReader(maps["events"]) as ring):
+                  RingReader(maps[RING]) as ring):
                 with attach_tracing(prog):
                     killed = subprocess.run([str(denied)], timeout=30).returncode
                     ran = subprocess.run([str(other)], timeout=30).returncode
