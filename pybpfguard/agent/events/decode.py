@@ -87,7 +87,7 @@ _RECORD_FAULTS = (IndexError, TypeError, struct.error, RecordError)
 
 def format_exec_id(pid: int, start_time: int) -> str:
     """A process's ``exec_id`` (and ``trace_id``): ``"<pid>:<start_time>"``, *start_time* in ns since boot
-    (the kernel's ``task->start_time``), docs/records.md."""
+    (the kernel's ``task->start_time`` of the group leader; docs/architecture.md "One identity per process")."""
     return f"{pid}:{start_time}"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 
@@ -24,6 +24,7 @@ from pybpfguard.agent.options import RunOptions
 from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.posture import Mechanism
 from pybpfguard.agent.programs.emit import AgentProgram
+from pybpfguard.bpf.btf.layout import Layout as KernelLayout
 from pybpfguard.bpf.errors import BPFError
 from pybpfguard.bpf.link import Link
 from pybpfguard.bpf.maps import Map, MapSpec, MapType
@@ -55,7 +56,7 @@ class SensorContext:
     pins: PinnedMaps
     maps: Mapping[str, Map]
     load: Callable[[AgentProgram], Program]
-    layout: Any  # pybpfguard.bpf.btf.layout.Layout of the running kernel
+    layout: KernelLayout
     decoder: RecordDecoder
     sampled_out: Callable[[], bool]
     write_config: Callable[..., None]
