@@ -16,12 +16,25 @@ from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R1, R2, R3, R10, Ins
 SIZE = {1: BPF_B, 2: BPF_H, 4: BPF_W, 8: BPF_DW}
 
 
+class MemberField(Protocol):
+    """A member's byte ``offset`` in its struct and its byte ``size``."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+
 class KernelLayout(Protocol):
-    """Where kernel struct members live: ``offsetof("task_struct", "real_parent") -> int`` (bytes).
+    """Where kernel struct members live: ``offsetof("task_struct", "real_parent") -> int`` (bytes), and
+    ``field(struct, member)`` with the member's size too (``pybpfguard.bpf.btf.Layout``).
 
     A dotted member walks embedded structs (``"f_path.dentry"``), never pointers."""
 
     def offsetof(self, struct: str, member: str) -> int: ...
+
+    def field(self, struct: str, member: str) -> MemberField: ...
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,12 @@ class Emitter:
     def map_ref(self, reg: int, name: str) -> None:
         self(Insn.ld_map_idx(reg, self.maps.index(name)))
 
-    def load(self, dst: int, src: int, layout: KernelLayout, struct: str, member: str, size: int = 8) -> None:
-        """``dst = *(uN *)(src + offsetof(struct, member))``."""
-        self(Insn.ldx_mem(SIZE[size], dst, src, layout.offsetof(struct, member)))
+    def load(self, dst: int, src: int, layout: KernelLayout, struct: str, member: str) -> None:
+        """``dst = *(uN *)(src + offsetof(struct, member))``, N the member's size in the layout (1, 2, 4
+        or 8 bytes; a pointer or u64 is 8). The instruction notes ``struct->member`` for the listing.
+        Raises KeyError for a member of another size (an array or an embedded struct)."""
+        f = layout.field(struct, member)
+        self(Insn.ldx_mem(SIZE[f.size], dst, src, f.offset).noted(f"{struct}->{member}"))
 
     def stack_key(self, off: int, src: int, size: int = 4) -> None:
         """Store *src* at ``fp + off`` (a negative stack offset) for use as a map key."""

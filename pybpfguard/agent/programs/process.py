@@ -46,14 +46,14 @@ _DPATH_OFF = CNT_KEY_OFF - dpath.STACK_BYTES  # the exec path walk's stack (dpat
 
 def proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
     """Fill PROC_INFO on the stack (pid, ppid, both start times) for *task*, a group leader."""
-    e.load(R2, task, k, "task_struct", "tgid", 4)
+    e.load(R2, task, k, "task_struct", "tgid")
     e(Insn.stx_mem(BPF_W, R10, R2, VAL_OFF + PROC_INFO.offset("pid")),
       Insn.stx_mem(BPF_W, R10, R2, KEY_OFF))
     e.load(R3, task, k, "task_struct", "group_leader")
     e.load(R2, R3, k, "task_struct", "start_time")
     e(Insn.stx_mem(BPF_DW, R10, R2, VAL_OFF + PROC_INFO.offset("start_time")))
     e.load(R3, task, k, "task_struct", "real_parent")
-    e.load(R2, R3, k, "task_struct", "tgid", 4)
+    e.load(R2, R3, k, "task_struct", "tgid")
     e(Insn.stx_mem(BPF_W, R10, R2, VAL_OFF + PROC_INFO.offset("ppid")))
     e.load(R3, R3, k, "task_struct", "group_leader")
     e.load(R2, R3, k, "task_struct", "start_time")
@@ -68,7 +68,7 @@ def file_inode(e: Emitter, k: KernelLayout, file: int, ino_off: int, dev_off: in
     e.load(R3, R2, k, "inode", "i_ino")
     e(Insn.stx_mem(BPF_DW, R10, R3, ino_off))
     e.load(R3, R2, k, "inode", "i_sb")
-    e.load(R3, R3, k, "super_block", "s_dev", 4)
+    e.load(R3, R3, k, "super_block", "s_dev")
     e(Insn.stx_mem(BPF_W, R10, R3, dev_off))
 
 
@@ -133,7 +133,7 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
     e.load(R8, R6, k, "task_struct", "real_parent")
     for i in range(ANCESTORS_MAX):
         e.load(R8, R8, k, "task_struct", "real_parent")
-        e.load(R2, R8, k, "task_struct", "tgid", 4)
+        e.load(R2, R8, k, "task_struct", "tgid")
         e(Insn.jmp_imm("jle", R2, 1, to="anc_done"),
           Insn.stx_mem(BPF_W, R7, R2, EXEC.offset("ancestors") + 4 * i),
           Insn.st_mem(BPF_B, R7, EXEC.offset("ancestor_count"), i + 1))
@@ -157,7 +157,7 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
       Insn.ldx_mem(BPF_DW, R2, R10, VAL_OFF + PROC_INFO.offset("start_time")),
       Insn.stx_mem(BPF_DW, R7, R2, EXEC_ARGV.offset("start_time")),
       Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("flags"), 0))
-    e.load(R2, R9, k, "linux_binprm", "argc", 4)
+    e.load(R2, R9, k, "linux_binprm", "argc")
     e(Insn.stx_mem(BPF_W, R7, R2, EXEC_ARGV.offset("argc")))
     e.load(R8, R6, k, "task_struct", "mm")
     e.load(R3, R8, k, "mm_struct", "arg_start")
@@ -187,8 +187,8 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
 def _enter_leader(e: Emitter, k: KernelLayout, task: int, update_flags: int) -> None:
     """Enter *task* in procs when it leads its thread group (threads never get an entry), its image the
     one its mm runs (a forked child runs its parent's until it execs)."""
-    e.load(R2, task, k, "task_struct", "pid", 4)
-    e.load(R3, task, k, "task_struct", "tgid", 4)
+    e.load(R2, task, k, "task_struct", "pid")
+    e.load(R3, task, k, "task_struct", "tgid")
     e(Insn.jmp_reg("jne", R2, R3, to="out"))
     proc_identity(e, k, task)
     e.load(R1, task, k, "task_struct", "mm")
@@ -212,9 +212,9 @@ def exit_program(k: KernelLayout) -> AgentProgram:
     e = Emitter(maps=("procs",))
     e(Insn.ldx_mem(BPF_DW, R6, R1, 0))
     e.load(R2, R6, k, "task_struct", "signal")
-    e.load(R2, R2, k, "signal_struct", "live", 4)  # atomic_t: int counter at offset 0
+    e.load(R2, R2, k, "signal_struct", "live")  # atomic_t: int counter at offset 0
     e(Insn.jmp_imm("jne", R2, 0, to="out"))
-    e.load(R2, R6, k, "task_struct", "tgid", 4)
+    e.load(R2, R6, k, "task_struct", "tgid")
     e(Insn.stx_mem(BPF_W, R10, R2, KEY_OFF))
     e.map_ref(R1, "procs")
     e(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, KEY_OFF), Insn.call("map_delete_elem"))

@@ -114,16 +114,20 @@ __all__ = [
     "assemble",
     "decode",
     "disassemble",
+    "fd_array_header",
     "finalize",
     "format_insn",
+    "format_program",
     "helper_id",
     "helper_name",
     "parse",
+    "plain",
 ]
 
 # The text parser and the disassembler are imported on first use: a program generator or loader needs
 # neither, and they are a large share of the import time of the daemon's start-up.
-_LAZY = {"assemble": "text", "parse": "text", "decode": "disasm", "disassemble": "disasm", "format_insn": "disasm"}
+_LAZY = {"assemble": "text", "parse": "text", "decode": "disasm", "disassemble": "disasm", "format_insn": "disasm",
+         "format_program": "symbolic", "fd_array_header": "symbolic", "plain": "symbolic"}
 
 
 def __getattr__(name: str) -> object:
