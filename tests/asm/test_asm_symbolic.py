@@ -72,3 +72,10 @@ def test_a_relaxed_far_jump_cannot_be_printed_symbolically():
     prog = [Insn.jmp_imm("jeq", R0, 0, to="far"), *[Insn.mov64_imm(R0, 0)] * 40000, Insn.exit().labelled("far")]
     with pytest.raises(SymbolicFormError, match="relaxed"):
         format_program(prog)
+
+
+def test_helper_constants_are_the_id_table():
+    from pybpfguard.bpf.asm import HELPER_NAMES, BpfFunc
+
+    assert [getattr(BpfFunc, name) for name in HELPER_NAMES] == list(range(212))
+    assert Insn.call(BpfFunc.ringbuf_reserve) == Insn.call("ringbuf_reserve")

@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R1, R2, R3, R10, Insn
+from pybpfguard.bpf.asm import BPF_ADD, BPF_B, BPF_DW, BPF_H, BPF_JEQ, BPF_W, R0, R1, R2, R3, R4, R10, BpfFunc, Insn
 
 SIZE = {1: BPF_B, 2: BPF_H, 4: BPF_W, 8: BPF_DW}
 
@@ -93,22 +93,22 @@ class Emitter:
     def lookup(self, name: str, key_off: int) -> None:
         """``r0 = bpf_map_lookup_elem(&name, fp + key_off)``."""
         self.map_ref(R1, name)
-        self(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, key_off), Insn.call("map_lookup_elem"))
+        self(Insn.mov64_reg(R2, R10), Insn.alu64_imm(BPF_ADD, R2, key_off), Insn.call(BpfFunc.map_lookup_elem))
 
     def update(self, name: str, key_off: int, value_off: int, flags: int) -> None:
         """``bpf_map_update_elem(&name, fp + key_off, fp + value_off, flags)``."""
         self.map_ref(R1, name)
-        self(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, key_off),
-             Insn.mov64_reg(R3, R10), Insn.alu64_imm("add", R3, value_off),
-             Insn.mov64_imm(4, flags), Insn.call("map_update_elem"))
+        self(Insn.mov64_reg(R2, R10), Insn.alu64_imm(BPF_ADD, R2, key_off),
+             Insn.mov64_reg(R3, R10), Insn.alu64_imm(BPF_ADD, R3, value_off),
+             Insn.mov64_imm(R4, flags), Insn.call(BpfFunc.map_update_elem))
 
     def count(self, name: str, value_off: int, key_off: int) -> None:
         """Add 1 to the u64 at *value_off* of entry 0 of the per-CPU array *name*; key slot at *key_off*."""
         skip = self.fresh("count_done")
         self(Insn.st_mem(BPF_W, R10, key_off, 0))
         self.lookup(name, key_off)
-        self(Insn.jmp_imm("jeq", 0, 0, to=skip), Insn.mov64_imm(R1, 1),
-             Insn.atomic("add", BPF_DW, 0, R1, value_off))
+        self(Insn.jmp_imm(BPF_JEQ, R0, 0, to=skip), Insn.mov64_imm(R1, 1),
+             Insn.atomic(BPF_ADD, BPF_DW, R0, R1, value_off))
         self.label(skip)
 
     def program(self, name: str, prog_type: str, attach: str) -> AgentProgram:

@@ -21,7 +21,29 @@ from __future__ import annotations
 from pybpfguard.agent.events.records import ANCESTORS_MAX, ARGS_MAX, EXEC, EXEC_ARGV, RecordType
 from pybpfguard.agent.programs import dpath
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
-from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R6, R7, R8, R9, R10, Insn
+from pybpfguard.bpf.asm import (
+    BPF_ADD,
+    BPF_B,
+    BPF_DW,
+    BPF_H,
+    BPF_JEQ,
+    BPF_JLE,
+    BPF_JNE,
+    BPF_JSGE,
+    BPF_SUB,
+    BPF_W,
+    R0,
+    R1,
+    R2,
+    R3,
+    R6,
+    R7,
+    R8,
+    R9,
+    R10,
+    BpfFunc,
+    Insn,
+)
 from pybpfguard.bpf.layout import Layout
 
 #: ``procs`` map value (ours; REFERENCE §6.5 "process tracking").
@@ -113,8 +135,8 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
 
     # exec record: fixed part, then the executable's absolute path (bprm->file->f_path, walked in BPF)
     e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, EXEC.size + dpath.PATH_TAIL_BYTES), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
-      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="exec_drop"),
+    e(Insn.mov64_imm(R2, EXEC.size + dpath.PATH_TAIL_BYTES), Insn.mov64_imm(R3, 0), Insn.call(BpfFunc.ringbuf_reserve),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm(BPF_JEQ, R7, 0, to="exec_drop"),
       Insn.st_mem(BPF_W, R7, EXEC.offset("type"), RecordType.EXEC),
       Insn.st_mem(BPF_H, R7, EXEC.offset("flags"), 0),
       Insn.st_mem(BPF_H, R7, EXEC.offset("path_len"), 0))
@@ -126,31 +148,31 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
       Insn.st_mem(BPF_W, R7, EXEC.offset("ancestor_count"), 0))  # count + 3 pad bytes
     for i in range(ANCESTORS_MAX):
         e(Insn.st_mem(BPF_W, R7, EXEC.offset("ancestors") + 4 * i, 0))
-    e(Insn.call("get_current_cgroup_id"), Insn.stx_mem(BPF_DW, R7, R0, EXEC.offset("cgid")),
-      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, EXEC.offset("comm")), Insn.mov64_imm(R2, 16),
-      Insn.call("get_current_comm"))
+    e(Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R7, R0, EXEC.offset("cgid")),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, EXEC.offset("comm")), Insn.mov64_imm(R2, 16),
+      Insn.call(BpfFunc.get_current_comm))
     # ancestors: the grandparent first, up to 8, stopping before the first pid <= 1
     e.load(R8, R6, k, "task_struct", "real_parent")
     for i in range(ANCESTORS_MAX):
         e.load(R8, R8, k, "task_struct", "real_parent")
         e.load(R2, R8, k, "task_struct", "tgid")
-        e(Insn.jmp_imm("jle", R2, 1, to="anc_done"),
+        e(Insn.jmp_imm(BPF_JLE, R2, 1, to="anc_done"),
           Insn.stx_mem(BPF_W, R7, R2, EXEC.offset("ancestors") + 4 * i),
           Insn.st_mem(BPF_B, R7, EXEC.offset("ancestor_count"), i + 1))
     e.label("anc_done")
     e.load(R1, R9, k, "linux_binprm", "file")
-    e(Insn.alu64_imm("add", R1, k.offsetof("file", "f_path")))
+    e(Insn.alu64_imm(BPF_ADD, R1, k.offsetof("file", "f_path")))
     dpath.emit_path(e, k, rec=R7, path=R1, tail_off=EXEC.size, len_off=EXEC.offset("path_len"),
                     flags_off=EXEC.offset("flags"), stack=_DPATH_OFF)
-    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("argv"))
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit), Insn.ja("argv"))
     e.label("exec_drop")
     e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
 
     # exec_argv record: the argument area as the new image sees it (bounded; argc says how many there are)
     e.label("argv")
     e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, EXEC_ARGV.size + ARGS_MAX), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
-      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="argv_drop"),
+    e(Insn.mov64_imm(R2, EXEC_ARGV.size + ARGS_MAX), Insn.mov64_imm(R3, 0), Insn.call(BpfFunc.ringbuf_reserve),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm(BPF_JEQ, R7, 0, to="argv_drop"),
       Insn.st_mem(BPF_W, R7, EXEC_ARGV.offset("type"), RecordType.EXEC_ARGV),
       Insn.ldx_mem(BPF_W, R2, R10, VAL_OFF + PROC_INFO.offset("pid")),
       Insn.stx_mem(BPF_W, R7, R2, EXEC_ARGV.offset("pid")),
@@ -162,18 +184,18 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
     e.load(R8, R6, k, "task_struct", "mm")
     e.load(R3, R8, k, "mm_struct", "arg_start")
     e.load(R2, R8, k, "mm_struct", "arg_end")
-    e(Insn.alu64_reg("sub", R2, R3),
-      Insn.jmp_imm("jsge", R2, 0, to="len_pos"), Insn.mov64_imm(R2, 0))
+    e(Insn.alu64_reg(BPF_SUB, R2, R3),
+      Insn.jmp_imm(BPF_JSGE, R2, 0, to="len_pos"), Insn.mov64_imm(R2, 0))
     e.label("len_pos")
-    e(Insn.jmp_imm("jle", R2, ARGS_MAX, to="len_ok"), Insn.mov64_imm(R2, ARGS_MAX))
+    e(Insn.jmp_imm(BPF_JLE, R2, ARGS_MAX, to="len_ok"), Insn.mov64_imm(R2, ARGS_MAX))
     e.label("len_ok")
     e(Insn.stx_mem(BPF_H, R7, R2, EXEC_ARGV.offset("args_len")),
-      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, EXEC_ARGV.size),
-      Insn.call("probe_read_user"),
-      Insn.jmp_imm("jeq", R0, 0, to="argv_submit"),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, EXEC_ARGV.size),
+      Insn.call(BpfFunc.probe_read_user),
+      Insn.jmp_imm(BPF_JEQ, R0, 0, to="argv_submit"),
       Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("args_len"), 0))  # unreadable: say so, keep argc
     e.label("argv_submit")
-    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("fallback"))
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit), Insn.ja("fallback"))
     e.label("argv_drop")
     e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
     e.label("fallback")
@@ -189,7 +211,7 @@ def _enter_leader(e: Emitter, k: KernelLayout, task: int, update_flags: int) -> 
     one its mm runs (a forked child runs its parent's until it execs)."""
     e.load(R2, task, k, "task_struct", "pid")
     e.load(R3, task, k, "task_struct", "tgid")
-    e(Insn.jmp_reg("jne", R2, R3, to="out"))
+    e(Insn.jmp_reg(BPF_JNE, R2, R3, to="out"))
     proc_identity(e, k, task)
     e.load(R1, task, k, "task_struct", "mm")
     e.load(R1, R1, k, "mm_struct", "exe_file")
@@ -213,11 +235,11 @@ def exit_program(k: KernelLayout) -> AgentProgram:
     e(Insn.ldx_mem(BPF_DW, R6, R1, 0))
     e.load(R2, R6, k, "task_struct", "signal")
     e.load(R2, R2, k, "signal_struct", "live")  # atomic_t: int counter at offset 0
-    e(Insn.jmp_imm("jne", R2, 0, to="out"))
+    e(Insn.jmp_imm(BPF_JNE, R2, 0, to="out"))
     e.load(R2, R6, k, "task_struct", "tgid")
     e(Insn.stx_mem(BPF_W, R10, R2, KEY_OFF))
     e.map_ref(R1, "procs")
-    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, KEY_OFF), Insn.call("map_delete_elem"))
+    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm(BPF_ADD, R2, KEY_OFF), Insn.call(BpfFunc.map_delete_elem))
     e.label("out")
     e(Insn.mov64_imm(R0, 0), Insn.exit())
     return e.program("exit", "tracing", "tp_btf/sched_process_exit")
@@ -226,6 +248,6 @@ def exit_program(k: KernelLayout) -> AgentProgram:
 def procseed_program(k: KernelLayout) -> AgentProgram:
     """iter/task: ctx = struct bpf_iter__task {meta, task}. Enters every process not yet tracked."""
     e = Emitter(maps=("procs",))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 8), Insn.jmp_imm("jeq", R6, 0, to="out"))
+    e(Insn.ldx_mem(BPF_DW, R6, R1, 8), Insn.jmp_imm(BPF_JEQ, R6, 0, to="out"))
     _enter_leader(e, k, R6, BPF_NOEXIST)  # never overwrite what fork/exec recorded
     return e.program("procseed", "tracing", "iter/task")
