@@ -10,7 +10,7 @@
 #   map_idx(5) = block_stats
 #   map_idx(6) = enforce_signal_state
 #   map_idx(7) = events
-	r7 = *(u64 *)(r1 + 0)
+	r7 = *(u64 *)(r1 + 0)  # ctx[0]: struct linux_binprm *bprm
 	r2 = *(u64 *)(r7 + 96)  # linux_binprm->filename
 	*(u64 *)(r10 - 136) = r2
 	r6 = *(u64 *)(r7 + 64)  # linux_binprm->file
@@ -183,7 +183,7 @@ fill:
 	r2 = 16
 	call 16  # get_current_comm
 	r1 = r6
-	r1 += 64
+	r1 += 64  # &file->f_path
 	r2 = r7
 	r2 += 72
 	r3 = 4096

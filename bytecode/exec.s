@@ -5,8 +5,8 @@
 #   map_idx(0) = procs
 #   map_idx(1) = events
 #   map_idx(2) = block_stats
-	r6 = *(u64 *)(r1 + 0)
-	r9 = *(u64 *)(r1 + 16)
+	r6 = *(u64 *)(r1 + 0)  # ctx[0]: struct task_struct *p
+	r9 = *(u64 *)(r1 + 16)  # ctx[2]: struct linux_binprm *bprm
 	r2 = *(u32 *)(r6 + 1268)  # task_struct->tgid
 	*(u32 *)(r10 - 48) = r2
 	*(u32 *)(r10 - 8) = r2
@@ -113,7 +113,7 @@
 	*(u8 *)(r7 + 68) = 8
 anc_done:
 	r1 = *(u64 *)(r9 + 64)  # linux_binprm->file
-	r1 += 64
+	r1 += 64  # &file->f_path
 	r3 = r1
 	r1 = r10
 	r1 += -104

@@ -9,8 +9,8 @@
 #   map_idx(4) = deny_inode
 #   map_idx(5) = survival_allowlist
 #   map_idx(6) = allow_cgroup
-	r6 = *(u64 *)(r1 + 0)
-	r9 = *(u64 *)(r1 + 16)
+	r6 = *(u64 *)(r1 + 0)  # ctx[0]: struct task_struct *p
+	r9 = *(u64 *)(r1 + 16)  # ctx[2]: struct linux_binprm *bprm
 	r2 = *(u32 *)(r6 + 1268)  # task_struct->tgid
 	*(u32 *)(r10 - 48) = r2
 	*(u32 *)(r10 - 8) = r2
@@ -117,7 +117,7 @@
 	*(u8 *)(r7 + 68) = 8
 anc_done:
 	r1 = *(u64 *)(r9 + 64)  # linux_binprm->file
-	r1 += 64
+	r1 += 64  # &file->f_path
 	r3 = r1
 	r1 = r10
 	r1 += -104
@@ -318,7 +318,7 @@ argv_drop:
 count_done_9:
 fallback:
 	r1 = *(u64 *)(r9 + 64)  # linux_binprm->file
-	r1 += 64
+	r1 += 64  # &file->f_path
 	*(u64 *)(r10 - 136) = r1
 	*(u32 *)(r10 - 56) = 0
 	r1 = map[agent_config] ll

@@ -3,7 +3,7 @@
 # with the kernel layout in bytecode/layout.json (Linux 6.18.44-fc-v669). Do not edit.
 # fd_array (the maps, by index; `map[NAME]` below):
 #   map_idx(0) = procs
-	r6 = *(u64 *)(r1 + 0)
+	r6 = *(u64 *)(r1 + 0)  # ctx[0]: struct task_struct *p
 	r2 = *(u64 *)(r6 + 1848)  # task_struct->signal
 	r2 = *(u32 *)(r2 + 4)  # signal_struct->live
 	if r2 != 0 goto out

@@ -9,7 +9,7 @@
 #   map_idx(4) = block_stats
 #   map_idx(5) = enforce_signal_state
 #   map_idx(6) = events
-	r6 = *(u64 *)(r1 + 0)
+	r6 = *(u64 *)(r1 + 0)  # ctx[0]: struct file *file
 	*(u32 *)(r10 - 56) = 0
 	r1 = map[agent_config] ll
 	r2 = r10
@@ -179,7 +179,7 @@ fill:
 	r2 = 16
 	call 16  # get_current_comm
 	r1 = r6
-	r1 += 64
+	r1 += 64  # &file->f_path
 	r2 = r7
 	r2 += 72
 	r3 = 4096

@@ -3,7 +3,7 @@
 # with the kernel layout in bytecode/layout.json (Linux 6.18.44-fc-v669). Do not edit.
 # fd_array (the maps, by index; `map[NAME]` below):
 #   map_idx(0) = procs
-	r6 = *(u64 *)(r1 + 8)
+	r6 = *(u64 *)(r1 + 8)  # ctx[1]: bpf_iter__task.task
 	if r6 == 0 goto out
 	r2 = *(u32 *)(r6 + 1264)  # task_struct->pid
 	r3 = *(u32 *)(r6 + 1268)  # task_struct->tgid

@@ -86,6 +86,15 @@ class Emitter:
         f = layout.field(struct, member)
         self(Insn.ldx_mem(SIZE[f.size], dst, src, f.offset).noted(f"{struct}->{member}"))
 
+    def arg(self, dst: int, index: int, what: str) -> None:
+        """``dst = ctx[index]`` (u64 slots, R1 = ctx), noted ``ctx[index]: what``: a tracing or LSM
+        program's *index*-th argument (``what`` names it, e.g. ``struct file *file``)."""
+        self(Insn.ldx_mem(BPF_DW, dst, R1, 8 * index).noted(f"ctx[{index}]: {what}"))
+
+    def member_addr(self, dst: int, layout: KernelLayout, struct: str, member: str) -> None:
+        """``dst += offsetof(struct, member)``: from a ``struct *`` to ``&struct->member``."""
+        self(Insn.alu64_imm(BPF_ADD, dst, layout.offsetof(struct, member)).noted(f"&{struct}->{member}"))
+
     def stack_key(self, off: int, src: int, size: int = 4) -> None:
         """Store *src* at ``fp + off`` (a negative stack offset) for use as a map key."""
         self(Insn.stx_mem(SIZE[size], R10, src, off))

@@ -22,7 +22,7 @@ from pybpfguard.agent.maps import BLOCK_STATS, INODE_KEY
 from pybpfguard.agent.programs import deny, dpath
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, PROC_INFO, VAL_OFF
-from pybpfguard.bpf.asm import BPF_ADD, BPF_DW, BPF_JEQ, BPF_JNE, BPF_W, R1, R2, R7, R10, BpfFunc, Insn
+from pybpfguard.bpf.asm import BPF_DW, BPF_JEQ, BPF_JNE, BPF_W, R1, R2, R7, R10, BpfFunc, Insn
 
 #: Maps the fallback reads, besides the exec program's own (``events``, ``block_stats``).
 MAPS = ("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup")
@@ -45,7 +45,8 @@ def signal_fallback(e: Emitter, k: KernelLayout, bprm: int) -> None:
     must include :data:`MAPS`, ``events`` and ``block_stats``. Helpers: ``send_signal`` (5.3),
     ``get_current_cgroup_id``, ``ringbuf_reserve``/``submit``, ``probe_read_kernel``."""
     e.load(R1, bprm, k, "linux_binprm", "file")
-    e(Insn.alu64_imm(BPF_ADD, R1, k.offsetof("file", "f_path")), Insn.stx_mem(BPF_DW, R10, R1, _FPATH_OFF))
+    e.member_addr(R1, k, "file", "f_path")
+    e(Insn.stx_mem(BPF_DW, R10, R1, _FPATH_OFF))
     deny.load_config(e)
     for name, skip_if in (("signal_fallback_enforce", BPF_JEQ), ("file_policy_empty", BPF_JNE)):
         deny.config(e, R2, name)

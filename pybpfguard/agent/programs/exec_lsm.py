@@ -114,7 +114,7 @@ def bprm_check_program(k: KernelLayout) -> AgentProgram:
     """lsm/bprm_check_security: ctx = (struct linux_binprm *bprm). Returns 0 or -EPERM."""
     e = Emitter(maps=("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup", "deny_comm",
                       "block_stats", "enforce_signal_state", "events"))
-    e(Insn.ldx_mem(BPF_DW, R7, R1, 0))
+    e.arg(R7, 0, "struct linux_binprm *bprm")
     e.load(R2, R7, k, "linux_binprm", "filename")
     e(Insn.stx_mem(BPF_DW, R10, R2, _FILENAME))
     e.load(R6, R7, k, "linux_binprm", "file")

@@ -127,7 +127,8 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
 
         fallback_maps = exec_fallback.MAPS
     e = Emitter(maps=("procs", "events", "block_stats", *fallback_maps))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 0), Insn.ldx_mem(BPF_DW, R9, R1, 16))
+    e.arg(R6, 0, "struct task_struct *p")
+    e.arg(R9, 2, "struct linux_binprm *bprm")
     proc_identity(e, k, R6)
     e.load(R1, R9, k, "linux_binprm", "file")
     exec_inode_from_file(e, k, R1)
@@ -161,7 +162,7 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
           Insn.st_mem(BPF_B, R7, EXEC.offset("ancestor_count"), i + 1))
     e.label("anc_done")
     e.load(R1, R9, k, "linux_binprm", "file")
-    e(Insn.alu64_imm(BPF_ADD, R1, k.offsetof("file", "f_path")))
+    e.member_addr(R1, k, "file", "f_path")
     dpath.emit_path(e, k, rec=R7, path=R1, tail_off=EXEC.size, len_off=EXEC.offset("path_len"),
                     flags_off=EXEC.offset("flags"), stack=_DPATH_OFF)
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit), Insn.ja("argv"))
@@ -224,7 +225,7 @@ def _enter_leader(e: Emitter, k: KernelLayout, task: int, update_flags: int) -> 
 def fork_program(k: KernelLayout) -> AgentProgram:
     """tp_btf/sched_process_fork: ctx = (struct task_struct *parent, struct task_struct *child)."""
     e = Emitter(maps=("procs",))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 8))
+    e.arg(R6, 1, "struct task_struct *child")
     _enter_leader(e, k, R6, BPF_ANY)
     return e.program("fork", "tracing", "tp_btf/sched_process_fork")
 
@@ -232,7 +233,7 @@ def fork_program(k: KernelLayout) -> AgentProgram:
 def exit_program(k: KernelLayout) -> AgentProgram:
     """tp_btf/sched_process_exit: ctx = (struct task_struct *p, ...). Removes the entry when the group is dead."""
     e = Emitter(maps=("procs",))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 0))
+    e.arg(R6, 0, "struct task_struct *p")
     e.load(R2, R6, k, "task_struct", "signal")
     e.load(R2, R2, k, "signal_struct", "live")  # atomic_t: int counter at offset 0
     e(Insn.jmp_imm(BPF_JNE, R2, 0, to="out"))
@@ -248,6 +249,7 @@ def exit_program(k: KernelLayout) -> AgentProgram:
 def procseed_program(k: KernelLayout) -> AgentProgram:
     """iter/task: ctx = struct bpf_iter__task {meta, task}. Enters every process not yet tracked."""
     e = Emitter(maps=("procs",))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 8), Insn.jmp_imm(BPF_JEQ, R6, 0, to="out"))
+    e.arg(R6, 1, "bpf_iter__task.task")  # after the iterator's meta pointer
+    e(Insn.jmp_imm(BPF_JEQ, R6, 0, to="out"))
     _enter_leader(e, k, R6, BPF_NOEXIST)  # never overwrite what fork/exec recorded
     return e.program("procseed", "tracing", "iter/task")
