@@ -32,7 +32,10 @@ def _program() -> list[Insn]:
         Insn.jmp_imm("jne", R0, 0, to=1),  # a raw offset stays relative
         Insn.mov64_imm(R0, -1),
         Insn.exit(),
+        Insn.call_local("sub"),
         Insn.mov64_imm(R0, 0).labelled("allow").labelled("done"),
+        Insn.exit(),
+        Insn.mov64_imm(R0, 0).labelled("sub"),
         Insn.exit(),
     ]
 
@@ -43,7 +46,7 @@ def test_the_symbolic_form_names_labels_maps_and_notes():
     assert "\tr1 = map[deny_inode] ll\n" in text
     assert "\tr6 = *(u64 *)(r1 + 1280)  # task_struct->real_parent\n" in text
     assert "\tif r0 == 0 goto allow\n" in text and "\tif r0 != 0 goto +1\n" in text
-    assert "allow:\ndone:\n\tr0 = 0\n" in text
+    assert "allow:\ndone:\n\tr0 = 0\n" in text and "\tcall sub\n" in text
 
 
 def test_plain_assembles_to_the_generator_bytes():

@@ -8,6 +8,7 @@ from a :class:`KernelLayout` (the running kernel's BTF, or the recorded layout f
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,15 +52,19 @@ class AgentProgram:
     insns: tuple[Insn, ...]
     maps: tuple[str, ...]
     license: str = "GPL"
+    #: labels of the bpf-to-bpf subprograms after the main one (each needs a ``func_info`` record)
+    functions: tuple[str, ...] = ()
 
 
 @dataclass
 class Emitter:
-    """Collects instructions; ``label()`` names the next one; ``map_ref()`` loads a map by name."""
+    """Collects instructions; ``label()`` names the next one; ``map_ref()`` loads a map by name;
+    ``subprogram()`` adds a bpf-to-bpf function, emitted after the main program."""
 
     maps: tuple[str, ...]
     insns: list[Insn] = field(default_factory=list)
     _pending: list[str] = field(default_factory=list)
+    _subprograms: dict[str, tuple[Callable[[Emitter], None], Hashable]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
 
     def __call__(self, *insns: Insn) -> None:
@@ -120,7 +125,21 @@ class Emitter:
              Insn.atomic(BPF_ADD, BPF_DW, R0, R1, value_off))
         self.label(skip)
 
+    def subprogram(self, label: str, body: Callable[[Emitter], None], key: Hashable = None) -> None:
+        """Register the function at *label*: ``body(emitter)`` emits it (ending in ``exit``) after the main
+        program, once, however many call sites register it. *key* says what the body was built for;
+        registering *label* again with another key raises ValueError (two bodies cannot share a label)."""
+        known = self._subprograms.setdefault(label, (body, key))
+        if known[1] != key:
+            raise ValueError(f"subprogram {label}: registered for {known[1]!r}, now for {key!r}")
+
     def program(self, name: str, prog_type: str, attach: str) -> AgentProgram:
         if self._pending:
             raise ValueError(f"{name}: labels {self._pending} name no instruction")
-        return AgentProgram(name, prog_type, attach, tuple(self.insns), self.maps)
+        for label, (body, _) in self._subprograms.items():
+            self.label(label)
+            body(self)
+            if self._pending:
+                raise ValueError(f"{name}: subprogram {label} ends in labels {self._pending}")
+        return AgentProgram(name, prog_type, attach, tuple(self.insns), self.maps,
+                            functions=tuple(self._subprograms))

@@ -34,7 +34,6 @@ MAPS = ("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup")
 BLOCK_PATH_STEPS = 64
 
 _FPATH_OFF = deny.STACK_END - 8  # &bprm->file->f_path, spilled: deny's routines own R9
-_DPATH_OFF = _FPATH_OFF - dpath.STACK_BYTES  # the block record's path walk; keeps deny's slots intact
 
 
 def signal_fallback(e: Emitter, k: KernelLayout, bprm: int) -> None:
@@ -68,6 +67,6 @@ def _exec_path(k: KernelLayout) -> deny.PathWriter:
     """Path writer: the executable's absolute path, walked from the spilled ``&bprm->file->f_path``."""
     def write(e: Emitter) -> None:
         e(Insn.ldx_mem(BPF_DW, R1, R10, _FPATH_OFF))
-        dpath.emit_path(e, k, rec=R7, path=R1, tail_off=BLOCK.size, len_off=BLOCK.offset("path_len"),
-                        flags_off=BLOCK.offset("flags"), stack=_DPATH_OFF, max_steps=BLOCK_PATH_STEPS)
+        dpath.call_path(e, k, rec=R7, path=R1, tail_off=BLOCK.size, len_off=BLOCK.offset("path_len"),
+                        flags_off=BLOCK.offset("flags"), max_steps=BLOCK_PATH_STEPS)
     return write

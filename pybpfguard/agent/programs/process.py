@@ -163,8 +163,12 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
     e.label("anc_done")
     e.load(R1, R9, k, "linux_binprm", "file")
     e.member_addr(R1, k, "file", "f_path")
-    dpath.emit_path(e, k, rec=R7, path=R1, tail_off=EXEC.size, len_off=EXEC.offset("path_len"),
-                    flags_off=EXEC.offset("flags"), stack=_DPATH_OFF)
+    record_path = {"rec": R7, "path": R1, "tail_off": EXEC.size, "len_off": EXEC.offset("path_len"),
+                   "flags_off": EXEC.offset("flags")}
+    if signal_fallback:  # the fallback's block record walks the same path: one subprogram for both
+        dpath.call_path(e, k, **record_path)
+    else:
+        dpath.emit_path(e, k, **record_path, stack=_DPATH_OFF)
     e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit), Insn.ja("argv"))
     e.label("exec_drop")
     e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)

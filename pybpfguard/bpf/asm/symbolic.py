@@ -7,6 +7,7 @@ The symbolic form differs from ``disassemble`` in three ways, none of which chan
   a raw offset stays relative (``goto +3``);
 - an ld_imm64 of a map by ``fd_array`` index names the map, ``r1 = map[deny_inode] ll``, and the text
   opens with the ``fd_array`` order as ``#   map_idx(N) = NAME`` comment lines;
+- a bpf-to-bpf call names its function as LLVM does, ``call dpath_walk``;
 - an instruction's ``note`` follows it as a ``#`` comment (``r2 = *(u64 *)(r6 + 1432)  # task->real_parent``).
 
 ``plain(text)`` turns every ``map[NAME]`` back into ``map_idx(N)`` using those header lines; labels and
@@ -22,8 +23,10 @@ from pybpfguard.bpf.asm import opcodes as op
 from pybpfguard.bpf.asm.disasm import decode, format_fields
 from pybpfguard.bpf.asm.errors import AsmError
 from pybpfguard.bpf.asm.finalize import finalize, ref_kind
+from pybpfguard.bpf.asm.helpers import HELPERS
 from pybpfguard.bpf.asm.insn import Insn
 
+_CALL = op.BPF_JMP | op.BPF_CALL
 _FD_ARRAY_LINE = re.compile(r"^#   map_idx\((\d+)\) = (\S+)$", re.MULTILINE)
 _MAP_NAME = re.compile(r"map\[([^\]\s]+)\]")
 
@@ -57,6 +60,8 @@ def format_program(insns: Iterable[Insn], *, maps: Sequence[str] = (), isa: int 
         target = insn.target if insn.target is not None and ref_kind(insn) is not None else None
         if d.code == op.LD_IMM64 and d.src_reg == op.BPF_PSEUDO_MAP_IDX and d.imm < len(maps):
             text = f"r{d.dst_reg} = map[{maps[d.imm]}] ll"
+        elif d.code == _CALL and d.src_reg == op.BPF_PSEUDO_CALL and target and target not in HELPERS:
+            text = f"call {target}"  # LLVM's spelling of a bpf-to-bpf call; assemble reads it too
         else:
             text = format_fields(d.code, d.dst_reg, d.src_reg, d.off, d.imm, target)
         lines.append(f"\t{text}  # {insn.note}" if insn.note else f"\t{text}")
