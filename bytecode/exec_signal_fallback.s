@@ -209,7 +209,7 @@ fallback:
 	call 1  # map_lookup_elem
 	if r0 == 0 goto allow
 	r2 = *(u8 *)(r0 + 0)
-	if r2 & 1 goto denied
+	if r2 & 3 goto denied
 	goto allow
 denied:
 	r1 = map[survival_allowlist] ll

@@ -19,8 +19,9 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
+from pybpfguard.agent.decision import RULE_FLAGS
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordType
-from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, DENY_ALWAYS, INODE_KEY
+from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, INODE_KEY
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity, file_inode, proc_identity
 from pybpfguard.bpf.asm import (
@@ -97,11 +98,13 @@ def survival_then_cgroup(e: Emitter) -> None:
 
 
 def deny_inode_match(e: Emitter, miss: str) -> None:
-    """Step 2: ``deny_inode[key]`` with DENY_ALWAYS, else jump to *miss*; then :func:`survival_then_cgroup`."""
+    """Step 2: ``deny_inode[key]`` with a rule bit (:data:`~pybpfguard.agent.decision.RULE_FLAGS`), else jump
+    to *miss*; then :func:`survival_then_cgroup`. A protect-only rule goes on as DENY_ALWAYS: its exemption
+    (VERIFIED_EXEC) applies to no process yet (pybpfguard/agent/decision.py), so no step checks it here."""
     e.lookup("deny_inode", INODE_OFF)
     e(Insn.jmp_imm(BPF_JEQ, R0, 0, to=miss),
-      Insn.ldx_mem(BPF_B, R2, R0, 0), Insn.jmp_imm(BPF_JSET, R2, DENY_ALWAYS, to="denied"),
-      Insn.ja(miss))  # protect-only rules need VERIFIED_EXEC tracking, not generated yet
+      Insn.ldx_mem(BPF_B, R2, R0, 0), Insn.jmp_imm(BPF_JSET, R2, RULE_FLAGS, to="denied"),
+      Insn.ja(miss))
     e.label("denied")
     survival_then_cgroup(e)
 

@@ -1,0 +1,158 @@
+"""The file decision, once: what a rule set decides for one open or exec of an inode.
+
+The order (REFERENCE §3.5 "File access", as the ``file_open`` and ``bprm_check_security`` programs of
+:mod:`pybpfguard.agent.programs` emit it and the fanotify responder of :mod:`pybpfguard.agent.file_guard`
+applies it):
+
+1. no rule on the inode (``deny_inode`` has no entry, or only bits this agent does not know) -> allow;
+2. the inode is on the survival allowlist -> allow;
+3. the opener's cgroup is in ``allow_cgroup`` -> allow;
+4. the rule is protect-only (:data:`~pybpfguard.agent.maps.PROTECT_VERIFIED_EXEC` without
+   :data:`~pybpfguard.agent.maps.DENY_ALWAYS`) and the opener is VERIFIED_EXEC -> allow;
+5. effective mode audit -> report ``AUDIT`` and allow; enforce -> deny (``-EPERM``) with the configured
+   signal (KILL escalates from TERM per process: :class:`pybpfguard.agent.file_guard.Escalation`).
+
+VERIFIED_EXEC: no program computes it yet (``procs`` entries are written with ``flags`` 0), so every
+tier passes ``verified_exec=False`` and a protect-only rule decides as DENY_ALWAYS does, the step-5
+outcome for an unverified process. The policy-empty hint of the kernel programs is an optimisation of
+step 1 (no rule at all) and has no separate case here.
+
+Values only, no I/O: the responder, ``simulate`` and ``explain`` call :func:`decide_file`; tests hold the
+BPF programs to it (tests/decision_cases.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
+from pybpfguard.agent.options import EnforceSignal
+from pybpfguard.agent.paths import InodeKey
+
+__all__ = [
+    "RULE_FLAGS",
+    "AllowReason",
+    "Decision",
+    "FileRequest",
+    "FileRules",
+    "Mode",
+    "Operation",
+    "RuleKind",
+    "Verdict",
+    "decide_file",
+    "rule_kind",
+]
+
+#: The ``deny_inode`` flag bits a rule is made of; other bits are ignored (by the kernel programs too).
+RULE_FLAGS = DENY_ALWAYS | PROTECT_VERIFIED_EXEC
+
+
+class Mode(enum.Enum):
+    """Requested effective mode of the file hooks (REFERENCE §6.2)."""
+
+    AUDIT = "audit"
+    ENFORCE = "enforce"
+
+
+class RuleKind(enum.Enum):
+    """What a ``deny_inode`` entry asks (its u8 flags, REFERENCE §6.5)."""
+
+    DENY_ALWAYS = DENY_ALWAYS
+    PROTECT_VERIFIED_EXEC = PROTECT_VERIFIED_EXEC  # deny unless the opener is VERIFIED_EXEC
+
+
+class Operation(enum.Enum):
+    """What the opener does with the inode: both follow the same order."""
+
+    OPEN = "open"
+    EXEC = "exec"
+
+
+class Verdict(enum.Enum):
+    ALLOW = "allow"
+    AUDIT = "audit"  # a rule matched in audit mode: reported, allowed
+    DENY = "deny"
+
+
+class AllowReason(enum.Enum):
+    """Why an open was allowed (steps 1-4 of the order)."""
+
+    NO_RULE = "no_rule"
+    SURVIVAL = "survival"
+    ALLOW_CGROUP = "allow_cgroup"
+    VERIFIED_EXEC = "verified_exec"
+
+
+def rule_kind(flags: int) -> RuleKind | None:
+    """The rule a ``deny_inode`` value holds: DENY_ALWAYS wins over protect-only; None for no rule."""
+    if flags & DENY_ALWAYS:
+        return RuleKind.DENY_ALWAYS
+    if flags & PROTECT_VERIFIED_EXEC:
+        return RuleKind.PROTECT_VERIFIED_EXEC
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRules:
+    """One complete rule set: ``deny`` ``{(ino, dev): u8 flags}`` (``deny_inode``), ``allow_cgroups`` cgids
+    (``allow_cgroup``), ``survival`` inode keys (``survival_allowlist``); dev in kernel encoding."""
+
+    deny: Mapping[InodeKey, int]
+    allow_cgroups: Set[int]
+    survival: Set[InodeKey]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRequest:
+    """One open or exec: the inode ``key`` (ino, dev), the opener's ``cgid`` (0 when unknown: no cgroup
+    exemption applies) and whether it is VERIFIED_EXEC."""
+
+    key: InodeKey
+    cgid: int = 0
+    verified_exec: bool = False
+    op: Operation = Operation.OPEN
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome: ``verdict``; ``reason`` for ALLOW; ``rule`` that matched (None when no rule);
+    ``signal`` to send for DENY (the configured one; EnforceSignal.NONE sends none)."""
+
+    verdict: Verdict
+    reason: AllowReason | None = None
+    rule: RuleKind | None = None
+    signal: EnforceSignal | None = None
+
+    @property
+    def matched(self) -> bool:
+        """A rule applied and was reported (``block_stats.blocks`` counts it): AUDIT or DENY."""
+        return self.verdict is not Verdict.ALLOW
+
+
+# Decisions are few and immutable: built once, so the responder allocates none per event.
+_NO_RULE = Decision(Verdict.ALLOW, AllowReason.NO_RULE)
+_ALLOWED = {(reason, kind): Decision(Verdict.ALLOW, reason, kind)
+            for reason in (AllowReason.SURVIVAL, AllowReason.ALLOW_CGROUP, AllowReason.VERIFIED_EXEC)
+            for kind in RuleKind}
+_AUDIT = {kind: Decision(Verdict.AUDIT, rule=kind) for kind in RuleKind}
+_DENY = {(kind, sig): Decision(Verdict.DENY, rule=kind, signal=sig) for kind in RuleKind for sig in EnforceSignal}
+
+
+def decide_file(rules: FileRules, req: FileRequest, mode: Mode,
+                signal: EnforceSignal = EnforceSignal.NONE) -> Decision:
+    """The decision for *req* under *rules* in effective *mode* (audit when break-glass, emergency
+    disable or ``audit_only`` force it, REFERENCE §6.2) with the configured *signal*."""
+    kind = rule_kind(rules.deny.get(req.key, 0))
+    if kind is None:
+        return _NO_RULE
+    if req.key in rules.survival:
+        return _ALLOWED[AllowReason.SURVIVAL, kind]
+    if req.cgid in rules.allow_cgroups:
+        return _ALLOWED[AllowReason.ALLOW_CGROUP, kind]
+    if kind is RuleKind.PROTECT_VERIFIED_EXEC and req.verified_exec:
+        return _ALLOWED[AllowReason.VERIFIED_EXEC, kind]
+    if mode is Mode.AUDIT:
+        return _AUDIT[kind]
+    return _DENY[kind, signal]
