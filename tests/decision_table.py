@@ -62,7 +62,7 @@ CASES: tuple[Case, ...] = (
     Case("survival-before-cgroup", DENY_ALWAYS, E, Verdict.ALLOW, AllowReason.SURVIVAL, survival=True,
          cgroup_allowed=True),
     Case("deny-always-verified", DENY_ALWAYS, E, Verdict.DENY, verified_exec=True),
-    # protect-only: denies an unverified opener exactly as DENY_ALWAYS does (REFERENCE §3.5 steps 5-6)
+    # protect-only: denies an unverified opener exactly as DENY_ALWAYS does (decision.py, steps 4-5)
     Case("protect-only-unverified-enforce", PROTECT, E, Verdict.DENY),
     Case("protect-only-unverified-audit", PROTECT, A, Verdict.AUDIT),
     Case("protect-only-survival", PROTECT, E, Verdict.ALLOW, AllowReason.SURVIVAL, survival=True),

@@ -1,8 +1,7 @@
 """The file decision, once: what a rule set decides for one open or exec of an inode.
 
-The order (REFERENCE §3.5 "File access", as the ``file_open`` and ``bprm_check_security`` programs of
-:mod:`pybpfguard.agent.programs` emit it and the fanotify responder of :mod:`pybpfguard.agent.file_guard`
-applies it):
+The order, as the ``file_open`` and ``bprm_check_security`` programs emit it (their shared steps are in
+pybpfguard/agent/programs/deny.py) and the fanotify responder (pybpfguard/agent/file_guard.py) applies it:
 
 1. no rule on the inode (``deny_inode`` has no entry, or only bits this agent does not know) -> allow;
 2. the inode is on the survival allowlist -> allow;
@@ -17,8 +16,9 @@ tier passes ``verified_exec=False`` and a protect-only rule decides as DENY_ALWA
 outcome for an unverified process. The policy-empty hint of the kernel programs is an optimisation of
 step 1 (no rule at all) and has no separate case here.
 
-Values only, no I/O: the responder, ``simulate`` and ``explain`` call :func:`decide_file`; tests hold the
-BPF programs to it (tests/decision_cases.py).
+Values only, no I/O: the fanotify responder calls :func:`decide_file` (policy ``simulate`` and ``explain``
+are meant to); one table of cases holds the model, the fanotify tier and the BPF programs to the same
+outcomes (tests/decision_table.py).
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ RULE_FLAGS = DENY_ALWAYS | PROTECT_VERIFIED_EXEC
 
 
 class Mode(enum.Enum):
-    """Requested effective mode of the file hooks (REFERENCE §6.2)."""
+    """Requested effective mode of the file hooks: audit reports a match and allows it, enforce denies it."""
 
     AUDIT = "audit"
     ENFORCE = "enforce"
 
 
 class RuleKind(enum.Enum):
-    """What a ``deny_inode`` entry asks (its u8 flags, REFERENCE §6.5)."""
+    """What a ``deny_inode`` entry asks (its u8 flags, pybpfguard/agent/maps.py)."""
 
     DENY_ALWAYS = DENY_ALWAYS
     PROTECT_VERIFIED_EXEC = PROTECT_VERIFIED_EXEC  # deny unless the opener is VERIFIED_EXEC
@@ -142,8 +142,9 @@ _DENY = {(kind, sig): Decision(Verdict.DENY, rule=kind, signal=sig) for kind in 
 
 def decide_file(rules: FileRules, req: FileRequest, mode: Mode,
                 signal: EnforceSignal = EnforceSignal.NONE) -> Decision:
-    """The decision for *req* under *rules* in effective *mode* (audit when break-glass, emergency
-    disable or ``audit_only`` force it, REFERENCE §6.2) with the configured *signal*."""
+    """The decision for *req* under *rules* in effective *mode* (audit also when break-glass, emergency
+    disable or ``audit_only`` force it: the ``agent_config`` switches the kernel programs read) with the
+    configured *signal*."""
     kind = rule_kind(rules.deny.get(req.key, 0))
     if kind is None:
         return _NO_RULE
