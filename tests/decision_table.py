@@ -9,11 +9,16 @@ puts its own opener's cgid into ``allow_cgroup`` or not.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from pybpfguard.agent.cgroups import cgroup2_mount
 from pybpfguard.agent.decision import AllowReason, FileRequest, FileRules, Mode, Verdict
-from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
+from pybpfguard.agent.maps import AGENT_CONFIG, DENY_ALWAYS, PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.paths import InodeKey
+from pybpfguard.bpf.maps import Map
 
 #: A flag bit that is no rule (decision.RULE_FLAGS): every tier ignores it.
 UNKNOWN_FLAG = 0x80
@@ -40,6 +45,23 @@ class Case:
 
     def request(self, key: InodeKey, opener_cgid: int) -> FileRequest:
         return FileRequest(key, opener_cgid, self.verified_exec)
+
+    def load_maps(self, maps: Mapping[str, Map], key: Any, opener_cgid: int) -> None:
+        """Write the case into the kernel programs' maps (emptied first): the rule on *key* (an INODE_KEY
+        value), survival, ``allow_cgroup`` and ``agent_config`` (mode; signal none, since the opener may be
+        the test process itself)."""
+        for name in ("deny_inode", "survival_allowlist", "allow_cgroup"):
+            for k in list(maps[name].keys()):
+                maps[name].delete_elem(k)
+        if self.flags:
+            maps["deny_inode"].update_elem(key, self.flags)
+        if self.survival:
+            maps["survival_allowlist"].update_elem(key, 1)
+        if self.cgroup_allowed:
+            maps["allow_cgroup"].update_elem(opener_cgid, 1)
+        maps["agent_config"].update_elem(0, AGENT_CONFIG.value(
+            audit_only=int(self.mode is Mode.AUDIT), enforce_signal=0, event_sample_rate=1,
+            file_policy_empty=int(not self.flags)))
 
     @property
     def kernel_checkable(self) -> bool:
@@ -73,3 +95,23 @@ CASES: tuple[Case, ...] = (
 )
 
 KERNEL_CASES = tuple(c for c in CASES if c.kernel_checkable)
+
+
+def own_cgid() -> int:
+    """This process's cgid (``bpf_get_current_cgroup_id()``; children inherit it): the inode of its cgroup
+    v2 directory."""
+    with open("/proc/self/cgroup", "rb") as f:
+        rel = next(line[3:].rstrip(b"\n") for line in f if line.startswith(b"0::"))
+    return os.stat(cgroup2_mount() + rel).st_ino
+
+
+def block_count(stats: Map) -> int:
+    """``block_stats.blocks`` summed over CPUs."""
+    return sum(v.blocks for v in stats.lookup_elem(0))
+
+
+def kernel_verdict(eperm: bool, counted: int) -> Verdict:
+    """A kernel program's outcome: -EPERM is DENY; otherwise a counted block is AUDIT, none ALLOW."""
+    if eperm:
+        return Verdict.DENY
+    return Verdict.AUDIT if counted else Verdict.ALLOW

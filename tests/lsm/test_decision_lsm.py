@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pybpfguard.agent.decision import Mode, Verdict
-from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinnedMaps, private_specs
+from pybpfguard.agent.decision import Verdict
+from pybpfguard.agent.maps import INODE_KEY, PinnedMaps, private_specs
 from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
 from pybpfguard.agent.programs.emit import AgentProgram, KernelLayout
 from pybpfguard.agent.programs.exec_lsm import bprm_check_program
@@ -30,19 +30,11 @@ from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_lsm
 from pybpfguard.bpf.maps import Map, MapSpec, MapType
-from tests.decision_table import KERNEL_CASES, Case
+from tests.decision_table import KERNEL_CASES, Case, block_count, kernel_verdict, own_cgid
 
 pytestmark = pytest.mark.kernel
 
 TRUE = shutil.which("true") or "/bin/true"
-
-
-def _own_cgid() -> int:
-    from pybpfguard.agent.cgroups import cgroup2_mount
-
-    with open("/proc/self/cgroup", "rb") as f:
-        rel = next(line[3:].rstrip(b"\n") for line in f if line.startswith(b"0::"))
-    return os.stat(cgroup2_mount() + rel).st_ino
 
 
 def _open(path: Path) -> int:
@@ -90,23 +82,11 @@ def test_lsm_programs_decide_every_case_of_the_table(maps: dict[str, Map], tmp_p
     shutil.copy(TRUE, target)
     st = target.stat()
     key = INODE_KEY.value(ino=st.st_ino, dev=os.major(st.st_dev) << 20 | os.minor(st.st_dev), pad=0)
-    if case.flags:
-        maps["deny_inode"].update_elem(key, case.flags)
-    if case.survival:
-        maps["survival_allowlist"].update_elem(key, 1)
-    if case.cgroup_allowed:
-        maps["allow_cgroup"].update_elem(_own_cgid(), 1)
-    maps["agent_config"].update_elem(0, AGENT_CONFIG.value(
-        audit_only=int(case.mode is Mode.AUDIT), enforce_signal=0, event_sample_rate=1,
-        file_policy_empty=int(not case.flags)))
+    case.load_maps(maps, key, own_cgid())
     with load_program(generate(Layout.from_btf(load_vmlinux())), maps) as prog, attach_lsm(prog):
-        before = sum(v.blocks for v in maps["block_stats"].lookup_elem(0))
+        before = block_count(maps["block_stats"])
         err = act(target)
-        counted = sum(v.blocks for v in maps["block_stats"].lookup_elem(0)) - before
-    if err == errno.EPERM:
-        verdict = Verdict.DENY
-    else:
-        assert err == 0
-        verdict = Verdict.AUDIT if counted else Verdict.ALLOW
-    assert verdict is case.expect
-    assert counted == (0 if verdict is Verdict.ALLOW else 1)
+        counted = block_count(maps["block_stats"]) - before
+    assert err in (0, errno.EPERM)
+    assert kernel_verdict(err == errno.EPERM, counted) is case.expect
+    assert counted == (case.expect is not Verdict.ALLOW)

@@ -13,14 +13,13 @@ Outcome: return ``-EPERM`` (DENY), or 0 with ``block_stats.blocks`` counted (AUD
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from pybpfguard.agent.decision import Mode, Verdict
+from pybpfguard.agent.decision import Verdict
 from pybpfguard.agent.events.records import BLOCK
-from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, INODE_KEY, pinned_specs
+from pybpfguard.agent.maps import BLOCK_STATS, INODE_KEY, pinned_specs
 from pybpfguard.agent.programs import deny
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, PROC_INFO, VAL_OFF
@@ -28,7 +27,7 @@ from pybpfguard.bpf.asm import BPF_DW, BPF_H, R1, R2, R7, R10, Insn
 from pybpfguard.bpf.maps import Map, MapSpec, MapType
 from pybpfguard.bpf.program import Program, ProgramSpec
 from pybpfguard.bpf.types import ProgFlags, ProgType
-from tests.decision_table import KERNEL_CASES, Case
+from tests.decision_table import KERNEL_CASES, Case, block_count, kernel_verdict, own_cgid
 
 pytestmark = pytest.mark.kernel
 
@@ -83,52 +82,20 @@ def program(maps: dict[str, Map]) -> Iterator[Program]:
         yield prog
 
 
-def own_cgid() -> int:
-    """``bpf_get_current_cgroup_id()`` of this process: its cgroup v2 directory's inode."""
-    from pybpfguard.agent.cgroups import cgroup2_mount
-
-    with open("/proc/self/cgroup", "rb") as f:
-        rel = next(line[3:].rstrip(b"\n") for line in f if line.startswith(b"0::"))
-    return os.stat(cgroup2_mount() + rel).st_ino
-
-
-def _blocks(stats: Map) -> int:
-    return sum(v.blocks for v in stats.lookup_elem(0))
-
-
-def _load_case(maps: dict[str, Map], case: Case) -> None:
-    for name in ("deny_inode", "survival_allowlist", "allow_cgroup"):
-        for k in list(maps[name].keys()):
-            maps[name].delete_elem(k)
-    if case.flags:
-        maps["deny_inode"].update_elem(KEY, case.flags)
-    if case.survival:
-        maps["survival_allowlist"].update_elem(KEY, 1)
-    if case.cgroup_allowed:
-        maps["allow_cgroup"].update_elem(own_cgid(), 1)
-    # enforce_signal 0: no signal (a signal would go to this very test process)
-    maps["agent_config"].update_elem(0, AGENT_CONFIG.value(audit_only=int(case.mode is Mode.AUDIT),
-                                                           enforce_signal=0, event_sample_rate=1))
-
-
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: c.name)
 def test_kernel_decision_steps_decide_every_case_of_the_table(maps: dict[str, Map], program: Program,
                                                               case: Case) -> None:
-    _load_case(maps, case)
-    before = _blocks(maps["block_stats"])
+    case.load_maps(maps, KEY, own_cgid())
+    before = block_count(maps["block_stats"])
     retval = program.test_run(ctx=INODE_KEY.pack(KEY), repeat=0).retval
-    counted = _blocks(maps["block_stats"]) - before
-    if retval == (-errno.EPERM) & 0xFFFFFFFF:
-        verdict = Verdict.DENY
-    else:
-        assert retval == 0
-        verdict = Verdict.AUDIT if counted else Verdict.ALLOW
-    assert verdict is case.expect
-    assert counted == (0 if verdict is Verdict.ALLOW else 1)
+    counted = block_count(maps["block_stats"]) - before
+    assert retval in (0, -errno.EPERM & 0xFFFFFFFF)
+    assert kernel_verdict(retval != 0, counted) is case.expect
+    assert counted == (case.expect is not Verdict.ALLOW)
 
 
 def test_the_key_is_not_matched_under_another_inode(maps: dict[str, Map], program: Program) -> None:
-    _load_case(maps, KERNEL_CASES[2])  # deny-always-enforce
+    next(c for c in KERNEL_CASES if c.name == "deny-always-enforce").load_maps(maps, KEY, 0)
     assert maps["deny_inode"].get(KEY) is not None
     other = INODE_KEY.value(ino=1, dev=271581186, pad=0)
     ctx = INODE_KEY.pack(other)
