@@ -24,8 +24,9 @@ outcomes (tests/decision_table.py).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.options import EnforceSignal
@@ -104,10 +105,10 @@ class FileRules:
     survival: Set[InodeKey]
 
 
-@dataclass(frozen=True, slots=True)
-class FileRequest:
+class FileRequest(NamedTuple):
     """One open or exec: the inode ``key`` (ino, dev), the opener's ``cgid`` (0 when unknown: no cgroup
-    exemption applies) and whether it is VERIFIED_EXEC."""
+    exemption applies) and whether it is VERIFIED_EXEC. A NamedTuple: the responder builds one per
+    permission event, and a frozen dataclass costs about twice as much to build."""
 
     key: InodeKey
     cgid: int = 0
@@ -131,13 +132,19 @@ class Decision:
         return self.verdict is not Verdict.ALLOW
 
 
-# Decisions are few and immutable: built once, so the responder allocates none per event.
+# Decisions are few and immutable: built once, indexed by the rule bits (``flags & RULE_FLAGS``), so the
+# responder allocates none and hashes no enum per event.
+def _by_bits(make: Callable[[RuleKind], Decision]) -> tuple[Decision, ...]:
+    return tuple(_NO_RULE if (kind := rule_kind(bits)) is None else make(kind) for bits in range(RULE_FLAGS + 1))
+
+
 _NO_RULE = Decision(Verdict.ALLOW, AllowReason.NO_RULE)
-_ALLOWED = {(reason, kind): Decision(Verdict.ALLOW, reason, kind)
-            for reason in (AllowReason.SURVIVAL, AllowReason.ALLOW_CGROUP, AllowReason.VERIFIED_EXEC)
-            for kind in RuleKind}
-_AUDIT = {kind: Decision(Verdict.AUDIT, rule=kind) for kind in RuleKind}
-_DENY = {(kind, sig): Decision(Verdict.DENY, rule=kind, signal=sig) for kind in RuleKind for sig in EnforceSignal}
+_SURVIVAL = _by_bits(lambda kind: Decision(Verdict.ALLOW, AllowReason.SURVIVAL, kind))
+_CGROUP = _by_bits(lambda kind: Decision(Verdict.ALLOW, AllowReason.ALLOW_CGROUP, kind))
+_VERIFIED = _by_bits(lambda kind: Decision(Verdict.ALLOW, AllowReason.VERIFIED_EXEC, kind))
+_AUDIT = _by_bits(lambda kind: Decision(Verdict.AUDIT, rule=kind))
+_DENY = {sig: _by_bits(lambda kind, sig=sig: Decision(Verdict.DENY, rule=kind, signal=sig))  # type: ignore[misc]
+         for sig in EnforceSignal}
 
 
 def decide_file(rules: FileRules, req: FileRequest, mode: Mode,
@@ -145,15 +152,16 @@ def decide_file(rules: FileRules, req: FileRequest, mode: Mode,
     """The decision for *req* under *rules* in effective *mode* (audit also when break-glass, emergency
     disable or ``audit_only`` force it: the ``agent_config`` switches the kernel programs read) with the
     configured *signal*."""
-    kind = rule_kind(rules.deny.get(req.key, 0))
-    if kind is None:
+    key = req.key
+    bits = rules.deny.get(key, 0) & RULE_FLAGS
+    if not bits:
         return _NO_RULE
-    if req.key in rules.survival:
-        return _ALLOWED[AllowReason.SURVIVAL, kind]
+    if key in rules.survival:
+        return _SURVIVAL[bits]
     if req.cgid in rules.allow_cgroups:
-        return _ALLOWED[AllowReason.ALLOW_CGROUP, kind]
-    if kind is RuleKind.PROTECT_VERIFIED_EXEC and req.verified_exec:
-        return _ALLOWED[AllowReason.VERIFIED_EXEC, kind]
+        return _CGROUP[bits]
+    if bits == PROTECT_VERIFIED_EXEC and req.verified_exec:  # protect-only: rule_kind's reading of the bits
+        return _VERIFIED[bits]
     if mode is Mode.AUDIT:
-        return _AUDIT[kind]
-    return _DENY[kind, signal]
+        return _AUDIT[bits]
+    return _DENY[signal][bits]

@@ -105,6 +105,7 @@ class Escalation:
 _SIGNALS = {Action.TERM: signal.SIGTERM, Action.KILL: signal.SIGKILL, Action.INT: signal.SIGINT}
 _FIXED_ACTION = {EnforceSignal.NONE: Action.BLOCK, EnforceSignal.TERM: Action.TERM,
                  EnforceSignal.INT: Action.INT}
+_OPERATION = (Operation.OPEN, Operation.EXEC)  # by is_exec
 _ALLOW_COUNTER = {AllowReason.SURVIVAL: "allowed_survival", AllowReason.ALLOW_CGROUP: "allowed_cgroup",
                   AllowReason.VERIFIED_EXEC: "allowed_verified"}
 
@@ -350,8 +351,7 @@ class FileGuard:
             cgid = self._cgroup_id(pid)
             ident = self._identity(pid)
             decision = decide_file(self._rules, FileRequest(key, cgid, ident is not None and ident.verified_exec,
-                                                            Operation.EXEC if is_exec else Operation.OPEN),
-                                   self.mode, self.enforce_signal)
+                                                            _OPERATION[is_exec]), self.mode, self.enforce_signal)
             verdict = decision.verdict
             if verdict is Verdict.ALLOW:
                 counter = _ALLOW_COUNTER.get(decision.reason)  # type: ignore[arg-type]
