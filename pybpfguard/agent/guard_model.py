@@ -61,10 +61,11 @@ class BlockDecision:
 @dataclass(slots=True)
 class GuardStats:
     """Counters since start. ``blocks``: rule matches reported (``denied`` + ``audited``), as the kernel's
-    ``block_stats.blocks``; ``allowed_*``: matches exempted by §3.5 steps 3-5; ``dropped``: decisions
-    lost to a full queue (the answer was given regardless); ``lost_answers``: the opener was gone before
-    the answer; ``errors``: events answered ALLOW after an unexpected error; ``stale_marks``: marks left
-    on inodes that lost their rule (their path was gone; answered ALLOW); ``per_inode``: blocks per key."""
+    ``block_stats.blocks``; ``allowed_*``: matches exempted (survival, allow_cgroup, VERIFIED_EXEC:
+    :mod:`pybpfguard.agent.decision`); ``dropped``: decisions lost to a full queue (the answer was given
+    regardless); ``lost_answers``: the opener was gone before the answer; ``errors``: events answered ALLOW
+    after an unexpected error; ``stale_marks``: marks left on inodes that lost their rule (their path was
+    gone; answered ALLOW); ``per_inode``: blocks per key."""
 
     blocks: int = 0
     denied: int = 0
