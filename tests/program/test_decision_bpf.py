@@ -23,7 +23,7 @@ from pybpfguard.agent.maps import BLOCK_STATS, INODE_KEY, pinned_specs
 from pybpfguard.agent.programs import deny
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, PROC_INFO, VAL_OFF
-from pybpfguard.bpf.asm import BPF_DW, BPF_H, R1, R2, R7, R10, Insn
+from pybpfguard.bpf.asm import BPF_DW, BPF_H, BPF_JNE, R1, R2, R7, R10, Insn
 from pybpfguard.bpf.maps import Map, MapSpec, MapType
 from pybpfguard.bpf.program import Program, ProgramSpec
 from pybpfguard.bpf.types import ProgFlags, ProgType
@@ -49,7 +49,7 @@ def decision_steps_program() -> AgentProgram:
         e(Insn.st_mem(BPF_DW, R10, VAL_OFF + off, 0))
     deny.load_config(e)
     deny.config(e, R2, "file_policy_empty")
-    e(Insn.jmp_imm("jne", R2, 0, to="allow"))
+    e(Insn.jmp_imm(BPF_JNE, R2, 0, to="allow"))
     deny.deny_inode_match(e, miss="allow")
     e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
     deny.effective_audit(e, to="emit")
