@@ -16,6 +16,7 @@ import re
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ from pybpfguard.bpf.elf.core import (
     describe,
     essential_name,
 )
+from pybpfguard.bpf.program import Program, ProgramSpec
+from pybpfguard.bpf.types import ProgType
 
 CLANG = "clang-19"
 SOURCE = Path(__file__).parent / "data" / "core_reads.c"
@@ -249,6 +252,19 @@ def test_bitfield_read_covers_the_kernels_bits(obj: Obj, patched: dict[str, dict
     # bits of the loaded value (bit 0 = byte off's bit 0) kept by "<< lshift >> rshift":
     low = field.bit_offset - off * 8
     assert rshift == 64 - field.bitfield_size and lshift == 64 - (low + field.bitfield_size)
+
+
+@pytest.mark.usefixtures("kernel")
+@pytest.mark.parametrize(("section", "expected"), [("socket/tgid", os.getpid), ("socket/parent_tgid", os.getppid)])
+def test_patched_program_reads_the_kernels_task(
+    obj: Obj, kernel_btf: Spec, section: str, expected: Callable[[], int]
+) -> None:
+    """The relocated program loads and, run by BPF_PROG_TEST_RUN in this thread, reads this process's
+    tgid (and its parent's through ``real_parent``) from the kernel's task_struct."""
+    insns = apply_core_relos(obj.insns[section], obj.relos[section], obj.local, kernel_btf)
+    spec = ProgramSpec("core_test", ProgType.BPF_PROG_TYPE_SOCKET_FILTER, insns)
+    with Program.load(spec) as prog:
+        assert prog.test_run(bytes(14)).retval == expected()
 
 
 # -- errors, ambiguity and candidate pruning, on a hand-made target BTF --------------------------------

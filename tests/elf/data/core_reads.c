@@ -115,3 +115,28 @@ int missing_enum(void *ctx)
 {
 	return ENUMVAL(enum pid_type___v2, PIDTYPE_NOPE___v2, 1);
 }
+
+/* Loaded by the test: run with BPF_PROG_TEST_RUN, "current" is the test's own thread. */
+static void *(*bpf_get_current_task)(void) = (void *)35;
+
+SEC("socket/tgid")
+int current_tgid(void *ctx)
+{
+	struct task_struct___v2 *t = bpf_get_current_task();
+	int tgid = 0;
+
+	bpf_probe_read_kernel(&tgid, sizeof(tgid), &t->tgid);
+	return tgid;
+}
+
+SEC("socket/parent_tgid")
+int current_parent_tgid(void *ctx)
+{
+	struct task_struct___v2 *t = bpf_get_current_task();
+	struct task_struct___v2 *parent = 0;
+	int tgid = 0;
+
+	bpf_probe_read_kernel(&parent, sizeof(parent), &t->real_parent);
+	bpf_probe_read_kernel(&tgid, sizeof(tgid), &parent->tgid);
+	return tgid;
+}
