@@ -203,6 +203,10 @@ def test_kinds_are_the_kernels(obj: Obj, patched: dict[str, dict[int, Insn]], ke
     pid_signed = kernel_btf.resolve(kernel_btf.member("task_struct", "pid").type_id).signed
     flags_signed = kernel_btf.resolve(kernel_btf.member("task_struct", "flags").type_id).signed
     parent_size = kernel_btf.member("task_struct", "real_parent").size
+    list_head = kernel_btf.find(BTF_KIND_STRUCT, "list_head")
+    list_head_is_two_self_pointers = [m.name for m in list_head.members] == ["next", "prev"] and all(
+        kernel_btf.type_by_id(kernel_btf.resolve(m.type_id).type_id).name == "list_head" for m in list_head.members
+    )
     expected = {
         (K.BPF_CORE_FIELD_EXISTS, "task_struct___v2.pid"): 1,
         (K.BPF_CORE_FIELD_EXISTS, "task_struct___v2.pocket_watch"): 0,
@@ -218,6 +222,9 @@ def test_kinds_are_the_kernels(obj: Obj, patched: dict[str, dict[int, Insn]], ke
         (K.BPF_CORE_ENUMVAL_VALUE, "enum pid_type___v2::PIDTYPE_TGID___v2"): tgid_value,
         (K.BPF_CORE_ENUMVAL_EXISTS, "enum pid_type___v2::PIDTYPE_TGID___v2"): 1,
         (K.BPF_CORE_ENUMVAL_EXISTS, "enum pid_type___v2::PIDTYPE_NOPE___v2"): 0,
+        # list_head___v2 is the kernel's {next, prev} pointers to itself; task_struct___v2's flags is 8 bytes
+        (K.BPF_CORE_TYPE_MATCHES, "list_head___v2"): int(list_head_is_two_self_pointers),
+        (K.BPF_CORE_TYPE_MATCHES, "task_struct___v2"): int(kernel_btf.member("task_struct", "flags").size == 8),
     }
     got = {}
     for relo in obj.relos["socket"]:

@@ -307,13 +307,13 @@ def _fields_compat(lbtf: Spec, lid: int, tbtf: Spec, tid: int, depth: int = 0) -
 
 def _types_compat(lbtf: Spec, lid: int, tbtf: Spec, tid: int, depth: int = 0) -> bool:
     """libbpf bpf_core_types_are_compat: kinds agree; names were matched by the candidate search, so
-    composites, enums, forwards and floats agree; ints without bit offset; pointers, arrays and
-    function prototypes by their parts."""
+    composites, enums and forwards agree; ints without bit offset; pointers, arrays and function
+    prototypes by their parts; other kinds (floats included) never."""
     _, lt = _resolve(lbtf, lid)
     _, tt = _resolve(tbtf, tid)
     if not _same_kind(lt, tt) or depth > _MAX_DEPTH:
         return False
-    if isinstance(lt, (t.Void, t.Struct, t.Enum, t.Fwd, t.Float)):
+    if isinstance(lt, (t.Void, t.Struct, t.Enum, t.Fwd)):
         return True
     if isinstance(lt, t.Int):
         assert isinstance(tt, t.Int)
@@ -332,46 +332,58 @@ def _types_compat(lbtf: Spec, lid: int, tbtf: Spec, tid: int, depth: int = 0) ->
     return False
 
 
-def _types_match(lbtf: Spec, lid: int, tbtf: Spec, tid: int, depth: int = 0) -> bool:
-    """libbpf bpf_core_types_match (TYPE_MATCHES): stricter than compatibility. Every member of a local
-    struct/union exists by name in the target with a matching type; every local enumerator exists by
-    name; ints agree in size and signedness; arrays in length; pointers and prototypes by their parts;
-    named types by essential name (a forward matches a struct/union of its name)."""
+def _names_match(local_name: str, target_name: str) -> bool:
+    """Equal essential names; an anonymous target matches only an anonymous local."""
+    if not target_name:
+        return not local_name
+    return essential_name(local_name) == essential_name(target_name)
+
+
+def _types_match(lbtf: Spec, lid: int, tbtf: Spec, tid: int, behind_ptr: bool = False, depth: int = 0) -> bool:
+    """libbpf bpf_core_types_match (TYPE_MATCHES), stricter than compatibility: names match at every
+    level; ints agree in size and signedness; arrays in length; enums in size, and every local enumerator
+    exists by name in the target; every member of a local struct/union has a member of its name and a
+    matching type in the target, except behind a pointer, where a struct/union and a forward
+    declaration of the same kind match; function prototypes by their parameters and return type."""
     _, lt = _resolve(lbtf, lid)
     _, tt = _resolve(tbtf, tid)
-    if depth > _MAX_DEPTH:
+    if depth > _MAX_DEPTH or not _names_match(lt.name, tt.name):
         return False
-    if lt.name and tt.name and essential_name(lt.name) != essential_name(tt.name):
-        return False
-    if isinstance(lt, t.Fwd) or isinstance(tt, t.Fwd):
-        fwd, other = (lt, tt) if isinstance(lt, t.Fwd) else (tt, lt)
-        assert isinstance(fwd, t.Fwd)
-        if isinstance(other, t.Fwd):
-            return fwd.is_union == other.is_union
-        return isinstance(other, t.Union) if fwd.is_union else type(other) is t.Struct
-    if not _same_kind(lt, tt):
-        return False
-    if isinstance(lt, t.Struct):
-        assert isinstance(tt, t.Struct)
-        by_name = {m.name: m for m in tt.members}
-        for m in lt.members:
-            other = by_name.get(m.name)
-            if other is None or not _types_match(lbtf, m.type_id, tbtf, other.type_id, depth + 1):
-                return False
-        return True
+    if isinstance(lt, t.Fwd):
+        if isinstance(tt, t.Fwd):
+            return lt.is_union == tt.is_union
+        return behind_ptr and isinstance(tt, t.Struct) and isinstance(tt, t.Union) == lt.is_union
     if isinstance(lt, t.Enum):
-        assert isinstance(tt, t.Enum)
-        names = {essential_name(v.name) for v in tt.values}
-        return all(essential_name(v.name) in names for v in lt.values)
+        if not isinstance(tt, t.Enum) or lt.size != tt.size:
+            return False
+        return all(any(_names_match(v.name, w.name) for w in tt.values) for v in lt.values)
+    if isinstance(lt, t.Struct):
+        if behind_ptr and isinstance(tt, t.Fwd):
+            return tt.is_union == isinstance(lt, t.Union)
+        if lt.kind != tt.kind or not isinstance(tt, t.Struct):
+            return False
+        if behind_ptr:
+            return True
+        return all(
+            any(
+                _names_match(m.name, n.name) and _types_match(lbtf, m.type_id, tbtf, n.type_id, False, depth + 1)
+                for n in tt.members
+            )
+            for m in lt.members
+        )
+    if lt.kind != tt.kind:
+        return False
+    if isinstance(lt, t.Void):
+        return True
     if isinstance(lt, t.Int):
         assert isinstance(tt, t.Int)
         return lt.size == tt.size and lt.signed == tt.signed
-    if isinstance(lt, t.Array):
-        assert isinstance(tt, t.Array)
-        return lt.nelems == tt.nelems and _types_match(lbtf, lt.type_id, tbtf, tt.type_id, depth + 1)
     if isinstance(lt, t.Ptr):
         assert isinstance(tt, t.Ptr)
-        return _types_match(lbtf, lt.type_id, tbtf, tt.type_id, depth + 1)
+        return _types_match(lbtf, lt.type_id, tbtf, tt.type_id, True, depth + 1)
+    if isinstance(lt, t.Array):
+        assert isinstance(tt, t.Array)
+        return lt.nelems == tt.nelems and _types_match(lbtf, lt.type_id, tbtf, tt.type_id, behind_ptr, depth + 1)
     if isinstance(lt, t.FuncProto):
         assert isinstance(tt, t.FuncProto)
         if len(lt.params) != len(tt.params) or lt.variadic != tt.variadic:
@@ -379,8 +391,8 @@ def _types_match(lbtf: Spec, lid: int, tbtf: Spec, tid: int, depth: int = 0) -> 
         pairs = [(lt.return_type_id, tt.return_type_id)] + [
             (a.type_id, b.type_id) for a, b in zip(lt.params, tt.params, strict=True)
         ]
-        return all(_types_match(lbtf, a, tbtf, b, depth + 1) for a, b in pairs)
-    return isinstance(lt, (t.Void, t.Float)) and getattr(lt, "size", 0) == getattr(tt, "size", 0)
+        return all(_types_match(lbtf, a, tbtf, b, behind_ptr, depth + 1) for a, b in pairs)
+    return False
 
 
 def _match_member(lbtf: Spec, lacc: _Acc, tbtf: Spec, tid: int, spec: _Spec, depth: int = 0) -> int | None:
@@ -525,8 +537,8 @@ def _type_value(kind: int, spec: _Spec | None) -> _Val:
     """libbpf bpf_core_calc_type_relo: every type-based kind is 0 without a target type."""
     if spec is None:
         return _Val(0)
-    if kind == _K.BPF_CORE_TYPE_ID_TARGET:
-        return _Val(spec.root_id)
+    if kind == _K.BPF_CORE_TYPE_ID_TARGET:  # ids in an object change when its BTF is rewritten: not checked
+        return _Val(spec.root_id, validate=False)
     if kind in (_K.BPF_CORE_TYPE_EXISTS, _K.BPF_CORE_TYPE_MATCHES):
         return _Val(1)
     if kind == _K.BPF_CORE_TYPE_SIZE:
@@ -583,7 +595,7 @@ def _resolve_relo(relo: CoreRelo, local: Spec, target: Spec, cands: dict[int, li
         raise _Problem("unknown relocation kind")
     lspec = _parse(local, relo)
     if relo.kind == _K.BPF_CORE_TYPE_ID_LOCAL:
-        return _Res(relo.type_id, relo.type_id)
+        return _Res(relo.type_id, relo.type_id, validate=False)
     ids = cands.get(relo.type_id)
     if ids is None:
         ids = cands[relo.type_id] = _candidates(local, relo.type_id, target)

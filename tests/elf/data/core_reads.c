@@ -32,6 +32,10 @@ struct sk_buff___local {  /* the kernel's next is inside an anonymous struct in 
 	unsigned int len;
 } CORE;
 
+struct list_head___v2 {  /* the kernel's exactly: TYPE_MATCHES holds */
+	struct list_head___v2 *next, *prev;
+} CORE;
+
 struct not_in_kernel___v1 {
 	int x;
 } CORE;
@@ -71,6 +75,8 @@ int kinds(void *ctx)
 	r += ENUMVAL(enum pid_type___v2, PIDTYPE_TGID___v2, 1) << 11;
 	r += ENUMVAL(enum pid_type___v2, PIDTYPE_TGID___v2, 0) << 12;
 	r += ENUMVAL(enum pid_type___v2, PIDTYPE_NOPE___v2, 0) << 13;
+	r += TYPE(struct list_head___v2, 2) << 14;
+	r += TYPE(struct task_struct___v2, 2) << 15;
 	return r;
 }
 
