@@ -12,6 +12,7 @@ reader (``Spec.member``, ``sizeof``, ``find_id``), never a constant; one offset 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import struct
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pybpfguard.bpf.asm import opcodes as op
 from pybpfguard.bpf.asm.disasm import decode
@@ -186,12 +189,23 @@ def test_unsigned_field_of_another_width_changes_the_load_size(
     assert after.code & ~0x18 == before.code & ~0x18 and after.off == kernel.offset
 
 
-def test_missing_field_and_narrowed_signed_field_are_poisoned(obj: Obj, patched: dict[str, dict[int, Insn]]) -> None:
+def test_missing_field_and_narrowed_signed_field_are_poisoned(
+    obj: Obj, patched: dict[str, dict[int, Insn]], kernel_btf: Spec
+) -> None:
     """A field the kernel lacks, and a signed field the kernel has narrower (a u64 load would misread it),
-    become ``call 195896080`` as under libbpf."""
+    become ``call 195896080`` as under libbpf, and are reported by slot with their C path; nothing else
+    is poisoned."""
     relos = {describe(r, obj.local): r for r in obj.relos["socket"] if r.kind == K.BPF_CORE_FIELD_BYTE_OFFSET}
     for what in ("task_struct___v2.pocket_watch", "task_struct___v2.prio"):
         assert is_poison(patched["socket"][relos[what].insn_index]), what
+    report: dict[int, str] = {}
+    apply_core_relos(obj.insns["socket"], obj.relos["socket"], obj.local, kernel_btf, poisoned=report)
+    nope = [r for r in obj.relos["socket"] if r.kind == K.BPF_CORE_ENUMVAL_VALUE and "NOPE" in describe(r, obj.local)]
+    assert report == {
+        relos["task_struct___v2.pocket_watch"].insn_index: "field byte offset of task_struct___v2.pocket_watch",
+        relos["task_struct___v2.prio"].insn_index: "field byte offset of task_struct___v2.prio",
+        nope[0].insn_index: "enumval value of enum pid_type___v2::PIDTYPE_NOPE___v2",
+    }
 
 
 def test_kinds_are_the_kernels(obj: Obj, patched: dict[str, dict[int, Insn]], kernel_btf: Spec) -> None:
@@ -298,6 +312,10 @@ def test_ambiguous_candidates_are_an_error(obj: Obj) -> None:
     assert err.value.kind is K.BPF_CORE_FIELD_BYTE_OFFSET
     assert err.value.what == "task_struct___v2.pid" and err.value.insn_index == offset_relo(obj, ".pid").insn_index
     assert "ambiguous" in err.value.problem and "task_struct___v2.pid" in str(err.value)
+    # the loader adds the C line from line_info; the error survives pickling (multiprocessing, logs)
+    located = CoreReloError(err.value.kind, err.value.what, err.value.insn_index, err.value.problem, "t.c:7: x")
+    assert str(located).endswith("(t.c:7: x)")
+    assert str(pickle.loads(pickle.dumps(located))) == str(located)
 
 
 def test_candidate_that_failed_a_relocation_is_dropped(obj: Obj) -> None:
@@ -341,6 +359,27 @@ def test_relocation_not_matching_its_instruction_is_refused(obj: Obj, kernel_btf
     relo = offset_relo(obj, ".pid")._replace(insn_index=tgid.insn_index)
     with pytest.raises(CoreReloError, match="has off 4, the object's BTF gives 0"):
         apply_core_relos(obj.insns[READS], [relo], obj.local, kernel_btf)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    type_id=st.integers(0, 40),
+    access=st.one_of(
+        st.text("0123456789:x-", max_size=12),
+        st.lists(st.integers(0, 20), max_size=6).map(lambda parts: ":".join(map(str, parts))),
+    ),
+    kind=st.integers(0, 14),
+    slot=st.integers(0, 40),
+)
+def test_arbitrary_relocation_is_applied_or_a_typed_error(
+    obj: Obj, kernel_btf: Spec, type_id: int, access: str, kind: int, slot: int
+) -> None:
+    """Any relocation record (ids, access strings, kinds, slots as a corrupt .BTF.ext could hold) gives
+    instructions or CoreReloError, never another exception."""
+    try:
+        apply_core_relos(obj.insns["socket"], [CoreRelo(slot, type_id, access, kind)], obj.local, kernel_btf)
+    except CoreReloError as err:
+        assert err.insn_index == slot
 
 
 def test_essential_name() -> None:

@@ -100,22 +100,25 @@ class CoreReloError(BPFError):
 
     Attributes: ``kind`` (:class:`CoreReloKind`, or the raw int when unknown), ``what`` (the local type and
     field path in C terms: ``task_struct___v2.real_parent``, ``enum pid_type::PIDTYPE_TGID``), ``insn_index``
-    (slot index in the program), ``problem``.
+    (slot index in the program), ``problem``, ``source_line`` (the C line from ``.BTF.ext`` line_info when
+    the caller knows it, e.g. ``"prog.c:42: u64 ppid = BPF_CORE_READ(t, real_parent, tgid);"``, else "").
     """
 
-    def __init__(self, kind: int, what: str, insn_index: int, problem: str) -> None:
-        super().__init__(kind, what, insn_index, problem)
+    def __init__(self, kind: int, what: str, insn_index: int, problem: str, source_line: str = "") -> None:
+        super().__init__(kind, what, insn_index, problem, source_line)
         self.kind = _kind_or_int(kind)
         self.what = what
         self.insn_index = insn_index
         self.problem = problem
+        self.source_line = source_line
 
     def __str__(self) -> str:
         kind = self.kind.label if isinstance(self.kind, CoreReloKind) else f"kind {self.kind}"
-        return f"CO-RE {kind} relocation of {self.what} at insn {self.insn_index}: {self.problem}"
+        text = f"CO-RE {kind} relocation of {self.what} at insn {self.insn_index}: {self.problem}"
+        return f"{text} ({self.source_line})" if self.source_line else text
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (int(self.kind), self.what, self.insn_index, self.problem))
+        return (type(self), (int(self.kind), self.what, self.insn_index, self.problem, self.source_line))
 
 
 def _kind_or_int(kind: int) -> CoreReloKind | int:
@@ -628,9 +631,13 @@ def _resolve_relo(relo: CoreRelo, local: Spec, target: Spec, cands: dict[int, li
 # -- patching ----------------------------------------------------------------------------------------
 
 
+_POISON = Insn(op.BPF_JMP | op.BPF_CALL, 0, 0, 0, POISON_HELPER_ID)
+
+
 def _poisoned(insn: Insn) -> list[Insn]:
-    """``call 0xbad2310`` in every slot of *insn* (libbpf bpf_core_poison_insn)."""
-    return [Insn(op.BPF_JMP | op.BPF_CALL, 0, 0, 0, POISON_HELPER_ID)] * insn.slots
+    """``call 0xbad2310`` in every slot of *insn* (libbpf bpf_core_poison_insn); no relocatable
+    instruction is a call, so a poisoned one is told apart from a patched one."""
+    return [_POISON] * insn.slots
 
 
 def _patch(insn: Insn, res: _Res) -> list[Insn]:
@@ -677,6 +684,7 @@ def apply_core_relos(
     target: Spec,
     *,
     candidates: dict[int, list[int]] | None = None,
+    poisoned: dict[int, str] | None = None,
 ) -> list[Insn]:
     """New instructions with every relocation in *relos* resolved against *target* (the kernel's BTF).
 
@@ -684,7 +692,10 @@ def apply_core_relos(
     slots); ``CoreRelo.insn_index`` counts slots from the program's first. *local*: the object's BTF.
     *candidates*: a cache of matching target type ids per local root type id; pass the same dict for
     every program of one object so they agree, as libbpf's per-object cache does. A poisoned ld_imm64
-    becomes two one-slot calls, so slot indexes are kept. Raises CoreReloError (kind, C path, slot).
+    becomes two one-slot calls, so slot indexes are kept. *poisoned*, when given, receives
+    ``{slot: "field byte offset of task_struct___v2.pocket_watch"}`` for each poisoned instruction, so a
+    verifier rejection at that slot (``invalid func unknown#195896080``) can name the field.
+    Raises CoreReloError (kind, C path, slot).
     """
     cands: dict[int, list[int]] = {} if candidates is None else candidates
     by_slot: dict[int, int] = {}
@@ -701,6 +712,8 @@ def apply_core_relos(
             if len(out[pos]) != 1 or out[pos][0] != insns[pos]:
                 raise _Problem("a second relocation of the same instruction")
             out[pos] = _patch(insns[pos], _resolve_relo(relo, local, target, cands))
+            if poisoned is not None and out[pos][0] == _POISON:
+                poisoned[relo.insn_index] = f"{_K(relo.kind).label} of {describe(relo, local)}"
         except (_Problem, BTFError) as err:
             raise CoreReloError(relo.kind, describe(relo, local), relo.insn_index, str(err)) from None
     return [insn for group in out for insn in group]
