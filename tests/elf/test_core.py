@@ -275,15 +275,54 @@ def test_bitfield_read_covers_the_kernels_bits(obj: Obj, patched: dict[str, dict
     assert rshift == 64 - field.bitfield_size and lshift == 64 - (low + field.bitfield_size)
 
 
+_LIBBPF_PROG = re.compile(r"sec '([^']+)': found program '([^']+)' at insn offset (\d+)")
+_LIBBPF_PATCH = re.compile(
+    r"prog '([^']+)': relo #\d+: patched insn #(\d+) \(([^)]+)\) (off|imm|imm64|mem_sz) \d+ -> (\d+)"
+)
+_LIBBPF_POISON = re.compile(r"prog '([^']+)': relo #\d+: substituting insn #(\d+) w/ invalid insn")
+
+
+def test_same_patches_as_libbpf(obj: Obj, patched: dict[str, dict[int, Insn]], bpffs: Path, tmp_path: Path) -> None:
+    """libbpf itself as the oracle: ``bpftool -d prog loadall`` logs every CO-RE patch it makes (offset,
+    immediate, 64-bit immediate, load size) and every instruction it poisons; ours are the same, slot for
+    slot. (The load itself fails on the poisoned programs; only libbpf's relocation log is compared.)"""
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool not installed")
+    out = tmp_path / "core_reads.o"
+    subprocess.run([CLANG, "-target", "bpf", "-g", "-O2", "-c", str(SOURCE), "-o", str(out)], check=True)
+    log = subprocess.run(
+        ["bpftool", "-d", "prog", "loadall", str(out), str(bpffs / "core")], capture_output=True, text=True
+    ).stderr
+    where = {m[2]: (m[1], int(m[3])) for m in _LIBBPF_PROG.finditer(log)}  # program -> (section, first slot)
+    theirs: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for m in _LIBBPF_PATCH.finditer(log):
+        section, start = where[m[1]]
+        theirs.setdefault((section, start + int(m[2])), []).append((m[4], int(m[5])))
+    poisoned_by_libbpf = set()
+    for m in _LIBBPF_POISON.finditer(log):
+        section, start = where[m[1]]
+        poisoned_by_libbpf.add((section, start + int(m[2])))
+    assert len(theirs) + len(poisoned_by_libbpf) == sum(map(len, obj.relos.values())) + 1  # +1: ld_imm64's 2nd slot
+    for (section, slot), patches in theirs.items():
+        insn = patched[section][slot]
+        for what, new in patches:
+            got = {"off": insn.off, "imm": insn.imm & 0xFFFFFFFF, "imm64": insn.imm, "mem_sz": 0}[what]
+            if what == "mem_sz":
+                got = op.SIZE_BYTES[insn.code & 0x18]
+            assert got == new, (section, slot, what)
+    ours = {(section, slot) for section, insns in patched.items() for slot, insn in insns.items() if is_poison(insn)}
+    assert ours == poisoned_by_libbpf
+
+
 @pytest.mark.usefixtures("kernel")
-@pytest.mark.parametrize(("section", "expected"), [("socket/tgid", os.getpid), ("socket/parent_tgid", os.getppid)])
+@pytest.mark.parametrize(("section", "expected"), [("tc", os.getpid), ("classifier", os.getppid)])
 def test_patched_program_reads_the_kernels_task(
     obj: Obj, kernel_btf: Spec, section: str, expected: Callable[[], int]
 ) -> None:
     """The relocated program loads and, run by BPF_PROG_TEST_RUN in this thread, reads this process's
     tgid (and its parent's through ``real_parent``) from the kernel's task_struct."""
     insns = apply_core_relos(obj.insns[section], obj.relos[section], obj.local, kernel_btf)
-    spec = ProgramSpec("core_test", ProgType.BPF_PROG_TYPE_SOCKET_FILTER, insns)
+    spec = ProgramSpec("core_test", ProgType.BPF_PROG_TYPE_SCHED_CLS, insns)
     with Program.load(spec) as prog:
         assert prog.test_run(bytes(14)).retval == expected()
 

@@ -125,7 +125,7 @@ int missing_enum(void *ctx)
 /* Loaded by the test: run with BPF_PROG_TEST_RUN, "current" is the test's own thread. */
 static void *(*bpf_get_current_task)(void) = (void *)35;
 
-SEC("socket/tgid")
+SEC("tc")
 int current_tgid(void *ctx)
 {
 	struct task_struct___v2 *t = bpf_get_current_task();
@@ -135,7 +135,7 @@ int current_tgid(void *ctx)
 	return tgid;
 }
 
-SEC("socket/parent_tgid")
+SEC("classifier")
 int current_parent_tgid(void *ctx)
 {
 	struct task_struct___v2 *t = bpf_get_current_task();
