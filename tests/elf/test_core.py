@@ -131,9 +131,11 @@ def relos_of(obj: Obj, section: str, kind: CoreReloKind) -> list[tuple[CoreRelo,
 
 
 def kernel_path(what: str) -> tuple[str, str]:
-    """``task_struct___v2.comm[3]`` -> ``("task_struct", "comm[3]")``: the kernel's type and member path."""
+    """``task_struct___v2.comm[3]`` -> ``("task_struct", "comm[3]")``: the kernel's type and member path
+    (``task_struct___v2[1].pid`` -> ``("task_struct[1]", "pid")``)."""
     type_name, _, path = what.partition(".")
-    return essential_name(type_name), path
+    root, bracket, index = type_name.partition("[")
+    return essential_name(root) + bracket + index, path
 
 
 def value(insn: Insn) -> int:
@@ -154,11 +156,19 @@ def test_field_offsets_are_the_kernels(obj: Obj, patched: dict[str, dict[int, In
             type_name, path = kernel_path(what)
             if path in ("pocket_watch", "prio", "in_execve"):  # poisoned / bitfield: tested below
                 continue
-            insn = patched[section][relo.insn_index]
-            assert value(insn) == kernel_btf.member_offset(type_name, path), what
+            if path == "ancestors[2]":  # a flexible array member: the reader knows no element past its 0
+                expected = kernel_btf.member_offset(type_name, "ancestors") + 2 * 8
+                assert value(patched[section][relo.insn_index]) == expected
+                seen.add(what)
+                continue
+            expected = kernel_btf.member_offset(type_name.removesuffix("[1]"), path)
+            if type_name.endswith("[1]"):  # t[1].pid: one whole kernel task_struct further
+                expected += kernel_btf.sizeof(kernel_btf.find_id(BTF_KIND_STRUCT, "task_struct"))
+            assert value(patched[section][relo.insn_index]) == expected, what
             seen.add(what)
     assert {"task_struct___v2.real_parent", "task_struct___v2.comm[3]", "task_struct___v2.pid"} <= seen
-    assert {"sk_buff___local.next", "sk_buff___local.len"} <= seen
+    assert {"sk_buff___local.next", "sk_buff___local.len", "task_struct___v2.se.vruntime"} <= seen
+    assert {"task_struct___v2[1].pid", "cgroup___v2.ancestors[2]", "cgroup___v2.level"} <= seen
 
 
 def test_offset_agrees_with_bpftool(obj: Obj, patched: dict[str, dict[int, Insn]]) -> None:

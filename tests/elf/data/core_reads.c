@@ -16,6 +16,10 @@ typedef unsigned int u32;
 
 static long (*bpf_probe_read_kernel)(void *dst, u32 size, const void *src) = (void *)113;
 
+struct sched_entity___v2 {
+	u64 vruntime;
+} CORE;
+
 struct task_struct___v2 {
 	int pid;
 	int tgid;
@@ -25,6 +29,7 @@ struct task_struct___v2 {
 	unsigned long flags;  /* the kernel's is an unsigned int: the load narrows to 4 bytes */
 	long prio;            /* the kernel's is a (signed) int: a narrower signed load is refused, poisoned */
 	int pocket_watch;     /* in no kernel: poisoned */
+	struct sched_entity___v2 se;  /* a struct member: any two structs are compatible, matched by name */
 } CORE;
 
 struct sk_buff___local {  /* the kernel's next is inside an anonymous struct in an anonymous union */
@@ -34,6 +39,11 @@ struct sk_buff___local {  /* the kernel's next is inside an anonymous struct in 
 
 struct list_head___v2 {  /* the kernel's exactly: TYPE_MATCHES holds */
 	struct list_head___v2 *next, *prev;
+} CORE;
+
+struct cgroup___v2 {  /* the kernel's ancestors is a flexible array member too: any index is in bounds */
+	int level;
+	struct cgroup___v2 *ancestors[];
 } CORE;
 
 struct not_in_kernel___v1 {
@@ -98,6 +108,26 @@ int anonymous(void *ctx)
 	struct sk_buff___local *skb = ctx;
 
 	return skb->len + (u64)skb->next;
+}
+
+SEC("socket")
+int writes(void *ctx)
+{
+	struct task_struct___v2 *t = ctx;
+
+	t->tgid = 7;                   /* stores: their off is relocated as a load's */
+	t->pid = (int)(long)ctx;
+	return t[1].pid + t->se.vruntime; /* "1:0": past a whole task_struct; a member of a member */
+}
+
+SEC("socket")
+int flexible(void *ctx)
+{
+	struct cgroup___v2 *cgrp = ctx;
+	struct cgroup___v2 *ancestor = 0;
+
+	bpf_probe_read_kernel(&ancestor, sizeof(ancestor), &cgrp->ancestors[2]);
+	return (long)ancestor + cgrp->level;
 }
 
 SEC("socket")
