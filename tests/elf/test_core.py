@@ -389,15 +389,20 @@ def test_candidate_that_failed_a_relocation_is_dropped(obj: Obj) -> None:
         ({"access": "x"}, "not colon-separated"),
         ({"insn_index": 1}, "not the start"),
         ({"kind": 77}, "unknown relocation kind"),
+        ({"twice": True}, "second relocation"),
     ],
 )
-def test_malformed_relocation_is_a_typed_error(obj: Obj, kernel_btf: Spec, change: dict, problem: str) -> None:
+def test_malformed_relocation_is_a_typed_error(
+    obj: Obj, kernel_btf: Spec, change: dict[str, object], problem: str
+) -> None:
+    change = dict(change)  # parameters are shared between runs
+    twice = change.pop("twice", False)
     relo = offset_relo(obj, ".pid")._replace(**change)
     insns = obj.insns[READS]
     if change.get("insn_index") == 1:
         insns = [Insn.ld_imm64(0, 0), *insns]  # slot 1 is the second half of an ld_imm64
     with pytest.raises(CoreReloError, match=problem) as err:
-        apply_core_relos(insns, [relo], obj.local, kernel_btf)
+        apply_core_relos(insns, [relo] * (1 + twice), obj.local, kernel_btf)
     assert err.value.insn_index == relo.insn_index
 
 

@@ -635,9 +635,13 @@ _POISON = Insn(op.BPF_JMP | op.BPF_CALL, 0, 0, 0, POISON_HELPER_ID)
 
 
 def _poisoned(insn: Insn) -> list[Insn]:
-    """``call 0xbad2310`` in every slot of *insn* (libbpf bpf_core_poison_insn); no relocatable
-    instruction is a call, so a poisoned one is told apart from a patched one."""
-    return [_POISON] * insn.slots
+    """``call 0xbad2310`` in every slot of *insn* (libbpf bpf_core_poison_insn), keeping its labels; no
+    relocatable instruction is a call, so a poisoned one is told apart from a patched one."""
+    return [replace(_POISON, labels=insn.labels)] + [_POISON] * (insn.slots - 1)
+
+
+def _is_poison(insn: Insn) -> bool:
+    return (insn.code, insn.imm) == (_POISON.code, _POISON.imm)
 
 
 def _patch(insn: Insn, res: _Res) -> list[Insn]:
@@ -704,15 +708,17 @@ def apply_core_relos(
         by_slot[slot] = i
         slot += insn.slots
     out: list[list[Insn]] = [[insn] for insn in insns]
+    done: set[int] = set()
     for relo in relos:
         try:
             pos = by_slot.get(relo.insn_index)
             if pos is None:
                 raise _Problem(f"slot {relo.insn_index} is not the start of an instruction of this program")
-            if len(out[pos]) != 1 or out[pos][0] != insns[pos]:
+            if pos in done:
                 raise _Problem("a second relocation of the same instruction")
+            done.add(pos)
             out[pos] = _patch(insns[pos], _resolve_relo(relo, local, target, cands))
-            if poisoned is not None and out[pos][0] == _POISON:
+            if poisoned is not None and _is_poison(out[pos][0]):
                 poisoned[relo.insn_index] = f"{_K(relo.kind).label} of {describe(relo, local)}"
         except (_Problem, BTFError) as err:
             raise CoreReloError(relo.kind, describe(relo, local), relo.insn_index, str(err)) from None
