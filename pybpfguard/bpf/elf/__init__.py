@@ -1,0 +1,1 @@
+"""ELF objects built by clang: loading and CO-RE relocation."""
