@@ -75,7 +75,7 @@ def test_protect_only_rule_written_into_the_pinned_map_is_enforced(kernel: None,
     state.mkdir(mode=0o700)
     db = DenyDb(state / "deny.db")
     db.add(DenyDbEntry(resolved.dev, resolved.ino, resolved.canonical))
-    pins["deny_inode"].update_elem(INODE_KEY.value(ino=resolved.ino, dev=resolved.dev, pad=0), PROTECT_VERIFIED_EXEC)
+    pins.deny_inode.update_elem(INODE_KEY.value(ino=resolved.ino, dev=resolved.dev, pad=0), PROTECT_VERIFIED_EXEC)
     with FileGuard(PinnedRules(pins, db), mode=Mode.ENFORCE, enforce_signal=EnforceSignal.NONE,
                    identity=_identity(verified)) as guard:
         assert guard.coverage() == (1, {})  # marked: enforced, not reported as a gap

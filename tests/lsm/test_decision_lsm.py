@@ -19,17 +19,16 @@ from pathlib import Path
 import pytest
 
 from pybpfguard.agent.decision import Verdict
-from pybpfguard.agent.maps import INODE_KEY, PinnedMaps, private_specs
-from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
+from pybpfguard.agent.maps import INODE_KEY, PinnedMaps
 from pybpfguard.agent.programs.emit import AgentProgram, KernelLayout
 from pybpfguard.agent.programs.exec_lsm import bprm_check_program
 from pybpfguard.agent.programs.file_lsm import file_open_program
 from pybpfguard.agent.programs.load import load_program
-from pybpfguard.agent.programs.process import PROC_INFO
+from pybpfguard.agent.sensors import private_specs
 from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_lsm
-from pybpfguard.bpf.maps import Map, MapSpec, MapType
+from pybpfguard.bpf.maps import Map
 from tests.decision_table import KERNEL_CASES, Case, block_count, kernel_verdict, own_cgid
 
 pytestmark = pytest.mark.kernel
@@ -56,10 +55,7 @@ def _exec(path: Path) -> int:
 @pytest.fixture
 def maps(bpffs: Path) -> Iterator[dict[str, Map]]:
     with PinnedMaps.open(bpffs / "pybpfguard") as pins:
-        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20, PROC_INFO).items()}
-        private["enforce_signal_state"] = Map.create(MapSpec(
-            MapType.BPF_MAP_TYPE_LRU_HASH, 1024, name="enforce_sigstat", key_layout=SIGNAL_STATE_KEY,
-            value_layout=SIGNAL_STATE))
+        private = {name: Map.create(spec) for name, spec in private_specs(1 << 20).items()}
         try:
             yield {**pins.maps, **private}
         finally:
