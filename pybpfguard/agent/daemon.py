@@ -37,7 +37,7 @@ from pybpfguard.agent.events.sinks import FanOut, LogTarget, build_sinks
 from pybpfguard.agent.instance import AlreadyRunning, InstanceLock, SyncServer
 from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.maps import AGENT_CONFIG, INODE_KEY, PinLayoutMismatch, PinnedMaps
-from pybpfguard.agent.options import RunOptions
+from pybpfguard.agent.options import GateMode, RunOptions
 from pybpfguard.agent.posture import Posture, PostureReport, PostureTracker
 from pybpfguard.agent.programs.emit import AgentProgram
 from pybpfguard.agent.programs.load import load_program
@@ -423,7 +423,7 @@ def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: st
         try:
             started = time.monotonic()
             daemon.start()
-            if (options.enforce and options.enforce_gate_mode == "fail-closed"
+            if (options.enforce and options.enforce_gate_mode is GateMode.FAIL_CLOSED
                     and daemon.report.state is Posture.AUDIT_FALLBACK):
                 logger.error("enforcement requested but not available (--enforce-gate-mode=fail-closed)",
                              detail=daemon.report.detail)

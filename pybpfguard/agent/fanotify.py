@@ -19,6 +19,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.bpf._sys import Fd
 
 __all__ = [
@@ -107,7 +108,7 @@ _fanotify_mark.restype = ctypes.c_int
 AT_FDCWD = -100  # include/uapi/linux/fcntl.h
 
 
-class FanotifyError(OSError):
+class FanotifyError(AgentError, OSError):
     """A fanotify syscall failed: ``.errno``, ``.call`` ("fanotify_mark"), ``.path`` when one was named."""
 
     def __init__(self, call: str, err: int, path: bytes | None = None, hint: str = "") -> None:

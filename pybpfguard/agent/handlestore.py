@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.fhandle import FileHandle, name_to_handle_at, open_by_handle_at
 from pybpfguard.agent.mountinfo import read_mountinfo
 from pybpfguard.agent.paths import InodeKey, inode_key
@@ -40,7 +41,7 @@ class HandleRecord:
         return (self.ino, self.dev)
 
 
-class HandleError(Exception):
+class HandleError(AgentError):
     """The inode could not be reopened from its handle: ``.errno``; ``str()`` is the reason for the operator."""
 
     def __init__(self, err: int, reason: str) -> None:

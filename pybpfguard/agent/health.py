@@ -11,6 +11,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import NoCgroup2Error, cgroup2_mount
 from pybpfguard.agent.logs import Tracer
 from pybpfguard.agent.maps import PinLayoutMismatch, PinnedMaps, pinned_specs
+from pybpfguard.agent.options import HookState
 from pybpfguard.agent.posture import Mechanism
 from pybpfguard.agent.runtime import HOOKS, read_runtime
 from pybpfguard.agent.trust import UntrustedPathError, require_private_dir
@@ -102,7 +103,7 @@ def check(tracer: Tracer) -> HealthReport:
         if runtime.state in ("AUDIT_FALLBACK", "DEGRADED"):
             report.issues.append(f"daemon posture {runtime.state}: {runtime.detail}")
     else:
-        report.hooks = {name: "missing" for name in HOOKS}
+        report.hooks = dict.fromkeys(HOOKS, HookState.MISSING)
         report.issues.append("daemon not running: nothing is enforced or observed now (start it with `run`)")
     report.ok = telemetry and pins_trusted and (runtime is not None) and runtime.state not in ("DEGRADED",)
     return report

@@ -16,12 +16,13 @@ import socket
 import time
 from pathlib import Path
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.trust import require_private_dir
 
 RUN_DIR = Path("/run/pybpfguard")
 
 
-class AlreadyRunning(RuntimeError):
+class AlreadyRunning(AgentError, RuntimeError):
     """Another daemon holds the lock for this pin root."""
 
 

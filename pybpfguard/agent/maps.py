@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.trust import require_private_dir, require_private_file
 from pybpfguard.bpf.layout import Layout, Scalar
 from pybpfguard.bpf.maps import Map, MapSpec, MapType
@@ -67,7 +68,7 @@ def pinned_specs(max_deny_inodes: int = 65536, max_deny_paths: int = 16384) -> d
     }
 
 
-class PinLayoutMismatch(RuntimeError):
+class PinLayoutMismatch(AgentError, RuntimeError):
     """The pins under the pin root were written by another layout version."""
 
 

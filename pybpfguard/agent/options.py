@@ -6,11 +6,42 @@ import enum
 import signal
 from dataclasses import dataclass
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.events.sinks import LogTarget
 
 
-class UsageError(ValueError):
+class UsageError(AgentError, ValueError):
     """A bad option value: the CLI exits 2 with this message."""
+
+
+class GateMode(enum.StrEnum):
+    """``--enforce-gate-mode``: what ``run --enforce`` does when nothing can enforce (docs/cli.md)."""
+
+    FAIL_CLOSED = "fail-closed"  # exit 3
+    AUDIT_FALLBACK = "audit-fallback"  # run with the kernel side in audit, posture AUDIT_FALLBACK
+
+
+class EnforceFallback(enum.StrEnum):
+    """``--enforce-fallback``: without BPF LSM or fanotify, kill denied executables at exec, or not."""
+
+    SIGNAL = "signal"
+    OFF = "off"
+
+
+class LsmHook(enum.StrEnum):
+    """``--lsm-hook``: the LSM hooks file rules use (docs/enforcement.md)."""
+
+    FILE = "file"
+    INODE = "inode"
+    BOTH = "both"
+
+
+class HookState(enum.StrEnum):
+    """What became of one hook, as ``health`` and the runtime status report it."""
+
+    ATTACHED = "attached"
+    MISSING = "missing"
+    NOT_REQUESTED = "not_requested"
 
 
 class EnforceSignal(enum.Enum):
@@ -60,10 +91,10 @@ class RunOptions:
     allow_sigkill: bool = False
     kill_escalation_threshold: int = 5
     kill_escalation_window_s: int = 30
-    enforce_gate_mode: str = "fail-closed"
-    enforce_fallback: str = "off"
+    enforce_gate_mode: GateMode = GateMode.FAIL_CLOSED
+    enforce_fallback: EnforceFallback = EnforceFallback.OFF
     strict_degrade: bool = False
-    lsm_hook: str = "file"
+    lsm_hook: LsmHook = LsmHook.FILE
     ringbuf_bytes: int = 16 << 20
     event_sample_rate: int = 1
     log: frozenset[LogTarget] = frozenset({LogTarget.STDOUT})
@@ -77,9 +108,8 @@ class RunOptions:
             raise UsageError(f"--event-sample-rate must be >= 1, got {self.event_sample_rate}")
         if self.kill_escalation_threshold < 1 or self.kill_escalation_window_s < 1:
             raise UsageError("--kill-escalation-threshold and --kill-escalation-window-seconds must be >= 1")
-        if self.lsm_hook not in ("file", "inode", "both"):
-            raise UsageError(f"--lsm-hook: {self.lsm_hook!r} is not one of file, inode, both")
-        if self.enforce_gate_mode not in ("fail-closed", "audit-fallback"):
-            raise UsageError(f"--enforce-gate-mode: {self.enforce_gate_mode!r} is not fail-closed or audit-fallback")
-        if self.enforce_fallback not in ("signal", "off"):
-            raise UsageError(f"--enforce-fallback: {self.enforce_fallback!r} is not signal or off")
+        for option, value, kind in (("--lsm-hook", self.lsm_hook, LsmHook),
+                                    ("--enforce-gate-mode", self.enforce_gate_mode, GateMode),
+                                    ("--enforce-fallback", self.enforce_fallback, EnforceFallback)):
+            if not isinstance(value, kind):
+                raise UsageError(f"{option}: {value!r} is not one of {', '.join(k.value for k in kind)}")

@@ -11,6 +11,8 @@ import errno
 import os
 from dataclasses import dataclass
 
+from pybpfguard.agent.errors import AgentError
+
 __all__ = [
     "BLOCK_ADD_MAX_BYTES",
     "DENY_PATH_MAX_BYTES",
@@ -34,7 +36,7 @@ InodeKey = tuple[int, int]
 ``{u64 ino, u32 dev, u32 pad}`` (REFERENCE §6.5)."""
 
 
-class PathRuleError(ValueError):
+class PathRuleError(AgentError, ValueError):
     """A path rule was refused: ``.path`` (bytes, as given), ``.reason`` (text), ``.errno`` when the
     filesystem refused it. ``str()`` reads ``<path>: <reason>``."""
 

@@ -17,6 +17,7 @@ import msgspec
 
 from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import cgroup2_mount
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.handlestore import HandleDb, handles_path, take_handle
 from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps
 from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, InodeKey, PathRuleError, resolve_rule_path
@@ -35,7 +36,7 @@ def _discard(m: Map, key: object) -> bool:
     return True
 
 
-class RuleError(ValueError):
+class RuleError(AgentError, ValueError):
     """A rule command was refused; the message names the input and the reason."""
 
 
@@ -111,11 +112,12 @@ def _mechanism_refusal(mode: int) -> str | None:
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
     from pybpfguard.agent.filetypes import unenforceable_reason
+    from pybpfguard.agent.options import HookState
     from pybpfguard.agent.runtime import read_runtime
     from pybpfguard.bpf import features
 
     running = read_runtime()
-    lsm = running.hooks.get("file_open") == "attached" if running is not None else features.bpf_lsm().available
+    lsm = running.hooks.get("file_open") == HookState.ATTACHED if running is not None else features.bpf_lsm().available
     return unenforceable_reason(mode, bpf_lsm=lsm)
 
 

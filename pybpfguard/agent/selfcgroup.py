@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pybpfguard.agent.cgroups import cgroup2_mount
 from pybpfguard.agent.config import agent_cgroup
+from pybpfguard.agent.errors import AgentError
 
 
 def own_cgroup() -> Path:
@@ -26,7 +27,7 @@ def own_cgroup() -> Path:
     return mount
 
 
-class AgentCgroupError(RuntimeError):
+class AgentCgroupError(AgentError, RuntimeError):
     """The configured agent cgroup cannot be used (the message names the path and why)."""
 
 

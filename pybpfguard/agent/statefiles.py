@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pybpfguard.agent.config import state_file
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.trust import require_private_dir, require_private_file
 
@@ -30,7 +31,7 @@ __all__ = [
 
 
 
-class StateFileError(ValueError):
+class StateFileError(AgentError, ValueError):
     """A state file is malformed: ``.path``, ``.line`` (1-based) and ``.reason``; prints ``file:line: reason``."""
 
     def __init__(self, path: str, line: int, reason: str) -> None:

@@ -15,12 +15,14 @@ import os
 import stat
 from pathlib import Path
 
+from pybpfguard.agent.errors import AgentError
+
 __all__ = ["UntrustedPathError", "require_private_dir", "require_private_file"]
 
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
 
-class UntrustedPathError(RuntimeError):
+class UntrustedPathError(AgentError, RuntimeError):
     """A location the agent would trust can be changed by another user: ``.path`` and ``.reason``."""
 
     def __init__(self, path: Path, reason: str) -> None:

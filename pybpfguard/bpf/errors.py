@@ -17,6 +17,14 @@ class BPFError(Exception):
     """Root of every pybpfguard.bpf error."""
 
 
+class InvalidArgumentError(BPFError, ValueError):
+    """A value handed to the library is out of its domain (a size, a name, a count); the message names it."""
+
+
+class WrongTypeError(BPFError, TypeError):
+    """An object of the wrong kind was handed to the library (a program type for an attach, a buffer)."""
+
+
 class SyscallError(BPFError, OSError):
     """A ``bpf()`` (or related) syscall failed.
 

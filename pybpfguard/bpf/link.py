@@ -21,7 +21,7 @@ from pathlib import Path
 from pybpfguard.bpf import _sys
 from pybpfguard.bpf._sys import link as _link
 from pybpfguard.bpf._sys.prog import ProgAttachFlags, get_fd_by_id, obj_get_info_by_fd, prog_attach, prog_detach
-from pybpfguard.bpf.errors import NotSupportedError, SyscallError
+from pybpfguard.bpf.errors import NotSupportedError, SyscallError, WrongTypeError
 from pybpfguard.bpf.lsm_support import lsm_refusal, require_bpf_lsm_listed, trampoline_refusal
 from pybpfguard.bpf.program import Program
 from pybpfguard.bpf.tracefs import tracepoint_id
@@ -181,7 +181,7 @@ def _enum_or_int(enum_type: type[enum.IntEnum], value: int) -> enum.IntEnum | in
 def _require(prog: Program, *types: ProgType) -> None:
     if prog.spec.prog_type not in types:
         names = " or ".join(t.name for t in types)
-        raise TypeError(f"program {prog.name} is {prog.spec.prog_type.name}; this attach needs {names}")
+        raise WrongTypeError(f"program {prog.name} is {prog.spec.prog_type.name}; this attach needs {names}")
 
 
 def _fallback(prog: Program, err: SyscallError, method: AttachMethod) -> None:
@@ -216,7 +216,7 @@ def attach_tracing(prog: Program) -> Link:
     _require(prog, ProgType.BPF_PROG_TYPE_TRACING)
     attach_type = prog.spec.expected_attach_type
     if attach_type is None:
-        raise TypeError(f"program {prog.name}: a tracing program needs expected_attach_type")
+        raise WrongTypeError(f"program {prog.name}: a tracing program needs expected_attach_type")
     try:
         return _attach_btf_target(prog, attach_type)
     except SyscallError as err:
@@ -261,7 +261,7 @@ def attach_cgroup(
     with BPF_F_ALLOW_MULTI (4.15), detached with BPF_PROG_DETACH on close."""
     attach = attach_type if attach_type is not None else prog.spec.expected_attach_type
     if attach is None:
-        raise TypeError(f"program {prog.name}: attach_cgroup needs an attach_type")
+        raise WrongTypeError(f"program {prog.name}: attach_cgroup needs an attach_type")
     with _open_cgroup(cgroup) as target:
         if not legacy:
             try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from pybpfguard.bpf import _sys, asm
 from pybpfguard.bpf._sys.prog import ProgInfo, get_fd_by_id, obj_get_info_by_fd
 from pybpfguard.bpf.asm import Insn, finalize
-from pybpfguard.bpf.errors import SyscallError, VerifierError, from_errno
+from pybpfguard.bpf.errors import InvalidArgumentError, SyscallError, VerifierError, from_errno
 from pybpfguard.bpf.lsm_support import lsm_refusal, trampoline_refusal
 from pybpfguard.bpf.types import AttachType, ProgType
 from pybpfguard.bpf.verifier_log import summarize
@@ -74,7 +74,7 @@ class ProgramSpec:
         if not isinstance(self.insns, (bytes, tuple)):
             object.__setattr__(self, "insns", tuple(self.insns))
         if self.attach_to and self.expected_attach_type not in _BTF_ATTACH_KIND:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"program {self.name}: attach_to={self.attach_to!r} needs an expected_attach_type "
                 f"that names a BTF target ({', '.join(a.name for a in _BTF_ATTACH_KIND)})"
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pybpfguard.bpf.errors import NotSupportedError
+from pybpfguard.bpf.errors import InvalidArgumentError, NotSupportedError
 
 _MOUNTINFO = "/proc/self/mountinfo"
 
@@ -37,7 +37,7 @@ def tracepoint_id(category: str, name: str) -> int:
     when tracefs is not mounted or this kernel has no such event."""
     for part in (category, name):
         if not part or "/" in part or part in (".", ".."):
-            raise ValueError(f"tracepoint {category!r}/{name!r}: category and name must be plain names")
+            raise InvalidArgumentError(f"tracepoint {category!r}/{name!r}: category and name must be plain names")
     root = tracefs_root()
     path = root / "events" / category / name / "id"
     try:

@@ -7,7 +7,15 @@ import sys
 from collections.abc import Callable
 
 from pybpfguard.agent.events.sinks import LogOptionError, parse_log
-from pybpfguard.agent.options import RunOptions, UsageError, parse_signal, round_ringbuf
+from pybpfguard.agent.options import (
+    EnforceFallback,
+    GateMode,
+    LsmHook,
+    RunOptions,
+    UsageError,
+    parse_signal,
+    round_ringbuf,
+)
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -81,10 +89,10 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         allow_sigkill=args.allow_sigkill,
         kill_escalation_threshold=args.kill_escalation_threshold,
         kill_escalation_window_s=args.kill_escalation_window_seconds,
-        enforce_gate_mode=args.enforce_gate_mode,
-        enforce_fallback=args.enforce_fallback,
+        enforce_gate_mode=GateMode(args.enforce_gate_mode),
+        enforce_fallback=EnforceFallback(args.enforce_fallback),
         strict_degrade=args.strict_degrade,
-        lsm_hook=args.lsm_hook,
+        lsm_hook=LsmHook(args.lsm_hook),
         ringbuf_bytes=round_ringbuf(args.ringbuf_bytes),
         event_sample_rate=args.event_sample_rate,
         log=parse_log(args.log),

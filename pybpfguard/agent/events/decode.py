@@ -26,6 +26,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from pybpfguard.agent.cgroups import CgroupCache
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.events.model import Action, BlockEvent, ExecArgvEvent, ExecEvent
 from pybpfguard.agent.events.records import (
     ANCESTORS_MAX,
@@ -58,7 +59,7 @@ _ANCESTORS = EXEC.value_index("ancestors")
 _NO_TEXT: tuple[str | UnsetType, str | UnsetType] = (UNSET, UNSET)
 
 
-class RecordError(ValueError):
+class RecordError(AgentError, ValueError):
     """A record cannot be decoded: ``.record_type`` (int), ``.length`` (bytes), and what is wrong."""
 
     def __init__(self, record_type: int, length: int, what: str) -> None:

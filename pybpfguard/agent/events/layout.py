@@ -17,12 +17,14 @@ import re
 import struct
 from dataclasses import dataclass
 
+from pybpfguard.agent.errors import AgentError
+
 # ctype -> (struct format char, element size in bytes)
 _SCALARS: dict[str, tuple[str, int]] = {"u8": ("B", 1), "u16": ("H", 2), "u32": ("I", 4), "u64": ("Q", 8)}
 _ARRAY = re.compile(r"^(u8|u16|u32|u64|char|pad)\[(\d+)\]$")
 
 
-class LayoutError(ValueError):
+class LayoutError(AgentError, ValueError):
     """A layout table is inconsistent: ``.layout`` and ``.field`` name where, the message says what."""
 
     def __init__(self, layout: str, field: str, what: str) -> None:

@@ -19,13 +19,14 @@ from typing import Any, Union
 
 import msgspec
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.events.model import EVENT_TYPES, strict_class
 
 SCHEMA_NAME = "event-schema.json"
 SCHEMA_ID = "https://pybpfguard.invalid/event-schema.json"
 
 
-class EventSchemaError(ValueError):
+class EventSchemaError(AgentError, ValueError):
     """An event object does not match the schema: ``.event_type``, ``.where`` (JSON path), what."""
 
     def __init__(self, event_type: str, where: str, what: str) -> None:

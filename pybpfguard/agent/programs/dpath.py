@@ -35,6 +35,7 @@ NAME_MAX + 1 more bytes let the verifier prove each name copy in bounds without 
 
 from __future__ import annotations
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.events.records import PATH_MAX, RecordFlags
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
 from pybpfguard.bpf.asm import (
@@ -87,7 +88,7 @@ _DBUF, _DBUF_MAX = 80, 48  # bytes of struct dentry around d_hash.pprev, d_paren
 STACK_BYTES = _DBUF + _DBUF_MAX  # stack the caller lends to emit_path
 
 
-class PathLayoutError(ValueError):
+class PathLayoutError(AgentError, ValueError):
     """The kernel's struct layout does not fit the walk's stack buffers: ``.struct`` and what is wrong."""
 
     def __init__(self, struct: str, what: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pybpfguard.agent import config
 from pybpfguard.agent.events.model import DIAG_HOOK_ERROR, DiagEvent
+from pybpfguard.agent.options import EnforceFallback, HookState, LsmHook
 from pybpfguard.agent.posture import Mechanism
 from pybpfguard.agent.programs.deny import SIGNAL_STATE, SIGNAL_STATE_KEY
 from pybpfguard.agent.programs.exec_lsm import bprm_check_program
@@ -82,10 +83,13 @@ class FileSensor(Sensor):
         posture.classes = {"file": file_mech, "exec": exec_mech}
         if next(iter(ctx.pins.deny_comm.keys()), None) is not None:
             posture.classes["deny_comm"] = Mechanism.BPF_LSM if "bprm_check" in attached else Mechanism.NONE
-        posture.hooks = {"file_open": "attached" if "file_open" in attached else "missing",
-                         "bprm_check_security": "attached" if "bprm_check" in attached else "missing",
-                         "inode_permission": "not_requested" if ctx.options.lsm_hook == "file" else "missing"}
-        if ctx.options.lsm_hook != "file":
+        def state(name: str) -> HookState:
+            return HookState.ATTACHED if name in attached else HookState.MISSING
+
+        posture.hooks = {"file_open": state("file_open"), "bprm_check_security": state("bprm_check"),
+                         "inode_permission": HookState.NOT_REQUESTED if ctx.options.lsm_hook is LsmHook.FILE
+                         else HookState.MISSING}
+        if ctx.options.lsm_hook is not LsmHook.FILE:
             ctx.log.warn("no inode_permission program is generated yet; file rules are enforced at open only",
                          lsm_hook=ctx.options.lsm_hook)
         posture.started = {"file_enforcement": file_mech.value}
@@ -109,7 +113,7 @@ class FileSensor(Sensor):
         the posture, which the enforce gate judges; under requested audit, as a DEGRADED fault."""
         if not ctx.options.enforce:
             posture.faults.append("file_enforcement_unavailable")
-        if ctx.options.enforce_fallback != "signal":
+        if ctx.options.enforce_fallback is not EnforceFallback.SIGNAL:
             ctx.log.error("fanotify unavailable: file and exec rules are not enforced", reason=str(err))
             return Mechanism.NONE
         ctx.write_config(signal_fallback_enforce=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pybpfguard.agent.maps import U32
+from pybpfguard.agent.options import EnforceFallback, HookState
 from pybpfguard.agent.programs.process import PROC_INFO, exec_program, exit_program, fork_program, procseed_program
 from pybpfguard.agent.sensors.base import Sensor, SensorContext, SensorPosture
 from pybpfguard.bpf.iter import run_iterator
@@ -34,7 +35,7 @@ class ProcessSensor(Sensor):
     def load(self, ctx: SensorContext) -> None:
         layout = ctx.layout
         # the fallback block costs the exec program's verification ~13 ms: generated only when armable
-        exec_prog = exec_program(layout, signal_fallback=ctx.options.enforce_fallback == "signal")
+        exec_prog = exec_program(layout, signal_fallback=ctx.options.enforce_fallback is EnforceFallback.SIGNAL)
         self._tracking = [ctx.load(prog) for prog in (exec_prog, fork_program(layout), exit_program(layout))]
         with ctx.load(procseed_program(layout)) as seed:
             run_iterator(seed)
@@ -42,4 +43,4 @@ class ProcessSensor(Sensor):
     def attach(self, ctx: SensorContext) -> SensorPosture:
         for prog in self._tracking:
             self.links.append(attach_tracing(prog))
-        return SensorPosture(hooks={"exec": "attached", "fork": "attached", "exit": "attached"})
+        return SensorPosture(hooks=dict.fromkeys(("exec", "fork", "exit"), HookState.ATTACHED))

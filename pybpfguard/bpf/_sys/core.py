@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybpfguard.bpf._sys.syscall import BpfCmd, Fd, bpf
+from pybpfguard.bpf.errors import InvalidArgumentError
 
 c_u32 = ctypes.c_uint32
 c_u64 = ctypes.c_uint64
@@ -116,7 +117,7 @@ class ObjAttr(ctypes.Structure):
 def _name(name: bytes | str) -> bytes:
     raw = name.encode() if isinstance(name, str) else name
     if len(raw) >= BPF_OBJ_NAME_LEN:
-        raise ValueError(f"object name {raw!r} is {len(raw)} bytes; the kernel keeps at most 15")
+        raise InvalidArgumentError(f"object name {raw!r} is {len(raw)} bytes; the kernel keeps at most 15")
     return raw
 
 
@@ -170,7 +171,7 @@ def prog_load(
     Raises SyscallError subclasses; the verifier's words are in *log_buf*, not in the exception.
     """
     if len(insns) % 8:
-        raise ValueError(f"instruction stream is {len(insns)} bytes, not a multiple of 8")
+        raise InvalidArgumentError(f"instruction stream is {len(insns)} bytes, not a multiple of 8")
     code = ctypes.create_string_buffer(bytes(insns), len(insns))
     lic = ctypes.create_string_buffer(license.encode() if isinstance(license, str) else license)
     attr = ProgLoadAttr(

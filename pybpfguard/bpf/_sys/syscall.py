@@ -13,7 +13,7 @@ import os
 import platform
 import warnings
 
-from pybpfguard.bpf.errors import from_errno
+from pybpfguard.bpf.errors import InvalidArgumentError, WrongTypeError, from_errno
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -104,7 +104,7 @@ def ptr(buf: ctypes.Array | ctypes.Structure | bytes | bytearray | None) -> int:
     if isinstance(buf, (bytes, bytearray)):
         if not buf:
             return 0
-        raise TypeError("ptr() needs a ctypes buffer; wrap bytes with ctypes.create_string_buffer first")
+        raise WrongTypeError("ptr() needs a ctypes buffer; wrap bytes with ctypes.create_string_buffer first")
     return ctypes.addressof(buf)
 
 
@@ -123,7 +123,7 @@ class Fd:
 
     def __init__(self, fd: int, what: str = "") -> None:
         if fd < 0:
-            raise ValueError(f"invalid fd {fd}")
+            raise InvalidArgumentError(f"invalid fd {fd}")
         if fd == 0:
             new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1)
             os.close(fd)
@@ -135,7 +135,7 @@ class Fd:
     def raw(self) -> int:
         """The fd number; raises ValueError once closed."""
         if self._fd < 0:
-            raise ValueError(f"fd of {self.what or 'object'} is closed")
+            raise InvalidArgumentError(f"fd of {self.what or 'object'} is closed")
         return self._fd
 
     @property

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from pybpfguard.bpf.asm import opcodes as op
-from pybpfguard.bpf.asm.errors import FieldRangeError
+from pybpfguard.bpf.asm.errors import AsmError, FieldRangeError
 from pybpfguard.bpf.asm.helpers import helper_id
 
 _U32 = 1 << 32
@@ -45,7 +45,7 @@ def _imm64(value: int) -> int:
 
 def _size(size: int) -> int:
     if size not in op.SIZE_BYTES:
-        raise ValueError(f"size {size:#x} is not BPF_B, BPF_H, BPF_W or BPF_DW")
+        raise AsmError(f"size {size:#x} is not BPF_B, BPF_H, BPF_W or BPF_DW")
     return size
 
 
@@ -54,7 +54,7 @@ def _alu_op(name: str | int) -> tuple[int, int]:
         try:
             return op.ALU_OPS[name]
         except KeyError:
-            raise ValueError(f"unknown ALU operation {name!r} (one of {', '.join(op.ALU_OPS)})") from None
+            raise AsmError(f"unknown ALU operation {name!r} (one of {', '.join(op.ALU_OPS)})") from None
     return name, 0
 
 
@@ -63,7 +63,7 @@ def _cond(cond: str | int) -> int:
         try:
             return op.JMP_CONDS[cond]
         except KeyError:
-            raise ValueError(f"unknown jump condition {cond!r} (one of {', '.join(op.JMP_CONDS)})") from None
+            raise AsmError(f"unknown jump condition {cond!r} (one of {', '.join(op.JMP_CONDS)})") from None
     return cond
 
 
@@ -160,14 +160,14 @@ class Insn:
     def movsx64(cls, dst: int, src: int, bits: int) -> Insn:
         """``dst = (s8|s16|s32) src``: sign-extending move (ISA v4, off = 8/16/32)."""
         if bits not in (8, 16, 32):
-            raise ValueError(f"movsx64 bits must be 8, 16 or 32, not {bits}")
+            raise AsmError(f"movsx64 bits must be 8, 16 or 32, not {bits}")
         return cls(op.BPF_ALU64 | op.BPF_MOV | op.BPF_X, dst, src, bits, 0)
 
     @classmethod
     def movsx32(cls, dst: int, src: int, bits: int) -> Insn:
         """``wdst = (s8|s16) wsrc``: sign-extending 32-bit move (ISA v4, off = 8/16)."""
         if bits not in (8, 16):
-            raise ValueError(f"movsx32 bits must be 8 or 16, not {bits}")
+            raise AsmError(f"movsx32 bits must be 8 or 16, not {bits}")
         return cls(op.BPF_ALU | op.BPF_MOV | op.BPF_X, dst, src, bits, 0)
 
     @classmethod
@@ -279,7 +279,7 @@ class Insn:
     def ldsx_mem(cls, size: int, dst: int, src: int, off: int) -> Insn:
         """``dst = *(s8|s16|s32 *)(src + off)``, sign-extended (MEMSX, ISA v4; not BPF_DW)."""
         if size == op.BPF_DW:
-            raise ValueError("ldsx_mem: sign-extending loads exist for BPF_B, BPF_H and BPF_W only")
+            raise AsmError("ldsx_mem: sign-extending loads exist for BPF_B, BPF_H and BPF_W only")
         return cls(op.BPF_LDX | op.BPF_MEMSX | _size(size), dst, src, off)
 
     @classmethod
@@ -356,13 +356,13 @@ class Insn:
                 imm = op.ATOMIC_OPS[atomic_op]
             except KeyError:
                 names = ", ".join(op.ATOMIC_OPS)
-                raise ValueError(f"unknown atomic operation {atomic_op!r} (one of {names})") from None
+                raise AsmError(f"unknown atomic operation {atomic_op!r} (one of {names})") from None
         else:
             imm = atomic_op
         if fetch:
             imm |= op.BPF_FETCH
         if size not in (op.BPF_W, op.BPF_DW):
-            raise ValueError("atomic read-modify-write exists for BPF_W and BPF_DW only")
+            raise AsmError("atomic read-modify-write exists for BPF_W and BPF_DW only")
         return cls(op.BPF_STX | op.BPF_ATOMIC | size, dst, src, off, imm)
 
     @classmethod
@@ -378,7 +378,7 @@ class Insn:
 
 def _end_bits(bits: int) -> int:
     if bits not in (16, 32, 64):
-        raise ValueError(f"byte swap width must be 16, 32 or 64, not {bits}")
+        raise AsmError(f"byte swap width must be 16, 32 or 64, not {bits}")
     return bits
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 import struct
 
+from pybpfguard.bpf.errors import InvalidArgumentError
+
 BTF_MAGIC = 0xEB9F
 BTF_VERSION = 1
 # struct btf_header: u16 magic, u8 version, u8 flags, u32 hdr_len, u32 type_off, u32 type_len,
@@ -76,7 +78,7 @@ EXTRA_WORDS: dict[BtfKind, tuple[int, int]] = {
 def btf_info(kind: BtfKind, vlen: int = 0, kind_flag: bool = False) -> int:
     """``btf_type.info``: bits 0-15 vlen, bits 24-28 kind, bit 31 kind_flag (BTF_INFO_ENC in btf.rst)."""
     if not 0 <= vlen <= BTF_MAX_VLEN:
-        raise ValueError(f"vlen {vlen} out of range 0..{BTF_MAX_VLEN}")
+        raise InvalidArgumentError(f"vlen {vlen} out of range 0..{BTF_MAX_VLEN}")
     return (int(kind_flag) << 31) | (int(kind) << 24) | vlen
 
 
@@ -91,7 +93,7 @@ class BtfIntEncoding(enum.IntFlag):
 def btf_int_data(encoding: BtfIntEncoding, bits: int, offset: int = 0) -> int:
     """The INT's extra u32: encoding bits 24-27, offset bits 16-23, nr_bits bits 0-7 (BTF_INT_* in btf.h)."""
     if not 0 < bits <= 128 or not 0 <= offset < 256:
-        raise ValueError(f"int bits {bits} / offset {offset} out of range (1..128 / 0..255)")
+        raise InvalidArgumentError(f"int bits {bits} / offset {offset} out of range (1..128 / 0..255)")
     return (int(encoding) << 24) | (offset << 16) | bits
 
 

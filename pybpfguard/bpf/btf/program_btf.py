@@ -22,7 +22,7 @@ from pybpfguard.bpf._sys.btf import BtfLoadAttr, btf_load
 from pybpfguard.bpf.btf.errors import BTFError
 from pybpfguard.bpf.btf.kinds import BtfFuncLinkage
 from pybpfguard.bpf.btf.writer import BPF_FUNC_INFO_REC_SIZE, BTFBuilder, FuncInfo, encode_func_info
-from pybpfguard.bpf.errors import SyscallError, VerifierError
+from pybpfguard.bpf.errors import InvalidArgumentError, SyscallError, VerifierError
 
 LOG_MIN_BYTES = 64 * 1024
 LOG_MAX_BYTES = 16 * 1024 * 1024  # the kernel's cap on a log buffer (UINT_MAX >> 8 is 16 MiB)
@@ -49,7 +49,7 @@ def build(funcs: Sequence[FuncDecl]) -> tuple[bytes, bytes]:
     records = []
     for fn in sorted(funcs, key=lambda f: f.insn_off):
         if not 0 <= fn.nargs <= 5:
-            raise ValueError(f"function {fn.name}: {fn.nargs} args, BPF passes at most 5 (R1-R5)")
+            raise InvalidArgumentError(f"function {fn.name}: {fn.nargs} args, BPF passes at most 5 (R1-R5)")
         proto = b.add_func_proto(long_id, [(f"arg{i}", long_id) for i in range(fn.nargs)])
         records.append(FuncInfo(fn.insn_off, b.add_func(fn.name, proto, fn.linkage)))
     return b.encode(), encode_func_info(records)

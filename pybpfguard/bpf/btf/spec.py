@@ -30,6 +30,7 @@ from pybpfguard.bpf.btf import types as t
 from pybpfguard.bpf.btf.decode import decode_type
 from pybpfguard.bpf.btf.errors import BTFFormatError, TypeNotFoundError, UnknownKindError
 from pybpfguard.bpf.btf.kinds import BTF_HEADER, BTF_MAGIC, EXTRA_WORDS, BtfKind
+from pybpfguard.bpf.errors import InvalidArgumentError
 
 VMLINUX_PATH = "/sys/kernel/btf/vmlinux"
 BTF_PATH_ENV = "PYBPFGUARD_BTF_PATH"  # REFERENCE.md: location variable, no AEGIS_ fallback
@@ -181,7 +182,7 @@ class Spec:
     def find_ids(self, kind: BtfKind, name: str) -> list[int]:
         """Ids of every type of *kind* named *name*, ascending, the base's first."""
         if not name:
-            raise ValueError("anonymous types cannot be looked up by name")
+            raise InvalidArgumentError("anonymous types cannot be looked up by name")
         hit = self._found.get((int(kind), name))
         if hit is not None:  # generators ask for the same few structs over and over
             return list(hit)

@@ -27,6 +27,7 @@ from pybpfguard.bpf.btf.kinds import (
     btf_info,
     btf_int_data,
 )
+from pybpfguard.bpf.errors import InvalidArgumentError
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # kernel/bpf/btf.c btf_name_valid_identifier
 _BTF_TYPE = struct.Struct("<III")
@@ -47,7 +48,7 @@ def encode_func_info(records: Sequence[FuncInfo]) -> bytes:
     requires in check_btf_func). Raises ValueError otherwise."""
     offs = [r.insn_off for r in records]
     if not offs or offs[0] != 0 or any(a >= b for a, b in itertools.pairwise(offs)):
-        raise ValueError(f"func_info insn_off values {offs} must start at 0 and strictly increase")
+        raise InvalidArgumentError(f"func_info insn_off values {offs} must start at 0 and strictly increase")
     return b"".join(_PAIR.pack(r.insn_off, r.type_id) for r in records)
 
 
@@ -67,15 +68,15 @@ class BTFBuilder:
     def _name(self, name: str, *, required: bool) -> int:
         if not name:
             if required:
-                raise ValueError("this kind needs a name")
+                raise InvalidArgumentError("this kind needs a name")
             return 0
         if not _IDENT.match(name):
-            raise ValueError(f"BTF name {name!r} is not a C identifier")
+            raise InvalidArgumentError(f"BTF name {name!r} is not a C identifier")
         off = self._string_offsets.get(name)
         if off is None:
             off = self._string_offsets[name] = len(self._strings)
             if off > BTF_MAX_NAME_OFFSET:
-                raise ValueError(f"string table past {BTF_MAX_NAME_OFFSET} bytes")
+                raise InvalidArgumentError(f"string table past {BTF_MAX_NAME_OFFSET} bytes")
             self._strings += name.encode() + b"\0"
         return off
 
@@ -88,7 +89,7 @@ class BTFBuilder:
     def add_int(self, name: str, size: int, *, signed: bool = False) -> int:
         """An INT of *size* bytes (1, 2, 4, 8 or 16) using all its bits."""
         if size not in (1, 2, 4, 8, 16):
-            raise ValueError(f"INT size {size} bytes is not 1, 2, 4, 8 or 16")
+            raise InvalidArgumentError(f"INT size {size} bytes is not 1, 2, 4, 8 or 16")
         enc = BtfIntEncoding.BTF_INT_SIGNED if signed else BtfIntEncoding(0)
         head = _BTF_TYPE.pack(self._name(name, required=True), btf_info(BtfKind.BTF_KIND_INT), size)
         return self._add(head + struct.pack("<I", btf_int_data(enc, 8 * size)))
@@ -118,7 +119,8 @@ class BTFBuilder:
         """The blob: ``struct btf_header`` (24 bytes), types, strings. Raises ValueError for a dangling id."""
         for src, ref in self._refs:
             if ref > len(self._types):
-                raise ValueError(f"type id {src} refers to type id {ref}, past the last id {len(self._types)}")
+                raise InvalidArgumentError(
+                    f"type id {src} refers to type id {ref}, past the last id {len(self._types)}")
         types = b"".join(self._types)
         header = BTF_HEADER.pack(
             BTF_MAGIC, BTF_VERSION, 0, BTF_HEADER.size, 0, len(types), len(types), len(self._strings)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pybpfguard.bpf._sys import BpfCmd
 from pybpfguard.bpf._sys.maps import map_batch
-from pybpfguard.bpf.errors import ENOTSUPP, NotSupportedError, SyscallError
+from pybpfguard.bpf.errors import ENOTSUPP, InvalidArgumentError, NotSupportedError, SyscallError
 from pybpfguard.bpf.maps.errors import BatchError
 from pybpfguard.bpf.maps.types import MAP_IN_MAP_TYPES
 
@@ -83,7 +83,7 @@ def _buffer(codec: Any, items: Sequence[Any] | bytes | bytearray | memoryview, w
     if isinstance(items, (bytes, bytearray, memoryview)):
         raw = bytes(items)
         if len(raw) % codec.size:
-            raise ValueError(f"{what}: packed buffer of {len(raw)} bytes is not a multiple of {codec.size}")
+            raise InvalidArgumentError(f"{what}: packed buffer of {len(raw)} bytes is not a multiple of {codec.size}")
         n = len(raw) // codec.size
     else:
         raw = codec.encode_many(items)
@@ -110,7 +110,7 @@ def update_batch(
     kbuf, n = _buffer(m.key_codec, keys, f"{m.what} keys")
     vbuf, nv = _buffer(m.value_codec, values, f"{m.what} values")
     if n != nv:
-        raise ValueError(f"{m.what}: {n} keys but {nv} values")
+        raise InvalidArgumentError(f"{m.what}: {n} keys but {nv} values")
     return _write_batch(m, BpfCmd.BPF_MAP_UPDATE_BATCH, kbuf, vbuf, n, elem_flags)
 
 

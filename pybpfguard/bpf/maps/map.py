@@ -17,7 +17,7 @@ from typing import Any
 from pybpfguard.bpf import _sys
 from pybpfguard.bpf._sys import maps as _m
 from pybpfguard.bpf.cpus import possible_cpus
-from pybpfguard.bpf.errors import KeyNotFoundError
+from pybpfguard.bpf.errors import KeyNotFoundError, WrongTypeError
 from pybpfguard.bpf.maps import batch as _batch
 from pybpfguard.bpf.maps.encoding import ElemCodec, PerCpuCodec, round_up8
 from pybpfguard.bpf.maps.errors import MapSpecError
@@ -301,4 +301,4 @@ def _inner_fd(value: Any) -> int:
         return value.fd.raw
     if isinstance(value, _sys.Fd):
         return value.raw
-    raise TypeError(f"a map-of-maps value is an inner Map or Fd, not {type(value).__name__}")
+    raise WrongTypeError(f"a map-of-maps value is an inner Map or Fd, not {type(value).__name__}")

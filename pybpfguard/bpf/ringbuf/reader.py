@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pybpfguard.bpf import _sys
 from pybpfguard.bpf._sys.maps import map_get_info
-from pybpfguard.bpf.errors import from_errno
+from pybpfguard.bpf.errors import WrongTypeError, from_errno
 from pybpfguard.bpf.ringbuf.errors import RingBufferError
 from pybpfguard.bpf.ringbuf.ring import RecordCallback, Ring
 
@@ -36,7 +36,7 @@ def _as_fd(ring_map: _sys.Fd | HasMapFd) -> _sys.Fd:
     fd = getattr(ring_map, "fd", None)
     if isinstance(fd, _sys.Fd):
         return fd
-    raise TypeError(f"RingReader needs an Fd or a map object with an .fd Fd, got {type(ring_map).__name__}")
+    raise WrongTypeError(f"RingReader needs an Fd or a map object with an .fd Fd, got {type(ring_map).__name__}")
 
 
 class RingReader(Ring):

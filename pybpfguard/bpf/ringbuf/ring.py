@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pybpfguard.bpf.errors import InvalidArgumentError
 from pybpfguard.bpf.ringbuf.errors import RingBufferError, RingCorruptError
 
 # include/uapi/linux/bpf.h: enum { BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ }
@@ -73,14 +74,15 @@ class Ring:
 
     def __init__(self, consumer_page: Any, producer_page: Any, data: Any, size_bytes: int) -> None:
         if size_bytes <= 0 or size_bytes & (size_bytes - 1) or size_bytes % 8:
-            raise ValueError(f"ring size_bytes {size_bytes} is not a power of two >= 8")
+            raise InvalidArgumentError(f"ring size_bytes {size_bytes} is not a power of two >= 8")
         self._cons = memoryview(consumer_page)[:8].cast("Q")
         if self._cons.readonly:
-            raise ValueError("consumer page must be writable (the consumer stores consumer_pos there)")
+            raise InvalidArgumentError("consumer page must be writable (the consumer stores consumer_pos there)")
         self._prod = memoryview(producer_page)[:8].cast("Q")
         view = memoryview(data)
         if view.nbytes < 2 * size_bytes:
-            raise ValueError(f"data area is {view.nbytes} bytes; a {size_bytes}-byte ring maps {2 * size_bytes}")
+            raise InvalidArgumentError(
+                f"data area is {view.nbytes} bytes; a {size_bytes}-byte ring maps {2 * size_bytes}")
         self._data = view[: 2 * size_bytes]
         self._hdr = self._data.cast("I")  # u32 per 4 bytes: header = _hdr[off >> 2], off 8-aligned
         self.size_bytes = size_bytes
