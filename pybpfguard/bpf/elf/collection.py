@@ -243,13 +243,14 @@ class Collection:
 
     def pin(self, directory: str | os.PathLike[str]) -> None:
         """Pin every program at ``<directory>/<program>`` and every map at ``<directory>/maps/<map>``
-        (the map's kernel name, e.g. ``obj.rodata``); *directory* must be on a bpffs."""
+        (the map's kernel name with '.' as '_', e.g. ``obj_rodata``: bpffs refuses dots, as libbpf's
+        sanitize_pin_path knows); *directory* must be on a bpffs."""
         maps_dir = os.path.join(directory, "maps")
         os.makedirs(maps_dir, exist_ok=True)
         for name, prog in self.programs.items():
             prog.pin(os.path.join(directory, name))
         for name, m in self.maps.items():
-            m.pin(os.path.join(maps_dir, self.object.maps[name].spec.name))
+            m.pin(os.path.join(maps_dir, self.object.maps[name].spec.name.replace(".", "_")))
 
     def close(self) -> None:
         for link in self.links.values():

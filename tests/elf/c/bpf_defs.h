@@ -1,4 +1,5 @@
 /* The few libbpf header macros the test programs use (this host has no libbpf-dev headers). */
+/* Test programs define BPF_NO_PRESERVE_ACCESS_INDEX before vmlinux.h unless they test CO-RE. */
 #pragma once
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]
