@@ -124,7 +124,7 @@ def test_a_map_pinned_by_name_is_shared_by_two_loads(compile_c, bpffs):
         assert first.map_defs["outer"].spec.inner.max_entries == 4
 
 
-@pytest.mark.parametrize("name", ["ringbuf", "counter", "globals", "calls", "connect4"])
+@pytest.mark.parametrize("name", ["ringbuf", "counter", "globals", "calls", "connect4", "exec", "kfunc"])
 def test_same_instructions_and_map_references_as_libbpf(compile_c, bpffs, name):
     """bpftool prog loadall (libbpf) and this loader: the same xlated program, map ids replaced by names."""
     obj = compile_c(name)
@@ -138,3 +138,19 @@ def test_same_instructions_and_map_references_as_libbpf(compile_c, bpffs, name):
             assert isinstance(info, dict)
             assert coll.programs[prog].info().xlated_prog_len_bytes == info["bytes_xlated"], prog
             assert xlated_by_map_name(ours / prog) == xlated_by_map_name(theirs / prog), prog
+
+
+def test_kfunc_calls_resolve_against_vmlinux_btf(compile_c):
+    with Collection.open(compile_c("kfunc")) as coll:
+        coll.load()
+        coll.attach()
+        subprocess.run(["/bin/true"], check=True)
+        assert struct.unpack("<Q", coll.maps[".bss"].lookup_elem(0))[0] >= 1
+
+
+def test_a_legacy_maps_section_map(compile_c):
+    with Collection.open(compile_c("legacy")) as coll:
+        assert coll.map_defs["slots"].spec.value_size == 8
+        coll.load()
+        coll.programs["touch"].test_run(PACKET)
+        assert coll.maps["slots"].lookup_elem(1) == struct.pack("<Q", 7)

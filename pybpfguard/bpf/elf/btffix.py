@@ -5,14 +5,14 @@
   each offset its symbol's value, and the entries are sorted by offset (the kernel wants them ascending,
   kernel/bpf/btf.c btf_datasec_check_meta);
 - extern FUNCs (kfunc declarations) get global linkage, which the kernel accepts (btf_func_check_meta);
-- a DATASEC the kernel would refuse (``.ksyms`` listing functions, extern variables) becomes an
-  anonymous-member STRUCT of the same record length, so no type id moves.
+- in a DATASEC of externs (``.ksyms``), extern VARs become allocated ints and extern FUNCs are
+  listed through one appended dummy VAR, as libbpf does; no existing type id moves.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from pybpfguard.bpf.btf.kinds import BtfKind
 from pybpfguard.bpf.elf.errors import ELFFormatError
@@ -32,69 +32,109 @@ _EXTRA = {  # bytes after the 12-byte header: fixed part, per-vlen part
 }
 BTF_FUNC_GLOBAL = 1
 BTF_FUNC_EXTERN = 2
+BTF_VAR_GLOBAL_ALLOCATED = 1
 BTF_VAR_GLOBAL_EXTERN = 2
+DUMMY_VAR = "dummy_ksym"  # libbpf's name for the stand-in of extern functions in .ksyms
+
+
+class _Blob:
+    """The type records of a BTF blob, patched in place, with types and strings appendable."""
+
+    def __init__(self, raw: bytes, source: str) -> None:
+        _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = _HDR.unpack_from(raw)
+        self.header = bytearray(raw[:hdr_len])
+        self.types = bytearray(raw[hdr_len + type_off : hdr_len + type_off + type_len])
+        self.strings = bytearray(raw[hdr_len + str_off : hdr_len + str_off + str_len])
+        self.records: list[tuple[int, int, int, int]] = []  # offset in types, kind, vlen, name_off
+        pos = 0
+        while pos < len(self.types):
+            if pos + 12 > len(self.types):
+                raise ELFFormatError(source, ".BTF", f"type record at byte {pos} is truncated")
+            name_off, info, _size = struct.unpack_from("<III", self.types, pos)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            fixed, per = _EXTRA.get(kind, (0, 0))  # type: ignore[call-overload]
+            self.records.append((pos, kind, vlen, name_off))
+            pos += 12 + fixed + per * vlen
+
+    def name(self, off: int) -> str:
+        end = self.strings.find(b"\0", off)
+        return self.strings[off:end].decode(errors="replace") if 0 <= off < len(self.strings) and end >= 0 else ""
+
+    def add_string(self, text: str) -> int:
+        off = len(self.strings)
+        self.strings += text.encode() + b"\0"
+        return off
+
+    def add_type(self, record: bytes) -> int:
+        self.types += record
+        self.records.append((len(self.types) - len(record), record[7] & 0x1F, 0, 0))
+        return len(self.records)
+
+    def int_type(self) -> int:
+        for i, (pos, kind, _vlen, _name) in enumerate(self.records):
+            if kind == BtfKind.BTF_KIND_INT and struct.unpack_from("<I", self.types, pos + 8)[0] == 4:
+                return i + 1
+        return self.add_type(struct.pack("<IIII", self.add_string("int"), int(BtfKind.BTF_KIND_INT) << 24, 4,
+                                         (1 << 24) | 32))
+
+    def encode(self) -> bytes:
+        header = bytearray(self.header)
+        struct.pack_into("<IIII", header, 8, 0, len(self.types), len(self.types), len(self.strings))
+        return bytes(header) + bytes(self.types) + bytes(self.strings)
 
 
 def fixup_btf(raw: bytes, section_sizes: Mapping[str, int], symbol_offsets: Mapping[str, int],
               source: str = "<bytes>") -> bytes:
     """A copy of *raw* with the fixes above. Raises ELFFormatError for a record running past the blob."""
-    blob = bytearray(raw)
-    _magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = _HDR.unpack_from(blob)
-    strings = bytes(blob[hdr_len + str_off : hdr_len + str_off + str_len])
-
-    def name(off: int) -> str:
-        end = strings.find(b"\0", off)
-        return strings[off:end].decode(errors="replace") if 0 <= off < len(strings) and end >= 0 else ""
-
-    pos, end = hdr_len + type_off, hdr_len + type_off + type_len
-    records: list[tuple[int, int, int, int]] = []  # offset, kind, vlen, name_off
-    while pos < end:
-        if pos + 12 > end:
-            raise ELFFormatError(source, ".BTF", f"type record at byte {pos} is truncated")
-        name_off, info, _size = struct.unpack_from("<III", blob, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        fixed, per = _EXTRA.get(kind, (0, 0))  # type: ignore[call-overload]
-        records.append((pos, kind, vlen, name_off))
-        pos += 12 + fixed + per * vlen
-    for pos, kind, vlen, name_off in records:
+    blob = _Blob(raw, source)
+    for pos, kind, vlen, _name_off in list(blob.records):
         if kind == BtfKind.BTF_KIND_FUNC and vlen == BTF_FUNC_EXTERN:
-            info = struct.unpack_from("<I", blob, pos + 4)[0]
-            struct.pack_into("<I", blob, pos + 4, (info & ~0xFFFF) | BTF_FUNC_GLOBAL)
-        elif kind == BtfKind.BTF_KIND_DATASEC:
-            _fix_datasec(blob, pos, vlen, name(name_off), records, name, section_sizes, symbol_offsets)
-    return bytes(blob)
+            info = struct.unpack_from("<I", blob.types, pos + 4)[0]
+            struct.pack_into("<I", blob.types, pos + 4, (info & ~0xFFFF) | BTF_FUNC_GLOBAL)
+    for pos, kind, vlen, name_off in list(blob.records):
+        if kind == BtfKind.BTF_KIND_DATASEC:
+            _fix_datasec(blob, pos, vlen, blob.name(name_off), section_sizes, symbol_offsets)
+    return blob.encode()
 
 
-def _fix_datasec(blob: bytearray, pos: int, vlen: int, sec: str, records: list[tuple[int, int, int, int]],
-                 name: Callable[[int], str], sizes: Mapping[str, int], offsets: Mapping[str, int]) -> None:
-    entries = [struct.unpack_from("<III", blob, pos + 12 + 12 * i) for i in range(vlen)]
+def _fix_datasec(blob: _Blob, pos: int, vlen: int, sec: str, sizes: Mapping[str, int],
+                 offsets: Mapping[str, int]) -> None:
+    entries = [struct.unpack_from("<III", blob.types, pos + 12 + 12 * i) for i in range(vlen)]
 
     def var_name(type_id: int) -> str | None:
         """The name of global variable *type_id*, None unless it is a defined VAR with a symbol."""
-        if not 0 < type_id <= len(records):
+        if not 0 < type_id <= len(blob.records):
             return None
-        var_pos, kind, _vlen, name_off = records[type_id - 1]
-        if kind != BtfKind.BTF_KIND_VAR or struct.unpack_from("<I", blob, var_pos + 12)[0] == BTF_VAR_GLOBAL_EXTERN:
-            return None
-        found = name(name_off)
-        return found if found in offsets else None
+        var_pos, kind, _vlen, name_off = blob.records[type_id - 1]
+        linkage = struct.unpack_from("<I", blob.types, var_pos + 12)[0] if kind == BtfKind.BTF_KIND_VAR else -1
+        found = blob.name(name_off)
+        return found if linkage != BTF_VAR_GLOBAL_EXTERN and found in offsets else None
 
     names = [var_name(type_id) for type_id, _, _ in entries]
-    if sec not in sizes or any(n is None for n in names):
-        _as_struct(blob, pos, vlen)
+    if sec in sizes and all(n is not None for n in names):
+        fixed = sorted((offsets[n], t, size) for n, (t, _, size) in zip(names, entries, strict=True) if n)
+        struct.pack_into("<I", blob.types, pos + 8, sizes[sec])
+        for i, (off, type_id, size) in enumerate(fixed):
+            struct.pack_into("<III", blob.types, pos + 12 + 12 * i, type_id, off, size)
         return
-    fixed = sorted((offsets[n], t, size) for n, (t, _, size) in zip(names, entries, strict=True) if n is not None)
-    struct.pack_into("<I", blob, pos + 8, sizes[sec])
-    for i, (off, type_id, size) in enumerate(fixed):
-        struct.pack_into("<III", blob, pos + 12 + 12 * i, type_id, off, size)
+    _fix_externs(blob, pos, entries)
 
 
-def _as_struct(blob: bytearray, pos: int, vlen: int) -> None:
-    """Rewrite the DATASEC at *pos* as a STRUCT of size 0 of the same length (struct btf_member and
-    struct btf_var_secinfo are both 12 bytes): unnamed members of type ``int``-free id 0 at offset 0 would
-    be refused, so each member keeps the entry's type id."""
-    info = struct.unpack_from("<I", blob, pos + 4)[0]
-    struct.pack_into("<II", blob, pos + 4, (int(BtfKind.BTF_KIND_STRUCT) << 24) | (info & 0xFFFF), 0)
-    for i in range(vlen):
-        type_id = struct.unpack_from("<I", blob, pos + 12 + 12 * i)[0]
-        struct.pack_into("<III", blob, pos + 12 + 12 * i, 0, type_id, 0)
+def _fix_externs(blob: _Blob, pos: int, entries: list[tuple[int, int, int]]) -> None:
+    """``.ksyms`` and other extern-only DATASECs (libbpf.c bpf_object__collect_externs): extern VARs
+    become allocated ``int``s, extern FUNCs are listed through one dummy ``int`` VAR, each entry 4 bytes."""
+    int_id = blob.int_type()
+    dummy = 0
+    for i, (type_id, _off, _size) in enumerate(entries):
+        kind = blob.records[type_id - 1][1] if 0 < type_id <= len(blob.records) else -1
+        if kind == BtfKind.BTF_KIND_VAR:
+            var_pos = blob.records[type_id - 1][0]
+            struct.pack_into("<I", blob.types, var_pos + 8, int_id)
+            struct.pack_into("<I", blob.types, var_pos + 12, BTF_VAR_GLOBAL_ALLOCATED)
+        else:
+            if not dummy:
+                dummy = blob.add_type(struct.pack("<IIII", blob.add_string(DUMMY_VAR),
+                                                  int(BtfKind.BTF_KIND_VAR) << 24, int_id, BTF_VAR_GLOBAL_ALLOCATED))
+            type_id = dummy
+        struct.pack_into("<III", blob.types, pos + 12 + 12 * i, type_id, 4 * i, 4)
+    struct.pack_into("<I", blob.types, pos + 8, 4 * len(entries))
