@@ -154,3 +154,13 @@ def test_a_legacy_maps_section_map(compile_c):
         coll.load()
         coll.programs["touch"].test_run(PACKET)
         assert coll.maps["slots"].lookup_elem(1) == struct.pack("<Q", 7)
+
+
+def test_a_verifier_rejection_shows_the_c_source_line(compile_c):
+    """line_info from .BTF.ext went to the kernel: its log quotes the C line at fault."""
+    from pybpfguard.bpf.errors import VerifierError
+
+    with Collection.open(compile_c("rejected")) as coll, pytest.raises(VerifierError) as caught:
+        coll.load()
+    assert "; return *(__u32 *)(long)ctx->data == 0x45" in caught.value.log
+    assert caught.value.prog_name == "unchecked"
