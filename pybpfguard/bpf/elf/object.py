@@ -9,6 +9,7 @@ function; those in a program section (sections.py) are programs, those in ``.tex
 
 from __future__ import annotations
 
+import enum
 import io
 import os
 import re
@@ -43,11 +44,11 @@ _MAP_NAME_BYTES = 15  # BPF_OBJ_NAME_LEN - 1
 _READ_ERRORS = (_PyELFError, struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError)
 
 
-class Pinning(int):
-    """``pinning`` of a BTF map: 0 none, 1 LIBBPF_PIN_BY_NAME."""
+class Pinning(enum.IntEnum):
+    """``pinning`` of a BTF map (libbpf's enum libbpf_pin_type)."""
 
     NONE = 0
-    BY_NAME = 1
+    BY_NAME = 1  # LIBBPF_PIN_BY_NAME: <pin root>/<map name>
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +108,12 @@ class ProgramDef:
         return self.function.name
 
 
-class MapOrigin(int):
-    BTF = 0
-    LEGACY = 1
-    DATA = 2
+class MapOrigin(enum.Enum):
+    """Where a map of the object is defined."""
+
+    BTF = "btf"  # .maps
+    LEGACY = "legacy"  # maps (struct bpf_map_def)
+    DATA = "data"  # a global data section
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +124,11 @@ class MapDef:
 
     name: str
     spec: MapSpec
-    origin: int
+    origin: MapOrigin
     section_index: int
     offset: int
     data: bytes = b""
-    pinning: int = Pinning.NONE
+    pinning: Pinning = Pinning.NONE
 
     @property
     def frozen(self) -> bool:
@@ -326,7 +329,7 @@ class _Reader:
         except (ValueError, MapSpecError) as err:
             raise self.fail(MapDefinitionError, where, str(err)) from err
 
-    def _btf_map(self, btf: Spec, name: str) -> tuple[MapSpec, int]:
+    def _btf_map(self, btf: Spec, name: str) -> tuple[MapSpec, Pinning]:
         var_ids = btf.find_ids(bt.Var.kind, name)
         if not var_ids:
             raise self.fail(MapDefinitionError, name, "no BTF VAR of this name for the map in .maps")
@@ -334,7 +337,7 @@ class _Reader:
         assert isinstance(var, bt.Var)
         return self._btf_map_def(btf, name, var.type_id)
 
-    def _btf_map_def(self, btf: Spec, name: str, type_id: int) -> tuple[MapSpec, int]:
+    def _btf_map_def(self, btf: Spec, name: str, type_id: int) -> tuple[MapSpec, Pinning]:
         st = btf.resolve(type_id)
         if not isinstance(st, bt.Struct):
             raise self.fail(MapDefinitionError, name, f"a map definition is a struct, not {st.kind.name}")
@@ -347,9 +350,9 @@ class _Reader:
                 if m.name == "map_flags":
                     fields["flags"] = value
                 elif m.name == "pinning":
-                    if value not in (Pinning.NONE, Pinning.BY_NAME):
+                    if value not in Pinning._value2member_map_:
                         raise self.fail(MapDefinitionError, name, f"pinning {value}: only 0 and 1 (by name) exist")
-                    pinning = value
+                    pinning = Pinning(value)
                 elif m.name != "numa_node":
                     fields[m.name] = value
             elif m.name in ("key", "value"):
