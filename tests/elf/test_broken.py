@@ -91,23 +91,45 @@ def test_co_re_relocations_need_the_resolver_or_load(compile_c):
 
 
 @pytest.fixture(scope="module")
-def seed(compile_c) -> bytes:
-    return compile_c("globals").read_bytes()
+def seed(compile_c) -> tuple[bytes, list[tuple[int, int]]]:
+    """The calls object's bytes and the (offset, size) of each section, to aim mutations at."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    data = compile_c("calls").read_bytes()
+    elf = ELFFile(io.BytesIO(data))
+    sections = [s for s in elf.iter_sections() if s["sh_size"] and s["sh_type"] != "SHT_NOBITS"]
+    spans = [(s["sh_offset"], s["sh_size"]) for s in sections]
+    return data, spans
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _exercise(blob: bytes) -> None:
+    """Everything the loader does short of the kernel: parse, lay out each program, list constants, fix BTF."""
+    from pybpfguard.bpf.elf.btffix import fixup_btf
+
+    obj = ObjectFile.from_bytes(blob, "mutant.o")
+    coll = Collection(obj)
+    coll.program_views()
+    coll.constants()
+    if obj.btf_raw is not None:
+        fixup_btf(obj.btf_raw, obj.section_sizes, obj.symbol_offsets, obj.path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_objects_raise_typed_errors_or_parse(seed, data):
-    blob = bytearray(seed)
+    raw, spans = seed
+    blob = bytearray(raw)
+    start, size = data.draw(st.sampled_from([(0, len(raw)), *spans]))  # the whole file or one section
     for _ in range(data.draw(st.integers(1, 8))):
-        pos = data.draw(st.integers(0, len(blob) - 1))
+        pos = start + data.draw(st.integers(0, size - 1))
         blob[pos] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
         blob = blob[: data.draw(st.integers(0, len(blob)))]
     try:
-        obj = ObjectFile.from_bytes(bytes(blob), "mutant.o")
-        Collection(obj).program_views()
+        _exercise(bytes(blob))
     except (ELFError, BTFError):
         pass
-    except BPFError as err:  # any other typed library error is acceptable, but name it in a failure
+    except BPFError as err:  # another typed library error (a map spec the kernel rules refuse, ...)
         assert isinstance(err, BPFError)
