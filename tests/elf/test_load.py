@@ -164,3 +164,12 @@ def test_a_verifier_rejection_shows_the_c_source_line(compile_c):
         coll.load()
     assert "; return *(__u32 *)(long)ctx->data == 0x45" in caught.value.log
     assert caught.value.prog_name == "unchecked"
+
+
+def test_raw_tp_program_attaches_by_its_section(compile_c):
+    with Collection.open(compile_c("raw_tp")) as coll:
+        coll.load()
+        assert set(coll.attach()) == {"count_enter"}
+        for _ in range(10):
+            os.getppid()
+        assert struct.unpack("<Q", coll.maps[".bss"].lookup_elem(0))[0] >= 10
