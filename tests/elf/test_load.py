@@ -117,11 +117,13 @@ def test_a_map_pinned_by_name_is_shared_by_two_loads(compile_c, bpffs):
         first.load(pin_root=bpffs)
         second.load(pin_root=bpffs)
         assert (bpffs / "shared").exists()
-        first.programs["bump_shared"].test_run(PACKET)
+        assert first.programs["bump_shared"].test_run(PACKET).retval == 1  # outer[1] was filled at load
         second.programs["bump_shared"].test_run(PACKET)
         assert second.maps["shared"].lookup_elem(0) == struct.pack("<Q", 2)
         assert first.map_defs["outer"].spec.inner is not None
         assert first.map_defs["outer"].spec.inner.max_entries == 4
+        assert first.map_defs["outer"].init_values == ((1, "inner_a"),)
+        assert first.maps["outer"].lookup_elem(1) == first.maps["inner_a"].info().id
 
 
 @pytest.mark.parametrize("name", ["ringbuf", "counter", "globals", "calls", "connect4", "exec", "kfunc"])

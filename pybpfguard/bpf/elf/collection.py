@@ -188,6 +188,9 @@ class Collection:
                     m.freeze()
             if mdef.pinning == Pinning.BY_NAME:
                 m.pin(path)
+        for mdef in self.object.maps.values():
+            for slot, inner in mdef.init_values:
+                self.maps[mdef.name].update_elem(slot, self.maps[inner])
 
     def _load_program(self, prog: ProgramDef, index: dict[str, int], fd_array: Sequence[_sys.Fd],
                       log_level: int, kernel_btf: Spec | None) -> Program:

@@ -129,6 +129,7 @@ class MapDef:
     offset: int
     data: bytes = b""
     pinning: Pinning = Pinning.NONE
+    init_values: tuple[tuple[int, str], ...] = ()  # (slot, inner map name) of a map of maps
 
     @property
     def frozen(self) -> bool:
@@ -186,6 +187,14 @@ def internal_map_name(obj_name: str, section: str) -> str:
     pfx_len = 0 if "." in section[1:] else max(0, min(_MAP_NAME_BYTES - sfx_len, len(obj_name)))
     name = (obj_name[:pfx_len] + section[:sfx_len])[:_MAP_NAME_BYTES]
     return _sanitize(name)
+
+
+def _init_slots(inits: dict[int, str], sym: Symbol, values_at: int) -> tuple[tuple[int, str], ...]:
+    """(slot, inner map) for the relocations in *sym*'s ``values`` array (8-byte pointers from *values_at*)."""
+    if values_at < 0:
+        return ()
+    first, end = sym.value + values_at, sym.value + sym.size
+    return tuple(sorted(((off - first) // 8, target) for off, target in inits.items() if first <= off < end))
 
 
 def _sanitize(name: str) -> str:
@@ -297,10 +306,14 @@ class _Reader:
             if sec.name == ".maps":
                 if btf is None:
                     raise self.fail(MapDefinitionError, ".maps", "BTF-defined maps need .BTF (compile with -g)")
+                inits = self._map_inits(sections, idx, symbols)
                 for sym in symbols:
                     if sym.section_index == idx and not sym.is_section and sym.name:
-                        spec, pinning = self._btf_map(btf, sym.name)
-                        maps[sym.name] = MapDef(sym.name, spec, MapOrigin.BTF, idx, sym.value, pinning=pinning)
+                        spec, pinning, values_at = self._btf_map(btf, sym.name)
+                        maps[sym.name] = MapDef(sym.name, spec, MapOrigin.BTF, idx, sym.value, pinning=pinning,
+                                                init_values=_init_slots(inits, sym, values_at))
+                for missing in {t for m in maps.values() for _, t in m.init_values} - set(maps):
+                    raise self.fail(MapDefinitionError, missing, "an inner map initializer names no map in .maps")
             elif sec.name == "maps":
                 body = sec.data()
                 for sym in symbols:
@@ -329,7 +342,20 @@ class _Reader:
         except (ValueError, MapSpecError) as err:
             raise self.fail(MapDefinitionError, where, str(err)) from err
 
-    def _btf_map(self, btf: Spec, name: str) -> tuple[MapSpec, Pinning]:
+    def _map_inits(self, sections: list[Any], maps_idx: int, symbols: list[Symbol]) -> dict[int, str]:
+        """Relocations of ``.maps`` (``.values = { [0] = &inner }``): byte offset -> the map symbol named."""
+        inits: dict[int, str] = {}
+        for sec in sections:
+            if sec["sh_type"] == "SHT_REL" and sec["sh_info"] == maps_idx:
+                for rel in sec.iter_relocations():
+                    sym_idx = rel["r_info_sym"]
+                    if not 0 < sym_idx < len(symbols):
+                        raise self.fail(RelocationError, f"{sec.name} offset {rel['r_offset']}",
+                                        f"relocation against missing symbol #{sym_idx}")
+                    inits[rel["r_offset"]] = symbols[sym_idx].name
+        return inits
+
+    def _btf_map(self, btf: Spec, name: str) -> tuple[MapSpec, Pinning, int]:
         var_ids = btf.find_ids(bt.Var.kind, name)
         if not var_ids:
             raise self.fail(MapDefinitionError, name, "no BTF VAR of this name for the map in .maps")
@@ -337,12 +363,14 @@ class _Reader:
         assert isinstance(var, bt.Var)
         return self._btf_map_def(btf, name, var.type_id)
 
-    def _btf_map_def(self, btf: Spec, name: str, type_id: int) -> tuple[MapSpec, Pinning]:
+    def _btf_map_def(self, btf: Spec, name: str, type_id: int) -> tuple[MapSpec, Pinning, int]:
+        """The map's spec, its pinning and the byte offset of its ``values`` member (-1: none)."""
         st = btf.resolve(type_id)
         if not isinstance(st, bt.Struct):
             raise self.fail(MapDefinitionError, name, f"a map definition is a struct, not {st.kind.name}")
         fields: dict[str, Any] = {"name": _sanitize(name), "key_size": 0, "value_size": 0}
         pinning = Pinning.NONE
+        values_at = -1
         for m in st.members:
             if m.name in ("type", "max_entries", "map_flags", "pinning", "key_size", "value_size", "map_extra",
                           "numa_node"):
@@ -365,7 +393,8 @@ class _Reader:
                 ptr = btf.resolve(arr.type_id) if isinstance(arr, bt.Array) else None
                 if not isinstance(ptr, bt.Ptr):
                     raise self.fail(MapDefinitionError, f"{name}.values", "__array(values, ...) of map definitions")
-                fields["inner"], _ = self._btf_map_def(btf, f"{name}.inner"[:_MAP_NAME_BYTES], ptr.type_id)
+                fields["inner"], _, _ = self._btf_map_def(btf, f"{name}.inner"[:_MAP_NAME_BYTES], ptr.type_id)
+                values_at = m.bit_offset // 8
         if "type" not in fields:
             raise self.fail(MapDefinitionError, name, "the map definition has no type")
         if fields["type"] == MapType.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
@@ -377,7 +406,7 @@ class _Reader:
             fields["max_entries"] = fields.get("max_entries") or possible_cpus()
         fields.setdefault("max_entries", 0)
         fields["name"] = _sanitize(fields["name"])
-        return self._spec(name, **fields), pinning
+        return self._spec(name, **fields), pinning, values_at
 
     def _uint_field(self, btf: Spec, name: str, member: bt.Member) -> int:
         ptr = btf.resolve(member.type_id)
