@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
                 _show(coll)
                 return 0
             return _load(coll, args)
+    except BrokenPipeError:
+        raise  # the reader went away: the entry point ends quietly
     except (BPFError, ValueError) as err:  # SyscallError is an OSError too: it names its command
         print(f"{args.prog} obj {args.action}: {err}", file=sys.stderr)
     except OSError as err:
