@@ -44,9 +44,9 @@ def test_an_unknown_section_names_it(compile_c):
 
 
 def test_a_relocation_against_an_undefined_symbol_names_it(compile_c):
-    coll = Collection.open(compile_c("extern_var"))
-    with pytest.raises(RelocationError, match="nowhere"):
-        coll.program_views()
+    """An extern the kernel's BTF does not have either (``nowhere``) fails the load, naming it."""
+    with Collection.open(compile_c("extern_var")) as coll, pytest.raises(RelocationError, match="nowhere"):
+        coll.load()
 
 
 def test_a_relocation_against_a_missing_symbol_index(compile_c):

@@ -175,3 +175,22 @@ def test_raw_tp_program_attaches_by_its_section(compile_c):
         for _ in range(10):
             os.getppid()
         assert struct.unpack("<Q", coll.maps[".bss"].lookup_elem(0))[0] >= 10
+
+
+def test_a_typed_ksym_resolves_to_the_kernel_variable(compile_c):
+    """The VAR's BTF id goes to the kernel, which then needs the variable's address from kallsyms: data
+    symbols are there only with CONFIG_KALLSYMS_ALL (not on every host), else the load is refused."""
+    from pybpfguard.bpf.errors import VerifierError
+
+    with open("/proc/kallsyms") as f:
+        listed = any(line.split()[2] == "bpf_prog_active" for line in f)
+    with Collection.open(compile_c("ksym")) as coll:
+        if not listed:
+            with pytest.raises(VerifierError, match="kernel symbol 'bpf_prog_active'"):
+                coll.load()
+            return
+        coll.load()
+        coll.attach()
+        subprocess.run(["/bin/true"], check=True)
+        runs, active = struct.unpack("<Qi", coll.maps[".bss"].lookup_elem(0)[:12])
+    assert runs >= 1 and active >= 0

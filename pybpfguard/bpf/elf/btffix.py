@@ -4,7 +4,8 @@
 - clang leaves each DATASEC's size and its variables' offsets 0: the size becomes the ELF section's,
   each offset its symbol's value, and the entries are sorted by offset (the kernel wants them ascending,
   kernel/bpf/btf.c btf_datasec_check_meta);
-- extern FUNCs (kfunc declarations) get global linkage, which the kernel accepts (btf_func_check_meta);
+- extern FUNCs (kfunc declarations) get global linkage, which the kernel accepts (btf_func_check_meta),
+  and extern VARs allocated linkage (btf_var_check_meta refuses extern);
 - in a DATASEC of externs (``.ksyms``), extern VARs become allocated ints and extern FUNCs are
   listed through one appended dummy VAR, as libbpf does; no existing type id moves.
 """
@@ -60,6 +61,10 @@ class _Blob:
         end = self.strings.find(b"\0", off)
         return self.strings[off:end].decode(errors="replace") if 0 <= off < len(self.strings) and end >= 0 else ""
 
+    def var_linkage(self, pos: int) -> int:
+        """The linkage of the VAR record at *pos* (struct btf_var follows the 12-byte header)."""
+        return struct.unpack_from("<I", self.types, pos + 12)[0]
+
     def add_string(self, text: str) -> int:
         off = len(self.strings)
         self.strings += text.encode() + b"\0"
@@ -91,6 +96,8 @@ def fixup_btf(raw: bytes, section_sizes: Mapping[str, int], symbol_offsets: Mapp
         if kind == BtfKind.BTF_KIND_FUNC and vlen == BTF_FUNC_EXTERN:
             info = struct.unpack_from("<I", blob.types, pos + 4)[0]
             struct.pack_into("<I", blob.types, pos + 4, (info & ~0xFFFF) | BTF_FUNC_GLOBAL)
+        elif kind == BtfKind.BTF_KIND_VAR and blob.var_linkage(pos) == BTF_VAR_GLOBAL_EXTERN:
+            struct.pack_into("<I", blob.types, pos + 12, BTF_VAR_GLOBAL_ALLOCATED)
     for pos, kind, vlen, name_off in list(blob.records):
         if kind == BtfKind.BTF_KIND_DATASEC:
             _fix_datasec(blob, pos, vlen, blob.name(name_off), section_sizes, symbol_offsets)
@@ -106,7 +113,7 @@ def _fix_datasec(blob: _Blob, pos: int, vlen: int, sec: str, sizes: Mapping[str,
         if not 0 < type_id <= len(blob.records):
             return None
         var_pos, kind, _vlen, name_off = blob.records[type_id - 1]
-        linkage = struct.unpack_from("<I", blob.types, var_pos + 12)[0] if kind == BtfKind.BTF_KIND_VAR else -1
+        linkage = blob.var_linkage(var_pos) if kind == BtfKind.BTF_KIND_VAR else -1
         found = blob.name(name_off)
         return found if linkage != BTF_VAR_GLOBAL_EXTERN and found in offsets else None
 

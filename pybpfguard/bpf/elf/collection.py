@@ -106,7 +106,7 @@ class Collection:
         index = {name: i for i, name in enumerate(self.object.maps)}
         views = []
         for prog in self.object.programs.values():
-            linked = link_program(self.object, prog, index, kfunc_id=lambda _name: 0)
+            linked = link_program(self.object, prog, index, ksym_id=lambda _name, _is_func: 0)
             d = prog.section.definition
             views.append(ProgramView(prog.name, prog.section.section, d.prog_type, d.attach_type,
                                      prog.section.target, linked.insn_count))
@@ -194,7 +194,8 @@ class Collection:
 
     def _load_program(self, prog: ProgramDef, index: dict[str, int], fd_array: Sequence[_sys.Fd],
                       log_level: int, kernel_btf: Spec | None) -> Program:
-        linked = link_program(self.object, prog, index, kfunc_id=lambda name: _kfunc_id(name, kernel_btf))
+        linked = link_program(self.object, prog, index,
+                              ksym_id=lambda name, is_func: _ksym_id(name, is_func, kernel_btf))
         code = _apply_core(self.object, linked, kernel_btf)
         d = prog.section.definition
         target = prog.section.target if d.attach in (AttachKind.TRACING, AttachKind.LSM) or (
@@ -273,12 +274,13 @@ class Collection:
         self.close()
 
 
-def _kfunc_id(name: str, kernel_btf: Spec | None) -> int:
-    """The vmlinux BTF id of kernel function *name* (a kfunc). Raises TypeNotFoundError."""
+def _ksym_id(name: str, is_func: bool, kernel_btf: Spec | None) -> int:
+    """The vmlinux BTF id of kernel function (a kfunc) or variable (a per-CPU ``__ksym``) *name*.
+    Raises TypeNotFoundError."""
     from pybpfguard.bpf.btf.spec import load_vmlinux
 
     spec = kernel_btf if kernel_btf is not None else load_vmlinux()
-    return spec.find_id(BtfKind.BTF_KIND_FUNC, name)
+    return spec.find_id(BtfKind.BTF_KIND_FUNC if is_func else BtfKind.BTF_KIND_VAR, name)
 
 
 def _apply_core(obj: ObjectFile, linked: LinkedProgram, kernel_btf: Spec | None) -> bytes:

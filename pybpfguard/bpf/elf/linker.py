@@ -3,7 +3,8 @@ instructions, then each function it calls or takes the address of, appended once
 order first met; call and ``ld_imm64`` offsets fixed to the new positions. Map references become
 ``BPF_PSEUDO_MAP_IDX`` (an index into the load's ``fd_array``), global data ``BPF_PSEUDO_MAP_IDX_VALUE``
 with the byte offset in the second slot, extern functions kfunc calls (``BPF_PSEUDO_KFUNC_CALL``, the
-FUNC's id in vmlinux BTF). ``.BTF.ext`` records follow their function to its new position.
+FUNC's id in vmlinux BTF), extern variables typed ksyms
+(``BPF_PSEUDO_BTF_ID``, the VAR's id). ``.BTF.ext`` records follow their function to its new position.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pybpfguard.bpf.asm import opcodes as op
 from pybpfguard.bpf.elf.btfext import CoreRecord, FuncRecord, LineRecord
 from pybpfguard.bpf.elf.errors import RelocationError
 from pybpfguard.bpf.elf.object import INSN_BYTES, Function, MapOrigin, ObjectFile, ProgramDef, Reloc
+from pybpfguard.bpf.errors import BPFError
 
 _INSN = struct.Struct("<BBhi")
 _LD_IMM64 = 0x18
@@ -53,10 +55,11 @@ def link_program(
     obj: ObjectFile,
     prog: ProgramDef,
     map_index: Mapping[str, int],
-    kfunc_id: Callable[[str], int] | None = None,
+    ksym_id: Callable[[str, bool], int] | None = None,
 ) -> LinkedProgram:
     """Lay out *prog* of *obj*; maps are named by their index in *map_index* (name -> fd_array index).
-    *kfunc_id* gives the vmlinux BTF id of an extern function (None: extern calls are an error).
+    *ksym_id(name, is_func)* gives the vmlinux BTF id of an extern function (a kfunc) or variable (a typed
+    ``__ksym``), raising a BPFError when the kernel has none (None: every extern is an error).
     Raises RelocationError naming the section, slot and symbol."""
     out = LinkedProgram(prog.name, bytearray())
     where: dict[tuple[int, int], int] = {}  # (section index, function start) -> first slot in out
@@ -98,10 +101,10 @@ def link_program(
         at = f"{fn.section} slot {reloc.insn_index} ({sym.name or 'section symbol'})"
         if opcode == _CALL:
             if sym.section_index == 0:
-                if kfunc_id is None:
+                if ksym_id is None:
                     raise RelocationError(obj.path, at, f"call to undefined function {sym.name!r}")
                 regs = (regs & 0x0F) | (op.BPF_PSEUDO_KFUNC_CALL << 4)
-                _put(out.code, pos, opcode, regs, 0, kfunc_id(sym.name))
+                _put(out.code, pos, opcode, regs, 0, _extern(sym.name, True, at))
                 return
             if sym.section_index not in obj.code_sections:
                 raise RelocationError(obj.path, at, "call into a section that holds no code")
@@ -109,9 +112,13 @@ def link_program(
             return
         if opcode != _LD_IMM64:
             raise RelocationError(obj.path, at, f"relocation on opcode {opcode:#04x}, expected ld_imm64 or call")
-        if sym.section_index == 0:
-            raise RelocationError(obj.path, at, f"reference to undefined symbol {sym.name!r} (extern variables "
-                                  "and .ksyms are not supported)")
+        if sym.section_index == 0:  # a typed __ksym: the kernel variable's BTF id (vmlinux: btf fd 0)
+            if ksym_id is None:
+                raise RelocationError(obj.path, at, f"reference to undefined symbol {sym.name!r}")
+            _put(out.code, pos, opcode, (regs & 0x0F) | (op.BPF_PSEUDO_BTF_ID << 4), off, _extern(sym.name, False, at))
+            hi_opcode, hi_regs, hi_off, _hi_imm = _get(out.code, pos + 1)
+            _put(out.code, pos + 1, hi_opcode, hi_regs, hi_off, 0)
+            return
         if sym.section_index in obj.code_sections:  # the address of a function: a bpf_loop callback
             dest = target_slot(fn, sym.section_index, (sym.value + imm) // INSN_BYTES, at)
             _put(out.code, pos, opcode, (regs & 0x0F) | (op.BPF_PSEUDO_FUNC << 4), off, dest - pos - 1)
@@ -129,6 +136,14 @@ def link_program(
         else:
             _put(out.code, pos, opcode, (regs & 0x0F) | (op.BPF_PSEUDO_MAP_IDX << 4), off, index)
             _put(out.code, pos + 1, hi_opcode, hi_regs, hi_off, 0)
+
+    def _extern(name: str, is_func: bool, at: str) -> int:
+        assert ksym_id is not None
+        try:
+            return ksym_id(name, is_func)
+        except BPFError as err:
+            what = "kernel function" if is_func else "kernel variable (__ksym)"
+            raise RelocationError(obj.path, at, f"undefined symbol {name!r}: no such {what} ({err})") from err
 
     place(prog.function)
     _move_ext(obj, out)
