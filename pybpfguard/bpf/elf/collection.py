@@ -32,7 +32,7 @@ from pybpfguard.bpf.elf.errors import ConstantError
 from pybpfguard.bpf.elf.linker import LinkedProgram, link_program
 from pybpfguard.bpf.elf.object import MapDef, MapOrigin, ObjectFile, Pinning, ProgramDef
 from pybpfguard.bpf.elf.sections import AttachKind
-from pybpfguard.bpf.errors import NotSupportedError
+from pybpfguard.bpf.errors import BPFError, NotSupportedError, VerifierError
 from pybpfguard.bpf.maps.map import Map
 from pybpfguard.bpf.program import Program, ProgramSpec
 from pybpfguard.bpf.types import AttachType, ProgType
@@ -85,6 +85,7 @@ class Collection:
         self.programs: dict[str, Program] = {}
         self.links: dict[str, _link.Link] = {}
         self._btf_fd: _sys.Fd | None = None
+        self._core_candidates: dict[int, list[int]] = {}  # CO-RE: local type id -> kernel candidates
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Collection:
@@ -196,7 +197,8 @@ class Collection:
                       log_level: int, kernel_btf: Spec | None) -> Program:
         linked = link_program(self.object, prog, index,
                               ksym_id=lambda name, is_func: _ksym_id(name, is_func, kernel_btf))
-        code = _apply_core(self.object, linked, kernel_btf)
+        poisoned: dict[int, str] = {}
+        code = _apply_core(self.object, linked, kernel_btf, self._core_candidates, poisoned)
         d = prog.section.definition
         target = prog.section.target if d.attach in (AttachKind.TRACING, AttachKind.LSM) or (
             d.attach_type == AttachType.BPF_TRACE_ITER) else ""
@@ -210,7 +212,14 @@ class Collection:
                 b"".join(_LINE_INFO.pack(r.insn_off, r.file_name_off, r.line_off, r.line_col)
                          for r in linked.line_info),
             )
-        return Program.load(spec, log_level=log_level, kernel_btf=kernel_btf, prog_btf=prog_btf, fd_array=fd_array)
+        try:
+            return Program.load(spec, log_level=log_level, kernel_btf=kernel_btf, prog_btf=prog_btf,
+                                fd_array=fd_array)
+        except VerifierError as err:
+            if err.insn_index in poisoned:  # libbpf's poison call: the verifier names only the slot
+                err.add_note(f"insn {err.insn_index} is a CO-RE relocation this kernel cannot satisfy: "
+                             f"{poisoned[err.insn_index]} ({source_line(self.object, linked, err.insn_index)})")
+            raise
 
     # -- attach, pin, close ------------------------------------------------------------------------------
     def attach(self, *, cgroup: str | os.PathLike[str] | None = None, ifindex: int | None = None,
@@ -283,9 +292,12 @@ def _ksym_id(name: str, is_func: bool, kernel_btf: Spec | None) -> int:
     return spec.find_id(BtfKind.BTF_KIND_FUNC if is_func else BtfKind.BTF_KIND_VAR, name)
 
 
-def _apply_core(obj: ObjectFile, linked: LinkedProgram, kernel_btf: Spec | None) -> bytes:
+def _apply_core(obj: ObjectFile, linked: LinkedProgram, kernel_btf: Spec | None,
+                candidates: dict[int, list[int]], poisoned: dict[int, str]) -> bytes:
     """The program's code with its CO-RE relocations resolved against *kernel_btf* (vmlinux by default)
-    by pybpfguard.bpf.elf.core. Raises NotSupportedError when that module is absent."""
+    by pybpfguard.bpf.elf.core; *candidates* is the object's shared cache of target types, *poisoned*
+    receives ``{slot: field}`` for each relocation this kernel cannot satisfy. Raises NotSupportedError
+    when that module is absent, CoreReloError (with the C source line) when a relocation is malformed."""
     if not linked.core_relos:
         return bytes(linked.code)
     try:
@@ -299,4 +311,27 @@ def _apply_core(obj: ObjectFile, linked: LinkedProgram, kernel_btf: Spec | None)
     assert obj.btf is not None  # .BTF.ext records exist only with .BTF
     relos = [core.CoreRelo(r.insn_off, r.type_id, r.access, r.kind) for r in linked.core_relos]
     target = kernel_btf if kernel_btf is not None else load_vmlinux()
-    return finalize(core.apply_core_relos(decode(bytes(linked.code)), relos, obj.btf, target))
+    try:
+        insns = core.apply_core_relos(decode(bytes(linked.code)), relos, obj.btf, target, candidates=candidates,
+                                      poisoned=poisoned)
+    except core.CoreReloError as err:
+        if not err.source_line:
+            err.source_line = source_line(obj, linked, err.insn_index)
+        raise
+    return finalize(insns)
+
+
+def source_line(obj: ObjectFile, linked: LinkedProgram, slot: int) -> str:
+    """``"file.c:42: the C text"`` of the line_info record covering *slot* of *linked*, or ""."""
+    record = None
+    for r in linked.line_info:
+        if r.insn_off > slot:
+            break
+        record = r
+    if record is None or obj.btf is None:
+        return ""
+    try:
+        name = os.path.basename(obj.btf.name_of(record.file_name_off))
+        return f"{name}:{record.line_col >> 10}: {obj.btf.name_of(record.line_off).strip()}"
+    except BPFError:
+        return ""
