@@ -194,3 +194,23 @@ def test_a_typed_ksym_resolves_to_the_kernel_variable(compile_c):
         subprocess.run(["/bin/true"], check=True)
         runs, active = struct.unpack("<Qi", coll.maps[".bss"].lookup_elem(0)[:12])
     assert runs >= 1 and active >= 0
+
+
+def test_tp_btf_exec_tracer_with_co_re_reads_and_a_flavour(compile_c):
+    """task->tgid and task->real_parent->tgid through CO-RE, and a field-existence check of a flavour
+    (task_struct___future) the kernel does not have: 0. Without the resolver: NotSupportedError."""
+    from pybpfguard.bpf.errors import NotSupportedError
+
+    with Collection.open(compile_c("exec_core")) as coll:
+        try:
+            import pybpfguard.bpf.elf.core  # noqa: F401
+        except ImportError:
+            with pytest.raises(NotSupportedError, match="CO-RE"):
+                coll.load()
+            return
+        coll.load()
+        coll.attach()
+        child = subprocess.run(["/bin/sh", "-c", "exec /bin/true"], check=True)
+        assert child.returncode == 0
+        found = [struct.unpack("<Ii", v) for k, v in coll.maps["execs"].items()]
+    assert (os.getpid(), 0) in found
