@@ -1,5 +1,6 @@
-"""bytecode/: each listing equals its generator's output on the recorded layout, assembles through
-llvm-mc-19 to the same bytes, and the example program runs in the kernel."""
+"""bytecode/: each listing equals its generator's output on the recorded layout, assembles (its map names
+mapped back to fd_array indexes) through our assembler and llvm-mc-19 to the same bytes, and the example
+program runs in the kernel."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 from pybpfguard.agent import listing
 from pybpfguard.agent.programs import PROGRAMS
 from pybpfguard.bpf._sys import map_create, prog_load, prog_test_run
-from pybpfguard.bpf.asm import BPF_DW, BPF_W, R0, R1, R2, R10, Insn, assemble, finalize
+from pybpfguard.bpf.asm import BPF_DW, BPF_W, R0, R1, R2, R10, Insn, assemble, finalize, plain
 
 _PSEUDO = re.compile(r"= (map_fd|map_value|btf_id|map_idx|map_idx_value)\((\d+)(?:, (\d+))?\) ll")
 
@@ -60,7 +61,7 @@ def test_listing_assembles_through_llvm_mc_to_the_generator_bytes(name, tmp_path
         pytest.skip("llvm-mc-19 not installed (apt-get install llvm-19)")
     layout, _ = listing.load_layout()
     want = finalize(PROGRAMS[name].generate(layout))
-    text = (listing.BYTECODE_DIR / f"{name}.s").read_text()
+    text = plain((listing.BYTECODE_DIR / f"{name}.s").read_text())
     assert assemble(text) == want
     source, obj = tmp_path / f"{name}.s", tmp_path / f"{name}.o"
     source.write_text(_llvm_spelling(text))

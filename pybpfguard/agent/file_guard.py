@@ -3,9 +3,9 @@
 REFERENCE §6.1 ("Without BPF-LSM"), decision order §3.5, signals and escalation §6.2/§6.3. Each denied
 inode gets an inode mark for ``FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM`` (plus ``FAN_ONDIR`` so a denied
 directory cannot be opened either); opens of any other file never reach user space. A responder thread
-answers each permission event in the §3.5 order (reading a matched file's path first, one readlink, while
-the opener's mount namespace is sure to exist) and only then hands the decision record to a bounded
-queue: a full queue drops (and counts) the record, it never delays an answer.
+answers each permission event with :func:`pybpfguard.agent.decision.decide_file` (reading a matched file's
+path first, one readlink, while the opener's mount namespace is sure to exist) and only then hands the
+decision record to a bounded queue: a full queue drops (and counts) the record, it never delays an answer.
 
 Fail-open by construction: when the group closes (``stop()``, or the process dies) the kernel removes
 the marks and allows every pending open. The deadman and the metrics report that (§6.1).
@@ -30,8 +30,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Set
-from dataclasses import dataclass
 
+from pybpfguard.agent.decision import (
+    RULE_FLAGS,
+    AllowReason,
+    FileRequest,
+    FileRules,
+    Operation,
+    Verdict,
+    decide_file,
+)
 from pybpfguard.agent.events.model import Action
 from pybpfguard.agent.fanotify import FanotifyError, FanotifyGroup, InitFlag, MarkFlag, Mask, Response
 from pybpfguard.agent.filetypes import fanotify_gates, unenforceable_reason
@@ -46,7 +54,6 @@ from pybpfguard.agent.guard_model import (
     RuleSource,
     SyncResult,
 )
-from pybpfguard.agent.maps import PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.options import EnforceSignal
 from pybpfguard.agent.paths import InodeKey, inode_key
 
@@ -74,15 +81,6 @@ EVENT_F_FLAGS = os.O_RDONLY | os.O_LARGEFILE | os.O_CLOEXEC
 _EXEC_PENDING_MAX = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class _Rules:
-    """One complete rule set; the responder reads one reference, so it never sees half an update."""
-
-    deny: Mapping[InodeKey, int]
-    allow: Set[int]
-    survival: Set[InodeKey]
-
-
 class Escalation:
     """TERM -> KILL escalation (§6.3), keyed by (pid, start_time): strikes below *threshold* in a window
     of *window_ns* get SIGTERM, the one reaching it and later ones SIGKILL; a strike after the window
@@ -107,6 +105,9 @@ class Escalation:
 _SIGNALS = {Action.TERM: signal.SIGTERM, Action.KILL: signal.SIGKILL, Action.INT: signal.SIGINT}
 _FIXED_ACTION = {EnforceSignal.NONE: Action.BLOCK, EnforceSignal.TERM: Action.TERM,
                  EnforceSignal.INT: Action.INT}
+_OPERATION = (Operation.OPEN, Operation.EXEC)  # by is_exec
+_ALLOW_COUNTER = {AllowReason.SURVIVAL: "allowed_survival", AllowReason.ALLOW_CGROUP: "allowed_cgroup",
+                  AllowReason.VERIFIED_EXEC: "allowed_verified"}
 
 
 class FileGuard:
@@ -139,7 +140,8 @@ class FileGuard:
         self._cgroup_id = cgroup_id or proc.cgroup_id
         self._proc = proc
         self.decisions: queue.Queue[BlockDecision] = queue.Queue(queue_size)
-        self._rules = _Rules({}, frozenset(), frozenset())
+        # one complete rule set: the responder reads one reference, so it never sees half an update
+        self._rules = FileRules({}, frozenset(), frozenset())
         self._marked: dict[InodeKey, bytes] = {}
         self._unmarked: dict[InodeKey, str] = {}
         self._stale_marks = 0
@@ -216,10 +218,10 @@ class FileGuard:
         if group is None:
             raise RuntimeError("FileGuard.sync before start()")
         with self._sync_lock:
-            deny = {k: f for k, f in deny.items() if f}
+            deny = {k: f for k, f in deny.items() if f & RULE_FLAGS}  # other bits are no rule (decision.py)
             survival = frozenset(survival)
             # Swap first: a new mark must find its rule; a removed rule must stop denying at once.
-            self._rules = _Rules(deny, frozenset(allow_cgroups), survival)
+            self._rules = FileRules(deny, frozenset(allow_cgroups), survival)
             self._proc.clear_cache()
             want = {k for k in deny if k not in survival}
             added, removed = [], []
@@ -331,33 +333,30 @@ class FileGuard:
                             self.errors.append(again)
 
     def _handle(self, group: FanotifyGroup, mask: int, fd: int, pid: int) -> None:
+        """Answer one permission event with :func:`decide_file` (the order of :mod:`.decision`)."""
         stats = self._stats
         if fd < 0:
             return  # FAN_Q_OVERFLOW: not raised with FAN_UNLIMITED_QUEUE, and carries no permission event
         try:
             key = inode_key(os.fstat(fd))
-            rules = self._rules
-            flags = rules.deny.get(key)
             is_exec = bool(mask & Mask.FAN_OPEN_EXEC_PERM)
             # An allowed execve of a marked file raises OPEN_EXEC_PERM then OPEN_PERM for the same open
             # (fsnotify_open_perm): report it once.
-            follow_up = self._exec_pending.pop(pid, None) == key and not is_exec
-            if not flags or follow_up:
+            if self._exec_pending.pop(pid, None) == key and not is_exec:
                 group.respond(fd, Response.FAN_ALLOW)
                 return
-            if key in rules.survival:
-                stats.allowed_survival += 1
-                group.respond(fd, Response.FAN_ALLOW)
-                return
+            # Only marked inodes raise events, and a marked inode has a rule: the opener is looked up for
+            # nearly every event anyway. Read while it is blocked here: it cannot have exited, nor its pid
+            # been reused.
             cgid = self._cgroup_id(pid)
-            if cgid in rules.allow:
-                stats.allowed_cgroup += 1
-                group.respond(fd, Response.FAN_ALLOW)
-                return
-            # Read while the opener is blocked here: it cannot have exited, its pid not been reused.
             ident = self._identity(pid)
-            if flags == PROTECT_VERIFIED_EXEC and ident is not None and ident.verified_exec:
-                stats.allowed_verified += 1
+            decision = decide_file(self._rules, FileRequest(key, cgid, ident is not None and ident.verified_exec,
+                                                            _OPERATION[is_exec]), self.mode, self.enforce_signal)
+            verdict = decision.verdict
+            if verdict is Verdict.ALLOW:
+                counter = _ALLOW_COUNTER.get(decision.reason)  # type: ignore[arg-type]
+                if counter is not None:
+                    setattr(stats, counter, getattr(stats, counter) + 1)
                 group.respond(fd, Response.FAN_ALLOW)
                 return
             stats.blocks += 1
@@ -369,7 +368,7 @@ class FileGuard:
                 path, complete = os.readlink(b"/proc/self/fd/%d" % fd), True
             except OSError:
                 path, complete = b"", False  # d_path beyond PATH_MAX (ENAMETOOLONG): say so, decide anyway
-            if self.mode is Mode.AUDIT:
+            if verdict is Verdict.AUDIT:
                 action = Action.AUDIT
                 stats.audited += 1
                 if is_exec:
@@ -378,7 +377,7 @@ class FileGuard:
                     self._exec_pending[pid] = key
                 group.respond(fd, Response.FAN_ALLOW)
             else:
-                action = self._signal(pid, ident)
+                action = self._signal(pid, ident, decision.signal or EnforceSignal.NONE)
                 stats.denied += 1
                 # Signal before answering, as the kernel hooks do: the pid is pinned by the wait.
                 if not group.respond(fd, Response.FAN_DENY):
@@ -391,9 +390,8 @@ class FileGuard:
         except queue.Full:
             stats.dropped += 1
 
-    def _signal(self, pid: int, ident: ProcessIdentity | None) -> Action:
-        """Send the configured signal (§6.2/§6.3) and return the action actually taken."""
-        sig = self.enforce_signal
+    def _signal(self, pid: int, ident: ProcessIdentity | None, sig: EnforceSignal) -> Action:
+        """Send *sig* (§6.2/§6.3; KILL escalates from TERM) and return the action actually taken."""
         if sig is EnforceSignal.KILL:
             start = ident.start_time if ident is not None else 0
             action = self.escalation.strike((pid, start), time.monotonic_ns())

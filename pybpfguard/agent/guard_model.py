@@ -1,34 +1,32 @@
 """The fanotify guard's values and interfaces: who opened (:class:`ProcessIdentity`), what was decided
 (:class:`BlockDecision`), counters, where rules come from (:class:`RuleSource`, :class:`PathSource`,
 :class:`MemoryRules` for tests) and the /proc fallback for the opener (:class:`ProcReader`).
-The engine itself is :mod:`pybpfguard.agent.file_guard`."""
+The engine itself is :mod:`pybpfguard.agent.file_guard`, the decision it applies
+:mod:`pybpfguard.agent.decision` (``Mode`` lives there and is re-exported here)."""
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pybpfguard.agent.cgroups import cgroup2_mount
+from pybpfguard.agent.decision import Mode
 from pybpfguard.agent.events.model import Action
 from pybpfguard.agent.maps import DENY_ALWAYS
 from pybpfguard.agent.paths import InodeKey, resolve_rule_path
 
-
-class Mode(enum.Enum):
-    """Requested effective mode of the file hooks (§6.2)."""
-
-    AUDIT = "audit"
-    ENFORCE = "enforce"
+__all__ = ["BlockDecision", "GuardStats", "MemoryRules", "Mode", "PathSource", "ProcReader", "ProcessIdentity",
+           "RuleSource", "SyncResult"]
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessIdentity:
     """Who opened: ``pid``/``ppid`` (tgids), ``start_time``/``parent_start_time`` (ns since boot,
     CLOCK_MONOTONIC; from /proc only at clock-tick resolution, the daemon supplies the kernel's own from
-    the process-tracking map), ``comm`` (<= 15 bytes), ``verified_exec`` (§3.5 step 5)."""
+    the process-tracking map), ``comm`` (<= 15 bytes), ``verified_exec`` (the protect-only exemption of
+    :mod:`pybpfguard.agent.decision`; nothing computes it yet, so it is False on every tier)."""
 
     pid: int
     ppid: int
@@ -63,10 +61,11 @@ class BlockDecision:
 @dataclass(slots=True)
 class GuardStats:
     """Counters since start. ``blocks``: rule matches reported (``denied`` + ``audited``), as the kernel's
-    ``block_stats.blocks``; ``allowed_*``: matches exempted by §3.5 steps 3-5; ``dropped``: decisions
-    lost to a full queue (the answer was given regardless); ``lost_answers``: the opener was gone before
-    the answer; ``errors``: events answered ALLOW after an unexpected error; ``stale_marks``: marks left
-    on inodes that lost their rule (their path was gone; answered ALLOW); ``per_inode``: blocks per key."""
+    ``block_stats.blocks``; ``allowed_*``: matches exempted (survival, allow_cgroup, VERIFIED_EXEC:
+    :mod:`pybpfguard.agent.decision`); ``dropped``: decisions lost to a full queue (the answer was given
+    regardless); ``lost_answers``: the opener was gone before the answer; ``errors``: events answered ALLOW
+    after an unexpected error; ``stale_marks``: marks left on inodes that lost their rule (their path was
+    gone; answered ALLOW); ``per_inode``: blocks per key."""
 
     blocks: int = 0
     denied: int = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pybpfguard.agent.programs import PROGRAMS
+from pybpfguard.agent.programs import PROGRAMS, dpath
 from pybpfguard.agent.programs.exec_fallback import MAPS as FALLBACK_MAPS
 from pybpfguard.agent.programs.load import load_program
 from pybpfguard.agent.programs.process import exec_program, exec_telemetry_program
@@ -16,10 +16,20 @@ def test_default_exec_program_has_no_fallback_block_and_no_fallback_maps(kernel_
     assert default.maps == ("procs", "events", "block_stats")
     assert full.maps == ("procs", "events", "block_stats", *FALLBACK_MAPS)
     assert exec_program(kernel_layout, signal_fallback=False) == default
-    # everything up to the fallback label is the same code; the default ends there with `return 0`
-    cut = next(i for i, insn in enumerate(full.insns) if "fallback" in insn.labels)
-    assert default.insns[:cut] == full.insns[:cut]
-    assert len(default.insns) == cut + 2 and len(full.insns) > cut + 100
+    # the same code up to the exec record's path walk: inline in the default, a call of the subprogram the
+    # fallback's block record calls too in the full one; the default ends at `fallback` with `return 0`
+    walk = next(i for i, insn in enumerate(default.insns) if insn.note == "&file->f_path") + 1
+    assert default.insns[:walk] == full.insns[:walk]
+    cut = next(i for i, insn in enumerate(default.insns) if "fallback" in insn.labels)
+    full_cut = next(i for i, insn in enumerate(full.insns) if "fallback" in insn.labels)
+    assert len(default.insns) == cut + 2 and len(full.insns) > full_cut + 100
+
+
+def test_the_full_exec_program_walks_both_paths_in_one_subprogram(kernel_layout):
+    default, full = exec_telemetry_program(kernel_layout), exec_program(kernel_layout)
+    assert default.functions == () and full.functions == (dpath.SUBPROGRAM,)
+    assert sum(insn.target == dpath.SUBPROGRAM for insn in full.insns) == 2
+    assert sum(dpath.SUBPROGRAM in insn.labels for insn in full.insns) == 1
 
 
 def test_registry_lists_the_default_exec_program_as_exec_and_the_fallback_variant_beside_it():

@@ -69,3 +69,15 @@ def xlated_by_map_name(pinned: Path) -> str:
         return f"map[{info['name']}]"
 
     return re.sub(r"map\[id:(\d+)\]", name, text)
+
+
+@pytest.fixture(scope="session")
+def bpftool() -> Callable[..., object]:
+    """``bpftool(*args)``: bpftool's JSON output (``-j``) for *args*, parsed."""
+    return bpftool_json
+
+
+@pytest.fixture(scope="session")
+def xlated() -> Callable[[Path], str]:
+    """``xlated(pinned_prog)``: its xlated dump with map ids replaced by map names."""
+    return xlated_by_map_name

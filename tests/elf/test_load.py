@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import bpftool_json, xlated_by_map_name
 
 from pybpfguard.bpf.elf import Collection, ConstantError
 from pybpfguard.bpf.ringbuf import RingReader
@@ -126,8 +125,8 @@ def test_a_map_pinned_by_name_is_shared_by_two_loads(compile_c, bpffs):
         assert first.maps["outer"].lookup_elem(1) == first.maps["inner_a"].info().id
 
 
-@pytest.mark.parametrize("name", ["ringbuf", "counter", "globals", "calls", "connect4", "exec", "kfunc"])
-def test_same_instructions_and_map_references_as_libbpf(compile_c, bpffs, name):
+@pytest.mark.parametrize("name", ["ringbuf", "counter", "globals", "calls", "connect4", "exec", "kfunc", "core_read", "exec_core"])
+def test_same_instructions_and_map_references_as_libbpf(compile_c, bpffs, bpftool, xlated, name):
     """bpftool prog loadall (libbpf) and this loader: the same xlated program, map ids replaced by names."""
     obj = compile_c(name)
     theirs, ours = bpffs / "libbpf", bpffs / "ours"
@@ -136,10 +135,10 @@ def test_same_instructions_and_map_references_as_libbpf(compile_c, bpffs, name):
         coll.load()
         coll.pin(ours)
         for prog in coll.programs:
-            info = bpftool_json("prog", "show", "pinned", str(theirs / prog))
+            info = bpftool("prog", "show", "pinned", str(theirs / prog))
             assert isinstance(info, dict)
             assert coll.programs[prog].info().xlated_prog_len_bytes == info["bytes_xlated"], prog
-            assert xlated_by_map_name(ours / prog) == xlated_by_map_name(theirs / prog), prog
+            assert xlated(ours / prog) == xlated(theirs / prog), prog
 
 
 def test_kfunc_calls_resolve_against_vmlinux_btf(compile_c):

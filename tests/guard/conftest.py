@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pybpfguard.agent.cgroups import cgroup2_mount
 from pybpfguard.agent.file_guard import EnforceSignal, FileGuard, MemoryRules, Mode
+from tests.decision_table import own_cgid
+
+__all__ = ["OPENER", "GuardFactory", "child_errno", "make_guard", "own_cgid", "parse_result", "run_child", "take"]
 
 OPENER = Path(__file__).with_name("opener.py")
 CHILD_TIMEOUT_S = 20
@@ -39,13 +41,6 @@ def parse_result(proc: subprocess.CompletedProcess[str]) -> dict | None:
     out = json.loads(lines[-1])
     proc.pid = out.pop("pid")  # type: ignore[attr-defined]
     return out
-
-
-def own_cgid() -> int:
-    """cgid of this process (children inherit it)."""
-    with open("/proc/self/cgroup", "rb") as f:
-        rel = next(line[3:].rstrip(b"\n") for line in f if line.startswith(b"0::"))
-    return os.stat(cgroup2_mount() + rel).st_ino
 
 
 def child_errno(op: str, *args: bytes | str, prefix: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from pybpfguard.agent.file_guard import (
-    PROTECT_VERIFIED_EXEC,
     Action,
     EnforceSignal,
     FileGuard,
@@ -21,6 +20,7 @@ from pybpfguard.agent.file_guard import (
     Mode,
     ProcessIdentity,
 )
+from pybpfguard.agent.maps import PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.paths import inode_key, resolve_rule_path
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry
 

@@ -39,9 +39,16 @@ class ProgramEntry:
 
     def generate(self, layout: Any) -> list[Insn]:
         """The program's instructions for *layout* (borrowed)."""
-        result = getattr(importlib.import_module(self.module), self.function)(layout)
+        return self.build(layout)[0]
+
+    def build(self, layout: Any) -> tuple[list[Insn], tuple[str, ...]]:
+        """The program's instructions for *layout* and its map names in ``fd_array`` order (the
+        generator's ``AgentProgram.maps``, else its module's ``MAPS``)."""
+        module = importlib.import_module(self.module)
+        result = getattr(module, self.function)(layout)
         insns: Sequence[Insn] = getattr(result, "insns", result)
-        return list(insns)
+        maps: tuple[str, ...] = tuple(getattr(result, "maps", getattr(module, "MAPS", ())))
+        return list(insns), maps
 
 
 PROGRAMS: dict[str, ProgramEntry] = {

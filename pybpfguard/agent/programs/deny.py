@@ -19,11 +19,36 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
+from pybpfguard.agent.decision import RULE_FLAGS
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordType
-from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, DENY_ALWAYS, INODE_KEY
+from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, INODE_KEY
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity, file_inode, proc_identity
-from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R7, R8, R9, R10, Insn
+from pybpfguard.bpf.asm import (
+    BPF_ADD,
+    BPF_B,
+    BPF_DW,
+    BPF_H,
+    BPF_JEQ,
+    BPF_JGT,
+    BPF_JLE,
+    BPF_JLT,
+    BPF_JNE,
+    BPF_JSET,
+    BPF_MOD,
+    BPF_MUL,
+    BPF_W,
+    R0,
+    R1,
+    R2,
+    R3,
+    R7,
+    R8,
+    R9,
+    R10,
+    BpfFunc,
+    Insn,
+)
 from pybpfguard.bpf.layout import Layout
 
 #: ``enforce_signal_state`` key and value: the escalation window of one (pid, start_time).
@@ -54,7 +79,7 @@ def load_config(e: Emitter) -> None:
     """R9 = the ``agent_config`` value; no configuration jumps to ``allow``."""
     e(Insn.st_mem(BPF_W, R10, CNT_KEY_OFF, 0))
     e.lookup("agent_config", CNT_KEY_OFF)
-    e(Insn.jmp_imm("jeq", R0, 0, to="allow"), Insn.mov64_reg(R9, R0))
+    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="allow"), Insn.mov64_reg(R9, R0))
 
 
 def inode_key(e: Emitter, k: KernelLayout, file: int) -> None:
@@ -66,18 +91,20 @@ def inode_key(e: Emitter, k: KernelLayout, file: int) -> None:
 def survival_then_cgroup(e: Emitter) -> None:
     """Steps 3 and 4: a survival inode or an ``allow_cgroup`` member jumps to ``allow``; CGID_OFF is set."""
     e.lookup("survival_allowlist", INODE_OFF)
-    e(Insn.jmp_imm("jne", R0, 0, to="allow"),
-      Insn.call("get_current_cgroup_id"), Insn.stx_mem(BPF_DW, R10, R0, CGID_OFF))
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"),
+      Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R10, R0, CGID_OFF))
     e.lookup("allow_cgroup", CGID_OFF)
-    e(Insn.jmp_imm("jne", R0, 0, to="allow"))
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
 
 
 def deny_inode_match(e: Emitter, miss: str) -> None:
-    """Step 2: ``deny_inode[key]`` with DENY_ALWAYS, else jump to *miss*; then :func:`survival_then_cgroup`."""
+    """Step 2: ``deny_inode[key]`` with a rule bit (:data:`~pybpfguard.agent.decision.RULE_FLAGS`), else jump
+    to *miss*; then :func:`survival_then_cgroup`. A protect-only rule goes on as DENY_ALWAYS: its exemption
+    (VERIFIED_EXEC) applies to no process yet (pybpfguard/agent/decision.py), so no step checks it here."""
     e.lookup("deny_inode", INODE_OFF)
-    e(Insn.jmp_imm("jeq", R0, 0, to=miss),
-      Insn.ldx_mem(BPF_B, R2, R0, 0), Insn.jmp_imm("jset", R2, DENY_ALWAYS, to="denied"),
-      Insn.ja(miss))  # protect-only rules need VERIFIED_EXEC tracking, not generated yet
+    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to=miss),
+      Insn.ldx_mem(BPF_B, R2, R0, 0), Insn.jmp_imm(BPF_JSET, R2, RULE_FLAGS, to="denied"),
+      Insn.ja(miss))
     e.label("denied")
     survival_then_cgroup(e)
 
@@ -87,7 +114,7 @@ def effective_audit(e: Emitter, to: str) -> None:
     e(Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.AUDIT))
     for name in ("audit_only", "emergency_disable", "break_glass_active"):
         config(e, R2, name)
-        e(Insn.jmp_imm("jne", R2, 0, to=to))
+        e(Insn.jmp_imm(BPF_JNE, R2, 0, to=to))
 
 
 def signal(e: Emitter) -> None:
@@ -96,26 +123,26 @@ def signal(e: Emitter) -> None:
     Needs the PROC_INFO of the current process at ``VAL_OFF`` (pid, start_time)."""
     e(Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.BLOCK))
     config(e, R8, "enforce_signal")
-    e(Insn.jmp_imm("jeq", R8, 0, to="sig_done"),
-      Insn.jmp_imm("jeq", R8, SIGKILL, to="sig_kill"))
+    e(Insn.jmp_imm(BPF_JEQ, R8, 0, to="sig_done"),
+      Insn.jmp_imm(BPF_JEQ, R8, SIGKILL, to="sig_kill"))
     # TERM or INT: sent as configured, never escalated
     e(Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.TERM),
-      Insn.jmp_imm("jeq", R8, SIGTERM, to="sig_send"),
+      Insn.jmp_imm(BPF_JEQ, R8, SIGTERM, to="sig_send"),
       Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.INT),
       Insn.ja("sig_send"))
     e.label("sig_kill")
     e(Insn.ldx_mem(BPF_W, R2, R10, VAL_OFF), Insn.stx_mem(BPF_W, R10, R2, SIGKEY_OFF),
       Insn.st_mem(BPF_W, R10, SIGKEY_OFF + 4, 0),
       Insn.ldx_mem(BPF_DW, R2, R10, VAL_OFF + 8), Insn.stx_mem(BPF_DW, R10, R2, SIGKEY_OFF + 8),
-      Insn.call("ktime_get_ns"), Insn.mov64_reg(R7, R0))
+      Insn.call(BpfFunc.ktime_get_ns), Insn.mov64_reg(R7, R0))
     e.lookup("enforce_signal_state", SIGKEY_OFF)
-    e(Insn.jmp_imm("jeq", R0, 0, to="sig_new_window"))
+    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="sig_new_window"))
     config(e, R2, "sigkill_escalation_window_seconds")
-    e(Insn.alu64_imm("mul", R2, 1_000_000_000),
+    e(Insn.alu64_imm(BPF_MUL, R2, 1_000_000_000),
       Insn.ldx_mem(BPF_DW, R3, R0, SIGNAL_STATE.offset("window_start_ns")),
-      Insn.alu64_reg("add", R3, R2), Insn.jmp_reg("jgt", R7, R3, to="sig_new_window"),
-      Insn.mov64_imm(R2, 1), Insn.atomic("add", BPF_W, R0, R2, SIGNAL_STATE.offset("strikes"), fetch=True),
-      Insn.alu64_imm("add", R2, 1), Insn.ja("sig_strikes"))
+      Insn.alu64_reg(BPF_ADD, R3, R2), Insn.jmp_reg(BPF_JGT, R7, R3, to="sig_new_window"),
+      Insn.mov64_imm(R2, 1), Insn.atomic(BPF_ADD, BPF_W, R0, R2, SIGNAL_STATE.offset("strikes"), fetch=True),
+      Insn.alu64_imm(BPF_ADD, R2, 1), Insn.ja("sig_strikes"))
     e.label("sig_new_window")
     e(Insn.stx_mem(BPF_DW, R10, R7, SIGVAL_OFF + SIGNAL_STATE.offset("window_start_ns")),
       Insn.st_mem(BPF_W, R10, SIGVAL_OFF + SIGNAL_STATE.offset("strikes"), 1),
@@ -125,10 +152,10 @@ def signal(e: Emitter) -> None:
     e.label("sig_strikes")
     config(e, R3, "sigkill_escalation_threshold")
     e(Insn.mov64_imm(R8, SIGTERM), Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.TERM),
-      Insn.jmp_reg("jlt", R2, R3, to="sig_send"),
+      Insn.jmp_reg(BPF_JLT, R2, R3, to="sig_send"),
       Insn.mov64_imm(R8, SIGKILL), Insn.st_mem(BPF_DW, R10, ACTION_OFF, ActionCode.KILL))
     e.label("sig_send")
-    e(Insn.mov64_reg(R1, R8), Insn.call("send_signal"))
+    e(Insn.mov64_reg(R1, R8), Insn.call(BpfFunc.send_signal))
     e.label("sig_done")
 
 
@@ -144,12 +171,12 @@ def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "",
     emit, reserve, fill, verdict, allow = (f"{scope}{name}" for name in ("emit", "reserve", "fill", "verdict", "allow"))
     e.label(emit)
     config(e, R2, "event_sample_rate")
-    e(Insn.jmp_imm("jle", R2, 1, to=reserve), Insn.mov64_reg(R8, R2), Insn.call("get_prandom_u32"),
-      Insn.alu64_reg("mod", R0, R8), Insn.jmp_imm("jne", R0, 0, to=verdict))
+    e(Insn.jmp_imm(BPF_JLE, R2, 1, to=reserve), Insn.mov64_reg(R8, R2), Insn.call(BpfFunc.get_prandom_u32),
+      Insn.alu64_reg(BPF_MOD, R0, R8), Insn.jmp_imm(BPF_JNE, R0, 0, to=verdict))
     e.label(reserve)
     e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, BLOCK.size + tail_bytes), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
-      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jne", R7, 0, to=fill))
+    e(Insn.mov64_imm(R2, BLOCK.size + tail_bytes), Insn.mov64_imm(R3, 0), Insn.call(BpfFunc.ringbuf_reserve),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm(BPF_JNE, R7, 0, to=fill))
     e.count("block_stats", BLOCK_STATS.offset("ringbuf_drops"), CNT_KEY_OFF)
     e(Insn.ja(verdict))
     e.label(fill)
@@ -161,13 +188,13 @@ def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "",
           Insn.stx_mem(size, R7, R2, BLOCK.offset(name)))
     e(Insn.ldx_mem(BPF_DW, R2, R10, CGID_OFF), Insn.stx_mem(BPF_DW, R7, R2, BLOCK.offset("cgid")),
       Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.stx_mem(BPF_W, R7, R2, BLOCK.offset("action")),
-      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, BLOCK.offset("comm")), Insn.mov64_imm(R2, 16),
-      Insn.call("get_current_comm"))
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, BLOCK.offset("comm")), Insn.mov64_imm(R2, 16),
+      Insn.call(BpfFunc.get_current_comm))
     write_path(e)
-    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"))
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit))
     e.label(verdict)
     if eperm:
-        e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm("jeq", R2, ActionCode.AUDIT, to=allow),
+        e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm(BPF_JEQ, R2, ActionCode.AUDIT, to=allow),
           Insn.mov64_imm(R0, -errno.EPERM), Insn.exit())
     e.label(allow)
     e(Insn.mov64_imm(R0, 0), Insn.exit())
@@ -177,7 +204,7 @@ def enforce_and_report(e: Emitter, k: KernelLayout, write_path: PathWriter) -> N
     """Step 6 for an LSM hook after a match: count it, identify the current process (PROC_INFO at VAL_OFF),
     audit or enforce with the configured signal, then the ``block`` record and the verdict."""
     e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
-    e(Insn.call("get_current_task_btf"), Insn.mov64_reg(R7, R0))
+    e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
     proc_identity(e, k, R7)
     effective_audit(e, to="emit")
     signal(e)

@@ -22,7 +22,7 @@ from pybpfguard.agent.maps import BLOCK_STATS, INODE_KEY
 from pybpfguard.agent.programs import deny, dpath
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, PROC_INFO, VAL_OFF
-from pybpfguard.bpf.asm import BPF_DW, BPF_W, R1, R2, R7, R10, Insn
+from pybpfguard.bpf.asm import BPF_DW, BPF_JEQ, BPF_JNE, BPF_W, R1, R2, R7, R10, BpfFunc, Insn
 
 #: Maps the fallback reads, besides the exec program's own (``events``, ``block_stats``).
 MAPS = ("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup")
@@ -34,7 +34,6 @@ MAPS = ("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup")
 BLOCK_PATH_STEPS = 64
 
 _FPATH_OFF = deny.STACK_END - 8  # &bprm->file->f_path, spilled: deny's routines own R9
-_DPATH_OFF = _FPATH_OFF - dpath.STACK_BYTES  # the block record's path walk; keeps deny's slots intact
 
 
 def signal_fallback(e: Emitter, k: KernelLayout, bprm: int) -> None:
@@ -45,9 +44,10 @@ def signal_fallback(e: Emitter, k: KernelLayout, bprm: int) -> None:
     must include :data:`MAPS`, ``events`` and ``block_stats``. Helpers: ``send_signal`` (5.3),
     ``get_current_cgroup_id``, ``ringbuf_reserve``/``submit``, ``probe_read_kernel``."""
     e.load(R1, bprm, k, "linux_binprm", "file")
-    e(Insn.alu64_imm("add", R1, k.offsetof("file", "f_path")), Insn.stx_mem(BPF_DW, R10, R1, _FPATH_OFF))
+    e.member_addr(R1, k, "file", "f_path")
+    e(Insn.stx_mem(BPF_DW, R10, R1, _FPATH_OFF))
     deny.load_config(e)
-    for name, skip_if in (("signal_fallback_enforce", "jeq"), ("file_policy_empty", "jne")):
+    for name, skip_if in (("signal_fallback_enforce", BPF_JEQ), ("file_policy_empty", BPF_JNE)):
         deny.config(e, R2, name)
         e(Insn.jmp_imm(skip_if, R2, 0, to="allow"))
     # the inode key of the exec'd file: the one the exec record named
@@ -59,7 +59,7 @@ def signal_fallback(e: Emitter, k: KernelLayout, bprm: int) -> None:
     e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
     deny.effective_audit(e, to="emit")
     e(Insn.st_mem(BPF_DW, R10, deny.ACTION_OFF, ActionCode.KILL),
-      Insn.mov64_imm(R1, deny.SIGKILL), Insn.call("send_signal"))
+      Insn.mov64_imm(R1, deny.SIGKILL), Insn.call(BpfFunc.send_signal))
     deny.block_event_and_verdict(e, _exec_path(k), tail_bytes=dpath.PATH_TAIL_BYTES, eperm=False)
 
 
@@ -67,6 +67,6 @@ def _exec_path(k: KernelLayout) -> deny.PathWriter:
     """Path writer: the executable's absolute path, walked from the spilled ``&bprm->file->f_path``."""
     def write(e: Emitter) -> None:
         e(Insn.ldx_mem(BPF_DW, R1, R10, _FPATH_OFF))
-        dpath.emit_path(e, k, rec=R7, path=R1, tail_off=BLOCK.size, len_off=BLOCK.offset("path_len"),
-                        flags_off=BLOCK.offset("flags"), stack=_DPATH_OFF, max_steps=BLOCK_PATH_STEPS)
+        dpath.call_path(e, k, rec=R7, path=R1, tail_off=BLOCK.size, len_off=BLOCK.offset("path_len"),
+                        flags_off=BLOCK.offset("flags"), max_steps=BLOCK_PATH_STEPS)
     return write

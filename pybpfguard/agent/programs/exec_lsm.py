@@ -22,7 +22,32 @@ from pybpfguard.agent.programs import deny
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
 from pybpfguard.agent.programs.file_lsm import d_path_of
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, proc_identity
-from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, R0, R1, R2, R3, R4, R6, R7, R8, R10, Insn
+from pybpfguard.bpf.asm import (
+    BPF_ADD,
+    BPF_B,
+    BPF_DW,
+    BPF_H,
+    BPF_JEQ,
+    BPF_JGE,
+    BPF_JGT,
+    BPF_JLE,
+    BPF_JLT,
+    BPF_JNE,
+    BPF_JSGT,
+    BPF_JSLE,
+    BPF_SUB,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R6,
+    R7,
+    R8,
+    R10,
+    BpfFunc,
+    Insn,
+)
 
 _FILENAME = deny.STACK_END - 8  # bprm->filename (a kernel address)
 _COMM_KEY = _FILENAME - TASK_COMM_LEN  # deny_comm key: basename, NUL-padded
@@ -37,12 +62,12 @@ def _filename_length(e: Emitter, found: str, give_up: str) -> None:
     overlong string jumps to *give_up*. Reads windows of 128 bytes until one holds the NUL."""
     stride = _CHUNK_BYTES - 1  # a full window ends in the NUL the helper wrote, not in string bytes
     for i in range(_CHUNKS):
-        e(Insn.mov64_reg(R1, R10), Insn.alu64_imm("add", R1, _CHUNK), Insn.mov64_imm(R2, _CHUNK_BYTES),
-          Insn.ldx_mem(BPF_DW, R3, R10, _FILENAME), Insn.alu64_imm("add", R3, stride * i),
-          Insn.call("probe_read_kernel_str"),
-          Insn.jmp_imm("jsle", R0, 0, to=give_up),
-          Insn.mov64_reg(R7, R0), Insn.alu64_imm("add", R7, stride * i - 1),
-          Insn.jmp_imm("jlt", R0, _CHUNK_BYTES, to=found))
+        e(Insn.mov64_reg(R1, R10), Insn.alu64_imm(BPF_ADD, R1, _CHUNK), Insn.mov64_imm(R2, _CHUNK_BYTES),
+          Insn.ldx_mem(BPF_DW, R3, R10, _FILENAME), Insn.alu64_imm(BPF_ADD, R3, stride * i),
+          Insn.call(BpfFunc.probe_read_kernel_str),
+          Insn.jmp_imm(BPF_JSLE, R0, 0, to=give_up),
+          Insn.mov64_reg(R7, R0), Insn.alu64_imm(BPF_ADD, R7, stride * i - 1),
+          Insn.jmp_imm(BPF_JLT, R0, _CHUNK_BYTES, to=found))
     e(Insn.ja(give_up))
 
 
@@ -52,66 +77,66 @@ def _comm_key(e: Emitter, no_match: str) -> None:
     _filename_length(e, have_len, no_match)
     e.label(have_len)
     # R8 = address of the last min(len, 16) bytes, R7 = how many: at most one basename that can match
-    e(Insn.ldx_mem(BPF_DW, R8, R10, _FILENAME), Insn.jmp_imm("jle", R7, 16, to=f"{have_len}_short"),
-      Insn.alu64_reg("add", R8, R7), Insn.alu64_imm("sub", R8, 16), Insn.mov64_imm(R7, 16))
+    e(Insn.ldx_mem(BPF_DW, R8, R10, _FILENAME), Insn.jmp_imm(BPF_JLE, R7, 16, to=f"{have_len}_short"),
+      Insn.alu64_reg(BPF_ADD, R8, R7), Insn.alu64_imm(BPF_SUB, R8, 16), Insn.mov64_imm(R7, 16))
     e.label(f"{have_len}_short")
-    e(Insn.mov64_reg(R1, R10), Insn.alu64_imm("add", R1, _TAIL), Insn.mov64_imm(R2, 16),
-      Insn.mov64_reg(R3, R8), Insn.call("probe_read_kernel"), Insn.jmp_imm("jne", R0, 0, to=no_match))
+    e(Insn.mov64_reg(R1, R10), Insn.alu64_imm(BPF_ADD, R1, _TAIL), Insn.mov64_imm(R2, 16),
+      Insn.mov64_reg(R3, R8), Insn.call(BpfFunc.probe_read_kernel), Insn.jmp_imm(BPF_JNE, R0, 0, to=no_match))
     # the last '/' among the R7 bytes: the basename starts after it (R4 = its index + 1)
     for j in range(15, -1, -1):
         skip = e.fresh("noslash")
-        e(Insn.jmp_imm("jle", R7, j, to=skip), Insn.ldx_mem(BPF_B, R1, R10, _TAIL + j),
-          Insn.jmp_imm("jne", R1, ord("/"), to=skip), Insn.mov64_imm(R4, j + 1), Insn.ja(found))
+        e(Insn.jmp_imm(BPF_JLE, R7, j, to=skip), Insn.ldx_mem(BPF_B, R1, R10, _TAIL + j),
+          Insn.jmp_imm(BPF_JNE, R1, ord("/"), to=skip), Insn.mov64_imm(R4, j + 1), Insn.ja(found))
         e.label(skip)
     # no '/': the whole name is the basename, which fits only when shorter than 16 bytes
-    e(Insn.jmp_imm("jge", R7, 16, to=no_match), Insn.mov64_imm(R4, 0))
+    e(Insn.jmp_imm(BPF_JGE, R7, 16, to=no_match), Insn.mov64_imm(R4, 0))
     e.label(found)
-    e(Insn.mov64_reg(R2, R7), Insn.alu64_reg("sub", R2, R4),
-      Insn.jmp_imm("jeq", R2, 0, to=no_match), Insn.jmp_imm("jgt", R2, TASK_COMM_LEN - 1, to=no_match))
+    e(Insn.mov64_reg(R2, R7), Insn.alu64_reg(BPF_SUB, R2, R4),
+      Insn.jmp_imm(BPF_JEQ, R2, 0, to=no_match), Insn.jmp_imm(BPF_JGT, R2, TASK_COMM_LEN - 1, to=no_match))
     e(Insn.st_mem(BPF_DW, R10, _COMM_KEY, 0), Insn.st_mem(BPF_DW, R10, _COMM_KEY + 8, 0),
-      Insn.mov64_reg(R1, R10), Insn.alu64_imm("add", R1, _COMM_KEY),
-      Insn.mov64_reg(R3, R8), Insn.alu64_reg("add", R3, R4), Insn.call("probe_read_kernel"),
-      Insn.jmp_imm("jne", R0, 0, to=no_match))
+      Insn.mov64_reg(R1, R10), Insn.alu64_imm(BPF_ADD, R1, _COMM_KEY),
+      Insn.mov64_reg(R3, R8), Insn.alu64_reg(BPF_ADD, R3, R4), Insn.call(BpfFunc.probe_read_kernel),
+      Insn.jmp_imm(BPF_JNE, R0, 0, to=no_match))
 
 
 def _filename_path(e: Emitter) -> None:
     """Path writer for deny_comm: ``bprm->filename`` as the caller gave it (cut at PATH_MAX - 1 bytes)."""
     ok = e.fresh("fn_ok")
-    e(Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, BLOCK.size), Insn.mov64_imm(R2, PATH_MAX),
-      Insn.ldx_mem(BPF_DW, R3, R10, _FILENAME), Insn.call("probe_read_kernel_str"),
-      Insn.jmp_imm("jsgt", R0, 0, to=ok),
+    e(Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, BLOCK.size), Insn.mov64_imm(R2, PATH_MAX),
+      Insn.ldx_mem(BPF_DW, R3, R10, _FILENAME), Insn.call(BpfFunc.probe_read_kernel_str),
+      Insn.jmp_imm(BPF_JSGT, R0, 0, to=ok),
       Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), RecordFlags.REC_F_PATH_TRUNCATED), Insn.mov64_imm(R0, 1))
     e.label(ok)
-    e(Insn.alu64_imm("sub", R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
+    e(Insn.alu64_imm(BPF_SUB, R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
 
 
 def bprm_check_program(k: KernelLayout) -> AgentProgram:
     """lsm/bprm_check_security: ctx = (struct linux_binprm *bprm). Returns 0 or -EPERM."""
     e = Emitter(maps=("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup", "deny_comm",
                       "block_stats", "enforce_signal_state", "events"))
-    e(Insn.ldx_mem(BPF_DW, R7, R1, 0))
+    e.arg(R7, 0, "struct linux_binprm *bprm")
     e.load(R2, R7, k, "linux_binprm", "filename")
     e(Insn.stx_mem(BPF_DW, R10, R2, _FILENAME))
     e.load(R6, R7, k, "linux_binprm", "file")
     deny.load_config(e)
     deny.inode_key(e, k, R6)  # also the survival key of the comm rule
     deny.config(e, R2, "file_policy_empty")
-    e(Insn.jmp_imm("jne", R2, 0, to="comm"))
+    e(Insn.jmp_imm(BPF_JNE, R2, 0, to="comm"))
     deny.deny_inode_match(e, miss="comm")
     deny.enforce_and_report(e, k, d_path_of(k, R6))
 
     # deny_comm: allow_cgroup first, then the name, then the survival allowlist
     e.label("comm")
-    e(Insn.call("get_current_cgroup_id"), Insn.stx_mem(BPF_DW, R10, R0, deny.CGID_OFF))
+    e(Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R10, R0, deny.CGID_OFF))
     e.lookup("allow_cgroup", deny.CGID_OFF)
-    e(Insn.jmp_imm("jne", R0, 0, to="comm_allow"))
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="comm_allow"))
     _comm_key(e, no_match="comm_allow")
     e.lookup("deny_comm", _COMM_KEY)
-    e(Insn.jmp_imm("jeq", R0, 0, to="comm_allow"))
+    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="comm_allow"))
     e.lookup("survival_allowlist", deny.INODE_OFF)
-    e(Insn.jmp_imm("jne", R0, 0, to="comm_allow"))
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="comm_allow"))
     e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
-    e(Insn.call("get_current_task_btf"), Insn.mov64_reg(R7, R0))
+    e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
     proc_identity(e, k, R7)
     # the record names no inode: the rule is on the name
     e(Insn.st_mem(BPF_DW, R10, deny.INODE_OFF + INODE_KEY.offset("ino"), 0),

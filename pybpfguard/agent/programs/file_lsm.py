@@ -12,7 +12,7 @@ from __future__ import annotations
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, RecordFlags
 from pybpfguard.agent.programs import deny
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
-from pybpfguard.bpf.asm import BPF_DW, BPF_H, R0, R1, R2, R3, R6, R7, Insn
+from pybpfguard.bpf.asm import BPF_ADD, BPF_H, BPF_JNE, BPF_JSGT, BPF_SUB, R0, R1, R2, R3, R6, R7, BpfFunc, Insn
 
 
 def d_path_of(k: KernelLayout, file: int) -> deny.PathWriter:
@@ -21,15 +21,16 @@ def d_path_of(k: KernelLayout, file: int) -> deny.PathWriter:
     *file* is a callee-saved register holding the ``struct file *``. A failure (``-ENAMETOOLONG``) leaves
     an empty path with ``REC_F_PATH_TRUNCATED``."""
     def write(e: Emitter) -> None:
-        e(Insn.mov64_reg(R1, file), Insn.alu64_imm("add", R1, k.offsetof("file", "f_path")),
-          Insn.mov64_reg(R2, R7), Insn.alu64_imm("add", R2, BLOCK.size), Insn.mov64_imm(R3, PATH_MAX),
-          Insn.call("d_path"))
+        e(Insn.mov64_reg(R1, file))
+        e.member_addr(R1, k, "file", "f_path")
+        e(Insn.mov64_reg(R2, R7), Insn.alu64_imm(BPF_ADD, R2, BLOCK.size), Insn.mov64_imm(R3, PATH_MAX),
+          Insn.call(BpfFunc.d_path))
         ok = e.fresh("path_ok")
-        e(Insn.jmp_imm("jsgt", R0, 0, to=ok),
+        e(Insn.jmp_imm(BPF_JSGT, R0, 0, to=ok),
           Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), RecordFlags.REC_F_PATH_TRUNCATED),
           Insn.mov64_imm(R0, 1))
         e.label(ok)
-        e(Insn.alu64_imm("sub", R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
+        e(Insn.alu64_imm(BPF_SUB, R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
     return write
 
 
@@ -37,10 +38,10 @@ def file_open_program(k: KernelLayout) -> AgentProgram:
     """lsm/file_open: ctx = (struct file *file). Returns 0 or -EPERM."""
     e = Emitter(maps=("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup", "block_stats",
                       "enforce_signal_state", "events"))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 0))
+    e.arg(R6, 0, "struct file *file")
     deny.load_config(e)
     deny.config(e, R2, "file_policy_empty")
-    e(Insn.jmp_imm("jne", R2, 0, to="allow"))
+    e(Insn.jmp_imm(BPF_JNE, R2, 0, to="allow"))
     deny.inode_key(e, k, R6)
     deny.deny_inode_match(e, miss="allow")
     deny.enforce_and_report(e, k, d_path_of(k, R6))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pybpfguard.agent.programs.emit import AgentProgram
+from pybpfguard.bpf.btf.program_btf import FuncDecl, ProgramBTF
 from pybpfguard.bpf.btf.spec import Spec as BtfSpec
 from pybpfguard.bpf.maps import Map
 from pybpfguard.bpf.program import Program, ProgramSpec
@@ -38,5 +39,20 @@ def load_program(prog: AgentProgram, maps: Mapping[str, Map], kernel_btf: BtfSpe
     missing = [name for name in prog.maps if name not in maps]
     if missing:
         raise KeyError(f"program {prog.name} needs maps {missing} that were not created")
-    return Program.load(program_spec(prog, attach_btf_id), kernel_btf=kernel_btf,
-                        fd_array=[maps[name].fd for name in prog.maps])
+    spec, fd_array = program_spec(prog, attach_btf_id), [maps[name].fd for name in prog.maps]
+    if not prog.functions:
+        return Program.load(spec, kernel_btf=kernel_btf, fd_array=fd_array)
+    with ProgramBTF.load(function_decls(prog)) as prog_btf:  # the loaded program keeps its own reference
+        return Program.load(spec, kernel_btf=kernel_btf, fd_array=fd_array, prog_btf=prog_btf)
+
+
+def function_decls(prog: AgentProgram) -> list[FuncDecl]:
+    """The ``func_info`` functions of *prog*: its main program (one argument, the context) and each
+    subprogram at the slot of its label (its arguments R1..R5: the verifier checks a static function by
+    its callers, so the BTF prototype only counts them)."""
+    slot, starts = 0, {}
+    for insn in prog.insns:
+        for label in insn.labels:
+            starts[label] = slot
+        slot += insn.slots
+    return [FuncDecl(prog.name, 0, nargs=1), *(FuncDecl(name, starts[name], nargs=5) for name in prog.functions)]

@@ -21,7 +21,29 @@ from __future__ import annotations
 from pybpfguard.agent.events.records import ANCESTORS_MAX, ARGS_MAX, EXEC, EXEC_ARGV, RecordType
 from pybpfguard.agent.programs import dpath
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
-from pybpfguard.bpf.asm import BPF_B, BPF_DW, BPF_H, BPF_W, R0, R1, R2, R3, R6, R7, R8, R9, R10, Insn
+from pybpfguard.bpf.asm import (
+    BPF_ADD,
+    BPF_B,
+    BPF_DW,
+    BPF_H,
+    BPF_JEQ,
+    BPF_JLE,
+    BPF_JNE,
+    BPF_JSGE,
+    BPF_SUB,
+    BPF_W,
+    R0,
+    R1,
+    R2,
+    R3,
+    R6,
+    R7,
+    R8,
+    R9,
+    R10,
+    BpfFunc,
+    Insn,
+)
 from pybpfguard.bpf.layout import Layout
 
 #: ``procs`` map value (ours; REFERENCE §6.5 "process tracking").
@@ -46,14 +68,14 @@ _DPATH_OFF = CNT_KEY_OFF - dpath.STACK_BYTES  # the exec path walk's stack (dpat
 
 def proc_identity(e: Emitter, k: KernelLayout, task: int) -> None:
     """Fill PROC_INFO on the stack (pid, ppid, both start times) for *task*, a group leader."""
-    e.load(R2, task, k, "task_struct", "tgid", 4)
+    e.load(R2, task, k, "task_struct", "tgid")
     e(Insn.stx_mem(BPF_W, R10, R2, VAL_OFF + PROC_INFO.offset("pid")),
       Insn.stx_mem(BPF_W, R10, R2, KEY_OFF))
     e.load(R3, task, k, "task_struct", "group_leader")
     e.load(R2, R3, k, "task_struct", "start_time")
     e(Insn.stx_mem(BPF_DW, R10, R2, VAL_OFF + PROC_INFO.offset("start_time")))
     e.load(R3, task, k, "task_struct", "real_parent")
-    e.load(R2, R3, k, "task_struct", "tgid", 4)
+    e.load(R2, R3, k, "task_struct", "tgid")
     e(Insn.stx_mem(BPF_W, R10, R2, VAL_OFF + PROC_INFO.offset("ppid")))
     e.load(R3, R3, k, "task_struct", "group_leader")
     e.load(R2, R3, k, "task_struct", "start_time")
@@ -68,7 +90,7 @@ def file_inode(e: Emitter, k: KernelLayout, file: int, ino_off: int, dev_off: in
     e.load(R3, R2, k, "inode", "i_ino")
     e(Insn.stx_mem(BPF_DW, R10, R3, ino_off))
     e.load(R3, R2, k, "inode", "i_sb")
-    e.load(R3, R3, k, "super_block", "s_dev", 4)
+    e.load(R3, R3, k, "super_block", "s_dev")
     e(Insn.stx_mem(BPF_W, R10, R3, dev_off))
 
 
@@ -105,7 +127,8 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
 
         fallback_maps = exec_fallback.MAPS
     e = Emitter(maps=("procs", "events", "block_stats", *fallback_maps))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 0), Insn.ldx_mem(BPF_DW, R9, R1, 16))
+    e.arg(R6, 0, "struct task_struct *p")
+    e.arg(R9, 2, "struct linux_binprm *bprm")
     proc_identity(e, k, R6)
     e.load(R1, R9, k, "linux_binprm", "file")
     exec_inode_from_file(e, k, R1)
@@ -113,8 +136,8 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
 
     # exec record: fixed part, then the executable's absolute path (bprm->file->f_path, walked in BPF)
     e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, EXEC.size + dpath.PATH_TAIL_BYTES), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
-      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="exec_drop"),
+    e(Insn.mov64_imm(R2, EXEC.size + dpath.PATH_TAIL_BYTES), Insn.mov64_imm(R3, 0), Insn.call(BpfFunc.ringbuf_reserve),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm(BPF_JEQ, R7, 0, to="exec_drop"),
       Insn.st_mem(BPF_W, R7, EXEC.offset("type"), RecordType.EXEC),
       Insn.st_mem(BPF_H, R7, EXEC.offset("flags"), 0),
       Insn.st_mem(BPF_H, R7, EXEC.offset("path_len"), 0))
@@ -126,54 +149,58 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
       Insn.st_mem(BPF_W, R7, EXEC.offset("ancestor_count"), 0))  # count + 3 pad bytes
     for i in range(ANCESTORS_MAX):
         e(Insn.st_mem(BPF_W, R7, EXEC.offset("ancestors") + 4 * i, 0))
-    e(Insn.call("get_current_cgroup_id"), Insn.stx_mem(BPF_DW, R7, R0, EXEC.offset("cgid")),
-      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, EXEC.offset("comm")), Insn.mov64_imm(R2, 16),
-      Insn.call("get_current_comm"))
+    e(Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R7, R0, EXEC.offset("cgid")),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, EXEC.offset("comm")), Insn.mov64_imm(R2, 16),
+      Insn.call(BpfFunc.get_current_comm))
     # ancestors: the grandparent first, up to 8, stopping before the first pid <= 1
     e.load(R8, R6, k, "task_struct", "real_parent")
     for i in range(ANCESTORS_MAX):
         e.load(R8, R8, k, "task_struct", "real_parent")
-        e.load(R2, R8, k, "task_struct", "tgid", 4)
-        e(Insn.jmp_imm("jle", R2, 1, to="anc_done"),
+        e.load(R2, R8, k, "task_struct", "tgid")
+        e(Insn.jmp_imm(BPF_JLE, R2, 1, to="anc_done"),
           Insn.stx_mem(BPF_W, R7, R2, EXEC.offset("ancestors") + 4 * i),
           Insn.st_mem(BPF_B, R7, EXEC.offset("ancestor_count"), i + 1))
     e.label("anc_done")
     e.load(R1, R9, k, "linux_binprm", "file")
-    e(Insn.alu64_imm("add", R1, k.offsetof("file", "f_path")))
-    dpath.emit_path(e, k, rec=R7, path=R1, tail_off=EXEC.size, len_off=EXEC.offset("path_len"),
-                    flags_off=EXEC.offset("flags"), stack=_DPATH_OFF)
-    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("argv"))
+    e.member_addr(R1, k, "file", "f_path")
+    record_path = {"rec": R7, "path": R1, "tail_off": EXEC.size, "len_off": EXEC.offset("path_len"),
+                   "flags_off": EXEC.offset("flags")}
+    if signal_fallback:  # the fallback's block record walks the same path: one subprogram for both
+        dpath.call_path(e, k, **record_path)
+    else:
+        dpath.emit_path(e, k, **record_path, stack=_DPATH_OFF)
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit), Insn.ja("argv"))
     e.label("exec_drop")
     e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
 
     # exec_argv record: the argument area as the new image sees it (bounded; argc says how many there are)
     e.label("argv")
     e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, EXEC_ARGV.size + ARGS_MAX), Insn.mov64_imm(R3, 0), Insn.call("ringbuf_reserve"),
-      Insn.mov64_reg(R7, R0), Insn.jmp_imm("jeq", R7, 0, to="argv_drop"),
+    e(Insn.mov64_imm(R2, EXEC_ARGV.size + ARGS_MAX), Insn.mov64_imm(R3, 0), Insn.call(BpfFunc.ringbuf_reserve),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm(BPF_JEQ, R7, 0, to="argv_drop"),
       Insn.st_mem(BPF_W, R7, EXEC_ARGV.offset("type"), RecordType.EXEC_ARGV),
       Insn.ldx_mem(BPF_W, R2, R10, VAL_OFF + PROC_INFO.offset("pid")),
       Insn.stx_mem(BPF_W, R7, R2, EXEC_ARGV.offset("pid")),
       Insn.ldx_mem(BPF_DW, R2, R10, VAL_OFF + PROC_INFO.offset("start_time")),
       Insn.stx_mem(BPF_DW, R7, R2, EXEC_ARGV.offset("start_time")),
       Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("flags"), 0))
-    e.load(R2, R9, k, "linux_binprm", "argc", 4)
+    e.load(R2, R9, k, "linux_binprm", "argc")
     e(Insn.stx_mem(BPF_W, R7, R2, EXEC_ARGV.offset("argc")))
     e.load(R8, R6, k, "task_struct", "mm")
     e.load(R3, R8, k, "mm_struct", "arg_start")
     e.load(R2, R8, k, "mm_struct", "arg_end")
-    e(Insn.alu64_reg("sub", R2, R3),
-      Insn.jmp_imm("jsge", R2, 0, to="len_pos"), Insn.mov64_imm(R2, 0))
+    e(Insn.alu64_reg(BPF_SUB, R2, R3),
+      Insn.jmp_imm(BPF_JSGE, R2, 0, to="len_pos"), Insn.mov64_imm(R2, 0))
     e.label("len_pos")
-    e(Insn.jmp_imm("jle", R2, ARGS_MAX, to="len_ok"), Insn.mov64_imm(R2, ARGS_MAX))
+    e(Insn.jmp_imm(BPF_JLE, R2, ARGS_MAX, to="len_ok"), Insn.mov64_imm(R2, ARGS_MAX))
     e.label("len_ok")
     e(Insn.stx_mem(BPF_H, R7, R2, EXEC_ARGV.offset("args_len")),
-      Insn.mov64_reg(R1, R7), Insn.alu64_imm("add", R1, EXEC_ARGV.size),
-      Insn.call("probe_read_user"),
-      Insn.jmp_imm("jeq", R0, 0, to="argv_submit"),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, EXEC_ARGV.size),
+      Insn.call(BpfFunc.probe_read_user),
+      Insn.jmp_imm(BPF_JEQ, R0, 0, to="argv_submit"),
       Insn.st_mem(BPF_H, R7, EXEC_ARGV.offset("args_len"), 0))  # unreadable: say so, keep argc
     e.label("argv_submit")
-    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call("ringbuf_submit"), Insn.ja("fallback"))
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit), Insn.ja("fallback"))
     e.label("argv_drop")
     e.count("block_stats", BLOCK_STATS_DROPS, CNT_KEY_OFF)
     e.label("fallback")
@@ -187,9 +214,9 @@ def exec_program(k: KernelLayout, *, signal_fallback: bool = True) -> AgentProgr
 def _enter_leader(e: Emitter, k: KernelLayout, task: int, update_flags: int) -> None:
     """Enter *task* in procs when it leads its thread group (threads never get an entry), its image the
     one its mm runs (a forked child runs its parent's until it execs)."""
-    e.load(R2, task, k, "task_struct", "pid", 4)
-    e.load(R3, task, k, "task_struct", "tgid", 4)
-    e(Insn.jmp_reg("jne", R2, R3, to="out"))
+    e.load(R2, task, k, "task_struct", "pid")
+    e.load(R3, task, k, "task_struct", "tgid")
+    e(Insn.jmp_reg(BPF_JNE, R2, R3, to="out"))
     proc_identity(e, k, task)
     e.load(R1, task, k, "task_struct", "mm")
     e.load(R1, R1, k, "mm_struct", "exe_file")
@@ -202,7 +229,7 @@ def _enter_leader(e: Emitter, k: KernelLayout, task: int, update_flags: int) -> 
 def fork_program(k: KernelLayout) -> AgentProgram:
     """tp_btf/sched_process_fork: ctx = (struct task_struct *parent, struct task_struct *child)."""
     e = Emitter(maps=("procs",))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 8))
+    e.arg(R6, 1, "struct task_struct *child")
     _enter_leader(e, k, R6, BPF_ANY)
     return e.program("fork", "tracing", "tp_btf/sched_process_fork")
 
@@ -210,14 +237,14 @@ def fork_program(k: KernelLayout) -> AgentProgram:
 def exit_program(k: KernelLayout) -> AgentProgram:
     """tp_btf/sched_process_exit: ctx = (struct task_struct *p, ...). Removes the entry when the group is dead."""
     e = Emitter(maps=("procs",))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 0))
+    e.arg(R6, 0, "struct task_struct *p")
     e.load(R2, R6, k, "task_struct", "signal")
-    e.load(R2, R2, k, "signal_struct", "live", 4)  # atomic_t: int counter at offset 0
-    e(Insn.jmp_imm("jne", R2, 0, to="out"))
-    e.load(R2, R6, k, "task_struct", "tgid", 4)
+    e.load(R2, R2, k, "signal_struct", "live")  # atomic_t: int counter at offset 0
+    e(Insn.jmp_imm(BPF_JNE, R2, 0, to="out"))
+    e.load(R2, R6, k, "task_struct", "tgid")
     e(Insn.stx_mem(BPF_W, R10, R2, KEY_OFF))
     e.map_ref(R1, "procs")
-    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm("add", R2, KEY_OFF), Insn.call("map_delete_elem"))
+    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm(BPF_ADD, R2, KEY_OFF), Insn.call(BpfFunc.map_delete_elem))
     e.label("out")
     e(Insn.mov64_imm(R0, 0), Insn.exit())
     return e.program("exit", "tracing", "tp_btf/sched_process_exit")
@@ -226,6 +253,7 @@ def exit_program(k: KernelLayout) -> AgentProgram:
 def procseed_program(k: KernelLayout) -> AgentProgram:
     """iter/task: ctx = struct bpf_iter__task {meta, task}. Enters every process not yet tracked."""
     e = Emitter(maps=("procs",))
-    e(Insn.ldx_mem(BPF_DW, R6, R1, 8), Insn.jmp_imm("jeq", R6, 0, to="out"))
+    e.arg(R6, 1, "bpf_iter__task.task")  # after the iterator's meta pointer
+    e(Insn.jmp_imm(BPF_JEQ, R6, 0, to="out"))
     _enter_leader(e, k, R6, BPF_NOEXIST)  # never overwrite what fork/exec recorded
     return e.program("procseed", "tracing", "iter/task")

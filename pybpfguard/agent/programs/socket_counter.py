@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pybpfguard.bpf.asm import BPF_DW, BPF_W, R0, R1, R2, R6, R7, R10, Insn
+from pybpfguard.bpf.asm import BPF_ADD, BPF_DW, BPF_JEQ, BPF_W, R0, R1, R2, R6, R7, R10, BpfFunc, Insn
 
 #: the kernel members this generator reads, for the recorded layout (include/uapi/linux/bpf.h)
 MEMBERS = (("__sk_buff", "len"),)
@@ -33,13 +33,13 @@ def socket_counter(layout: KernelLayout) -> list[Insn]:
         Insn.ldx_mem(BPF_W, R7, R6, layout.offsetof("__sk_buff", "len")),
         Insn.st_mem(BPF_W, R10, -4, 0),  # key 0 on the stack
         Insn.mov64_reg(R2, R10),
-        Insn.alu64_imm("add", R2, -4),
+        Insn.alu64_imm(BPF_ADD, R2, -4),
         Insn.ld_map_idx(R1, MAPS.index("counters")),
-        Insn.call("map_lookup_elem"),
-        Insn.jmp_imm("jeq", R0, 0, to="out"),
+        Insn.call(BpfFunc.map_lookup_elem),
+        Insn.jmp_imm(BPF_JEQ, R0, 0, to="out"),
         Insn.mov64_imm(R1, 1),
-        Insn.atomic("add", BPF_DW, R0, R1, COUNTERS_PACKETS),
-        Insn.atomic("add", BPF_DW, R0, R7, COUNTERS_BYTES),
+        Insn.atomic(BPF_ADD, BPF_DW, R0, R1, COUNTERS_PACKETS),
+        Insn.atomic(BPF_ADD, BPF_DW, R0, R7, COUNTERS_BYTES),
         Insn.mov64_reg(R0, R7).labelled("out"),
         Insn.exit(),
     ]

@@ -19,12 +19,16 @@ from pybpfguard.bpf.asm.errors import (
     UnresolvedLabel,
 )
 from pybpfguard.bpf.asm.finalize import finalize
-from pybpfguard.bpf.asm.helpers import HELPER_NAMES, HELPERS, helper_id, helper_name
+from pybpfguard.bpf.asm.helpers import HELPER_NAMES, HELPERS, BpfFunc, helper_id, helper_name
 from pybpfguard.bpf.asm.insn import Insn
 from pybpfguard.bpf.asm.opcodes import (
+    BPF_ADD,
     BPF_ALU,
     BPF_ALU64,
+    BPF_AND,
+    BPF_ARSH,
     BPF_B,
+    BPF_DIV,
     BPF_DW,
     BPF_H,
     BPF_JA,
@@ -43,9 +47,16 @@ from pybpfguard.bpf.asm.opcodes import (
     BPF_JSLT,
     BPF_LD,
     BPF_LDX,
+    BPF_LSH,
+    BPF_MOD,
+    BPF_MUL,
+    BPF_OR,
+    BPF_RSH,
     BPF_ST,
     BPF_STX,
+    BPF_SUB,
     BPF_W,
+    BPF_XOR,
     R0,
     R1,
     R2,
@@ -62,9 +73,13 @@ from pybpfguard.bpf.asm.opcodes import (
 )
 
 __all__ = [
+    "BPF_ADD",
     "BPF_ALU",
     "BPF_ALU64",
+    "BPF_AND",
+    "BPF_ARSH",
     "BPF_B",
+    "BPF_DIV",
     "BPF_DW",
     "BPF_H",
     "BPF_JA",
@@ -83,9 +98,16 @@ __all__ = [
     "BPF_JSLT",
     "BPF_LD",
     "BPF_LDX",
+    "BPF_LSH",
+    "BPF_MOD",
+    "BPF_MUL",
+    "BPF_OR",
+    "BPF_RSH",
     "BPF_ST",
     "BPF_STX",
+    "BPF_SUB",
     "BPF_W",
+    "BPF_XOR",
     "HELPERS",
     "HELPER_NAMES",
     "R0",
@@ -102,6 +124,7 @@ __all__ = [
     "RFP",
     "AsmError",
     "AsmSyntaxError",
+    "BpfFunc",
     "DecodeError",
     "DuplicateLabel",
     "FieldRangeError",
@@ -114,16 +137,20 @@ __all__ = [
     "assemble",
     "decode",
     "disassemble",
+    "fd_array_header",
     "finalize",
     "format_insn",
+    "format_program",
     "helper_id",
     "helper_name",
     "parse",
+    "plain",
 ]
 
 # The text parser and the disassembler are imported on first use: a program generator or loader needs
 # neither, and they are a large share of the import time of the daemon's start-up.
-_LAZY = {"assemble": "text", "parse": "text", "decode": "disasm", "disassemble": "disasm", "format_insn": "disasm"}
+_LAZY = {"assemble": "text", "parse": "text", "decode": "disasm", "disassemble": "disasm", "format_insn": "disasm",
+         "format_program": "symbolic", "fd_array_header": "symbolic", "plain": "symbolic"}
 
 
 def __getattr__(name: str) -> object:

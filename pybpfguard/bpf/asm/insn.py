@@ -5,7 +5,10 @@ Fields keep the kernel's names (``struct bpf_insn`` in include/uapi/linux/bpf.h)
 
 - ``labels``: the names this instruction carries (jump targets), set with ``labelled()``;
 - ``target``: the label a jump, a local call or an ``ld_func`` refers to. ``finalize()`` turns it into a
-  slot offset; until then ``off``/``imm`` hold 0.
+  slot offset; until then ``off``/``imm`` hold 0;
+- ``note``: what the instruction means to its generator (``task_struct->real_parent``), set with
+  ``noted()`` and printed as a comment by listings. It is no part of the value: equality, hashing and
+  the encoding ignore it.
 
 An ld_imm64 (``code == 0x18``) is one ``Insn`` whose ``imm`` holds the whole 64-bit value (0 .. 2**64-1,
 low word first on the wire); it takes two 8-byte slots. Constructors normalise a 32-bit ``imm`` so that
@@ -15,7 +18,7 @@ Values that do not fit are kept as given and refused by ``finalize()`` with the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pybpfguard.bpf.asm import opcodes as op
 from pybpfguard.bpf.asm.errors import FieldRangeError
@@ -80,12 +83,17 @@ class Insn:
     imm: int = 0
     labels: tuple[str, ...] = ()
     target: str | None = None
+    note: str | None = field(default=None, compare=False)
 
     # ---- metadata -------------------------------------------------------------------------------------
 
     def labelled(self, label: str) -> Insn:
         """A copy of this instruction that also carries *label*."""
         return replace(self, labels=(*self.labels, label))
+
+    def noted(self, note: str) -> Insn:
+        """A copy of this instruction annotated with *note* (a listing comment; see the module doc)."""
+        return replace(self, note=note)
 
     @property
     def slots(self) -> int:

@@ -6,7 +6,7 @@
 - ``linker``: one program laid out with its subprograms, map and call references fixed
 - ``btffix``: the object's ``.BTF`` made acceptable to BPF_BTF_LOAD
 - ``collection``: ``Collection``: open, inspect, set constants, load, attach, pin, close
-- ``core`` (optional, separate): CO-RE relocation resolution
+- ``core``: CO-RE relocation resolution (imported only for objects that carry CO-RE relocations)
 """
 
 from pybpfguard.bpf.elf.collection import Collection, ProgramView
