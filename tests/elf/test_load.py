@@ -125,7 +125,8 @@ def test_a_map_pinned_by_name_is_shared_by_two_loads(compile_c, bpffs):
         assert first.maps["outer"].lookup_elem(1) == first.maps["inner_a"].info().id
 
 
-@pytest.mark.parametrize("name", ["ringbuf", "counter", "globals", "calls", "connect4", "exec", "kfunc", "core_read", "exec_core"])
+@pytest.mark.parametrize(
+    "name", ["ringbuf", "counter", "globals", "calls", "connect4", "exec", "kfunc", "core_read", "exec_core"])
 def test_same_instructions_and_map_references_as_libbpf(compile_c, bpffs, bpftool, xlated, name):
     """bpftool prog loadall (libbpf) and this loader: the same xlated program, map ids replaced by names."""
     obj = compile_c(name)
