@@ -214,3 +214,12 @@ def test_tp_btf_exec_tracer_with_co_re_reads_and_a_flavour(compile_c):
         assert child.returncode == 0
         found = [struct.unpack("<Ii", v) for k, v in coll.maps["execs"].items()]
     assert (os.getpid(), 0) in found
+
+
+def test_an_unsatisfiable_co_re_read_is_refused_naming_the_field_and_c_line(compile_c):
+    from pybpfguard.bpf.errors import VerifierError
+
+    with Collection.open(compile_c("core_missing")) as coll, pytest.raises(VerifierError) as caught:
+        coll.load()
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "pocket_watch" in notes and "core_missing.c:" in notes and "watched = task->pocket_watch" in notes, notes
