@@ -40,7 +40,10 @@ BAD_INPUT = [
     ["block", "add", "/a*b"], ["block", "del", "/nonexistent/pybpfguard/x"], ["block", "frobnicate"],
     ["allow", "add"], ["allow", "add", "/nonexistent"], ["allow", "add", "cgid:x"], ["allow", "del", "cgid:7"],
     ["asm", "/nonexistent.s"], ["disasm", "/nonexistent.bin"], ["asm", "--isa=9"],
-    ["bytecode", "--dir=/nonexistent/pybpfguard"], ["--log-level=loud", "version"], ["--log-format=xml", "stats"],
+    ["bytecode", "--dir=/nonexistent/pybpfguard"], ["obj"], ["obj", "show", "/nonexistent.o"],
+    ["obj", "show", "/etc/hostname"], ["obj", "load", "/nonexistent.o"], ["obj", "load", "/etc/hostname"],
+    ["obj", "load", "/etc/hostname", "--set", "novalue"], ["obj", "frobnicate"],
+    ["--log-level=loud", "version"], ["--log-format=xml", "stats"],
 ]
 
 

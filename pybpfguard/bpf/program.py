@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pybpfguard.bpf.btf.spec import Spec as BtfSpec
 
 LOG_SIZE_MIN_BYTES = 64 * 1024
+BPF_LINE_INFO_REC_SIZE = 16  # struct bpf_line_info: insn_off, file_name_off, line_off, line_col
 LOG_SIZE_MAX_BYTES = (2**32 - 1) >> 2  # kernel/bpf/log.c bpf_vlog_init: larger log_size is EINVAL
 
 # The libbpf section prefix (pybpfguard.bpf.btf.attach.BtfAttach) whose BTF target each attach type names.
@@ -99,7 +100,9 @@ class ProgramSpec:
 
 class ProgBTF(Protocol):
     """Program BTF as ``pybpfguard.bpf.btf.ProgramBTF`` provides it: the loaded blob's ``fd`` and the
-    packed ``struct bpf_func_info`` records (include/uapi/linux/bpf.h: ``insn_off``, ``type_id``)."""
+    packed ``struct bpf_func_info`` records (include/uapi/linux/bpf.h: ``insn_off``, ``type_id``).
+    An object may also offer ``line_info`` (packed 16-byte ``struct bpf_line_info`` records), passed
+    along so a verifier error shows the source line."""
 
     @property
     def fd(self) -> _sys.Fd: ...
@@ -272,6 +275,15 @@ def _load_extra(prog_btf: ProgBTF | None, fd_array: Sequence[_sys.Fd]) -> _LoadE
             func_info_rec_size=prog_btf.func_info_rec_size,
             func_info_cnt=prog_btf.func_info_cnt,
         )
+        line_info: bytes = getattr(prog_btf, "line_info", b"")
+        if line_info:
+            lines = ctypes.create_string_buffer(line_info, len(line_info))
+            buffers.append(lines)
+            fields.update(
+                line_info=ctypes.addressof(lines),
+                line_info_rec_size=BPF_LINE_INFO_REC_SIZE,
+                line_info_cnt=len(line_info) // BPF_LINE_INFO_REC_SIZE,
+            )
     if fd_array:
         fds = (ctypes.c_int32 * len(fd_array))(*(fd.raw for fd in fd_array))
         buffers.append(fds)

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("pybpfguard.cli.probe", "probe kernel BPF features"),
     "asm": ("pybpfguard.cli.asm", "assemble LLVM BPF assembly text into raw instructions"),
     "disasm": ("pybpfguard.cli.disasm", "disassemble raw instructions into LLVM BPF assembly text"),
+    "obj": ("pybpfguard.cli.obj", "show or load a clang-built BPF object file (programs, maps)"),
     "bytecode": ("pybpfguard.cli.bytecode", "write or check the program listings in bytecode/"),
     "version": ("pybpfguard.cli.version", "print the version"),
 }

@@ -1,0 +1,3 @@
+/* For programs that need no kernel types. */
+#pragma once
+#define SEC(name) __attribute__((section(name), used))
