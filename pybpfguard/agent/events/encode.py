@@ -1,4 +1,4 @@
-"""Event Struct -> one compact JSON line (REFERENCE §4.1), into a caller's reused buffer.
+"""The JSON format (REFERENCE §4.1): event Struct -> compact JSON, one line per event (a sink ``Format``).
 
 msgspec writes compact JSON (``,`` and ``:`` with no spaces), UTF-8, and escapes ``"``, ``\\`` and
 U+0000-U+001F, so a newline or tab in a file name can never split a line. One ``Encoder`` per
@@ -24,6 +24,10 @@ class LineEncoder:
         """Append *event* as one JSON object and ``\\n`` to *out*."""
         self._encoder.encode_into(event, out, -1)
         out.append(10)
+
+    def line(self, event: msgspec.Struct) -> bytes:
+        """*event* as one JSON line, ``\\n`` included (the bytes :meth:`append` adds)."""
+        return self._encoder.encode_lines((event,))
 
     def extend(self, events: list[msgspec.Struct], out: bytearray) -> None:
         """Append every event of *events* as one line each."""

@@ -1,0 +1,187 @@
+"""One sink lifecycle for every output: a format makes bytes, a transport delivers them from a writer thread.
+
+A sink is a :class:`Format` (event Struct -> bytes: JSON today, CEF or OCSF next) times a
+:class:`Transport` (bytes -> an output: an fd, journald's socket, syslog next), run by :class:`QueuedSink`.
+The caller (the event loop, or a fanotify responder that must answer the kernel quickly) only frames the
+event and appends it to a list under a short lock; it never waits on the output. The writer thread takes
+the whole list and hands it to the transport when ``wake_bytes`` have accumulated or
+``flush_interval_s`` (100 ms) has passed, and on :meth:`QueuedSink.flush`/:meth:`QueuedSink.close`
+(registered with ``atexit``). Past ``max_backlog_bytes`` accepted but not yet delivered, or once the
+transport says it is ``stopped``, events are dropped and counted in ``dropped_events``: never a hang.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+
+class Format(Protocol):
+    """Event Struct -> bytes. Need not be thread-safe: a sink makes one per calling path."""
+
+    def encode(self, event: msgspec.Struct) -> bytes:
+        """One event, unframed (a journald ``MESSAGE``, a syslog ``MSG``)."""
+        ...
+
+    def line(self, event: msgspec.Struct) -> bytes:
+        """One event and its ``\\n``."""
+        ...
+
+    def lines(self, events: list[msgspec.Struct]) -> bytes:
+        """Every event as one line each (b"" for none)."""
+        ...
+
+
+class Transport(Protocol):
+    """Frames formatted events and delivers them, on the writer thread only (:meth:`deliver`, :meth:`close`)."""
+
+    name: str  # the writer thread is ``pybpfguard-<name>``
+
+    @property
+    def stopped(self) -> bool:
+        """True once the output is gone for good: later events are dropped at once."""
+        ...
+
+    def frame(self, fmt: Format, event: msgspec.Struct) -> bytes:
+        """One event as the unit :meth:`deliver` receives."""
+        ...
+
+    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
+        """Several events as units (one per event, or one for all when the output is a stream)."""
+        ...
+
+    def deliver(self, units: list[bytes], closing: Callable[[], bool]) -> int:
+        """Send *units* in order; wait on a slow output only while ``closing()`` is False. Returns the
+        number of events lost (not delivered)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class QueuedSink:
+    """*transport* (taken: closed by :meth:`close`) fed with events formatted by ``format()``.
+
+    Counters: ``accepted_events`` (queued), ``dropped_events`` (refused: backlog full, output stopped or
+    sink closed; or accepted and then lost by the transport or at close).
+    """
+
+    def __init__(self, transport: Transport, format: Callable[[], Format], *, flush_interval_s: float = 0.1,
+                 wake_bytes: int = 1, max_backlog_bytes: int = 64 * 1024 * 1024) -> None:
+        self.transport = transport
+        self.flush_interval_s = flush_interval_s
+        self.wake_bytes = wake_bytes
+        self.max_backlog_bytes = max_backlog_bytes
+        self.accepted_events = 0
+        self.dropped_events = 0
+        self._format = format()
+        self._batch_format = format()  # emit_many's, used outside _lock under _batch_lock
+        self._batch_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # writer -> flush(): _done_bytes advanced
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._pending_events = 0
+        self._queued_bytes = 0  # ever accepted (monotonic), guarded by _lock
+        self._done_bytes = 0  # ever delivered or dropped after acceptance (monotonic), guarded by _lock
+        self._wake = threading.Event()
+        self._closing = False
+        self._writer = threading.Thread(target=self._run, name=f"pybpfguard-{transport.name}", daemon=True)
+        self._writer.start()
+        atexit.register(self.close)
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes accepted but not yet delivered (or dropped)."""
+        return self._queued_bytes - self._done_bytes
+
+    def emit(self, event: msgspec.Struct) -> None:
+        """Queue *event*; returns without waiting on the output. A full backlog drops it (counted)."""
+        with self._lock:
+            if not self._accept([self.transport.frame(self._format, event)], 1):
+                self.dropped_events += 1
+
+    def emit_many(self, events: list[msgspec.Struct]) -> None:
+        """Queue several events (the event loop's batch path): framed outside ``_lock``, so a responder
+        calling :meth:`emit` never waits on a batch's formatting, then queued under one lock. When they
+        do not all fit, falls back to :meth:`emit` per event (those that fit go)."""
+        if not events:
+            return
+        with self._batch_lock:
+            units = self.transport.frame_many(self._batch_format, events)
+        with self._lock:
+            if self._accept(units, len(events)):
+                return
+        for event in events:
+            self.emit(event)
+
+    def _accept(self, units: list[bytes], n_events: int) -> bool:
+        """Queue *units* (holding *n_events*) unless the sink is closed, stopped or full. Under ``_lock``."""
+        size = sum(map(len, units)) if len(units) > 1 else len(units[0])
+        if self._closing or self.transport.stopped or self.backlog_bytes + size > self.max_backlog_bytes:
+            return False
+        before = self._pending_bytes
+        self._pending += units
+        self._pending_bytes += size
+        self._pending_events += n_events
+        self._queued_bytes += size
+        self.accepted_events += n_events
+        if before < self.wake_bytes <= self._pending_bytes:
+            self._wake.set()
+        return True
+
+    def flush(self, timeout_s: float = 1.0) -> bool:
+        """Ask the writer to deliver everything queued so far; wait up to *timeout_s* seconds.
+
+        Returns True when all of it was delivered or dropped by the transport, False on timeout (the
+        output is stalled) or when the transport stopped.
+        """
+        with self._lock:
+            target = self._queued_bytes
+        self._wake.set()
+        with self._idle:
+            done = self._idle.wait_for(lambda: self._done_bytes >= target, timeout_s)
+        return done and not self.transport.stopped
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Deliver what is queued (waiting at most *timeout_s*), drop and count what is still queued then,
+        stop the writer, close the transport. Idempotent."""
+        if self._closing:
+            return
+        atexit.unregister(self.close)
+        self.flush(timeout_s)
+        with self._lock:
+            self._closing = True
+            self.dropped_events += self._pending_events
+            self._done_bytes += self._pending_bytes
+            self._take()
+        self._wake.set()
+        self._writer.join(timeout_s)
+        self.transport.close()
+
+    def _take(self) -> tuple[list[bytes], int]:
+        """Empty the pending list; return it and its size. Under ``_lock``."""
+        units, size = self._pending, self._pending_bytes
+        self._pending, self._pending_bytes, self._pending_events = [], 0, 0
+        return units, size
+
+    def _is_closing(self) -> bool:
+        return self._closing
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            with self._lock:
+                closing = self._closing
+                units, size = self._take()
+            lost = self.transport.deliver(units, self._is_closing) if units else 0
+            with self._lock:
+                self.dropped_events += lost
+                self._done_bytes += size
+                self._idle.notify_all()
+            if closing:
+                return
