@@ -17,6 +17,7 @@ import array
 import enum
 import errno
 import fcntl
+import functools
 import os
 import socket
 import struct
@@ -139,6 +140,9 @@ class JournaldTransport:
             _put(out, key, data)
         return bytes(out)
 
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct], bytes]:
+        return functools.partial(self.frame, fmt)
+
     def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
         return [self.frame(fmt, event) for event in events]
 
@@ -227,4 +231,4 @@ class JournaldSink(QueuedSink):
 
     def entry(self, event: msgspec.Struct) -> bytes:
         """The native-protocol datagram for *event*."""
-        return self.transport.frame(self._format, event)
+        return self._frame(event)

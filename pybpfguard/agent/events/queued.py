@@ -40,14 +40,10 @@ class Transport(Protocol):
     """Frames formatted events and delivers them, on the writer thread only (:meth:`deliver`, :meth:`close`)."""
 
     name: str  # the writer thread is ``pybpfguard-<name>``
+    stopped: bool  # set by deliver() once the output is gone for good: later events are dropped at once
 
-    @property
-    def stopped(self) -> bool:
-        """True once the output is gone for good: later events are dropped at once."""
-        ...
-
-    def frame(self, fmt: Format, event: msgspec.Struct) -> bytes:
-        """One event as the unit :meth:`deliver` receives."""
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct], bytes]:
+        """The function that turns one event into the unit :meth:`deliver` receives."""
         ...
 
     def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
@@ -89,6 +85,8 @@ class QueuedSink:
         self._done_bytes = 0  # ever delivered or dropped after acceptance (monotonic), guarded by _lock
         self._wake = threading.Event()
         self._closing = False
+        self._refusing = False  # closing, or the transport stopped
+        self._frame = transport.framer(self._format)
         self._writer = threading.Thread(target=self._run, name=f"pybpfguard-{transport.name}", daemon=True)
         self._writer.start()
         atexit.register(self.close)
@@ -100,9 +98,20 @@ class QueuedSink:
 
     def emit(self, event: msgspec.Struct) -> None:
         """Queue *event*; returns without waiting on the output. A full backlog drops it (counted)."""
-        with self._lock:
-            if not self._accept([self.transport.frame(self._format, event)], 1):
+        with self._lock:  # inlined: this is the responders' path, one call per event
+            data = self._frame(event)
+            size = len(data)
+            if self._refusing or self._queued_bytes - self._done_bytes + size > self.max_backlog_bytes:
                 self.dropped_events += 1
+                return
+            before = self._pending_bytes
+            self._pending.append(data)
+            self._pending_bytes = before + size
+            self._pending_events += 1
+            self._queued_bytes += size
+            self.accepted_events += 1
+            if before < self.wake_bytes <= before + size:
+                self._wake.set()
 
     def emit_many(self, events: list[msgspec.Struct]) -> None:
         """Queue several events (the event loop's batch path): framed outside ``_lock``, so a responder
@@ -112,26 +121,20 @@ class QueuedSink:
             return
         with self._batch_lock:
             units = self.transport.frame_many(self._batch_format, events)
+        size = sum(map(len, units)) if len(units) > 1 else len(units[0])
         with self._lock:
-            if self._accept(units, len(events)):
+            if not self._refusing and self._queued_bytes - self._done_bytes + size <= self.max_backlog_bytes:
+                before = self._pending_bytes
+                self._pending += units
+                self._pending_bytes = before + size
+                self._pending_events += len(events)
+                self._queued_bytes += size
+                self.accepted_events += len(events)
+                if before < self.wake_bytes <= before + size:
+                    self._wake.set()
                 return
         for event in events:
             self.emit(event)
-
-    def _accept(self, units: list[bytes], n_events: int) -> bool:
-        """Queue *units* (holding *n_events*) unless the sink is closed, stopped or full. Under ``_lock``."""
-        size = sum(map(len, units)) if len(units) > 1 else len(units[0])
-        if self._closing or self.transport.stopped or self.backlog_bytes + size > self.max_backlog_bytes:
-            return False
-        before = self._pending_bytes
-        self._pending += units
-        self._pending_bytes += size
-        self._pending_events += n_events
-        self._queued_bytes += size
-        self.accepted_events += n_events
-        if before < self.wake_bytes <= self._pending_bytes:
-            self._wake.set()
-        return True
 
     def flush(self, timeout_s: float = 1.0) -> bool:
         """Ask the writer to deliver everything queued so far; wait up to *timeout_s* seconds.
@@ -154,7 +157,7 @@ class QueuedSink:
         atexit.unregister(self.close)
         self.flush(timeout_s)
         with self._lock:
-            self._closing = True
+            self._closing = self._refusing = True
             self.dropped_events += self._pending_events
             self._done_bytes += self._pending_bytes
             self._take()
@@ -182,6 +185,7 @@ class QueuedSink:
             with self._lock:
                 self.dropped_events += lost
                 self._done_bytes += size
+                self._refusing |= self.transport.stopped
                 self._idle.notify_all()
             if closing:
                 return

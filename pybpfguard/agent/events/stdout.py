@@ -27,13 +27,10 @@ class FdTransport:
         self.fd = fd
         self.written_bytes = 0
         self.write_errno = 0
+        self.stopped = False
 
-    @property
-    def stopped(self) -> bool:
-        return self.write_errno != 0
-
-    def frame(self, fmt: Format, event: msgspec.Struct) -> bytes:
-        return fmt.line(event)
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct], bytes]:
+        return fmt.line
 
     def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
         return [fmt.lines(events)]
@@ -50,6 +47,7 @@ class FdTransport:
             except OSError as err:
                 # EPIPE/EBADF: nobody reads any more. Count what is lost, stop accepting, keep the errno.
                 self.write_errno = err.errno or -1
+                self.stopped = True
                 return data.count(10, len(data) - len(view))
             view = view[n:]
             self.written_bytes += n
