@@ -29,7 +29,7 @@ from msgspec import UNSET
 
 from pybpfguard.agent.events.encode import LineEncoder
 from pybpfguard.agent.events.model import EVENT_TYPES, Action, DiagEvent, StateChangeEvent, tag_of
-from pybpfguard.agent.events.queued import Format, QueuedSink
+from pybpfguard.agent.events.queued import Format, QueuedSink, from_transport
 from pybpfguard.agent.events.text import raw_bytes
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -213,21 +213,10 @@ class JournaldSink(QueuedSink):
         super().__init__(JournaldTransport(socket_path, send_timeout_s=send_timeout_s), format,
                          max_backlog_bytes=max_backlog_bytes)
 
-    @property
-    def socket_path(self) -> str:
-        return self.transport.socket_path
-
-    @property
-    def events(self) -> int:
-        return self.transport.sent_events
-
-    @property
-    def memfd_events(self) -> int:
-        return self.transport.memfd_events
-
-    @property
-    def last_errno(self) -> int:
-        return self.transport.last_errno
+    socket_path = from_transport("socket_path")
+    events = from_transport("sent_events")
+    memfd_events = from_transport("memfd_events")
+    last_errno = from_transport("last_errno")
 
     def entry(self, event: msgspec.Struct) -> bytes:
         """The native-protocol datagram for *event*."""

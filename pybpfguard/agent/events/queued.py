@@ -58,6 +58,11 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def from_transport(name: str) -> property:
+    """A read-only sink attribute that reads the transport's attribute *name* (``written_bytes``, ...)."""
+    return property(lambda sink: getattr(sink.transport, name), doc=f"The transport's ``{name}``.")
+
+
 class QueuedSink:
     """*transport* (taken: closed by :meth:`close`) fed with events formatted by ``format()``.
 

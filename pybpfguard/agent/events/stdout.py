@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 
 from pybpfguard.agent.events.encode import LineEncoder
-from pybpfguard.agent.events.queued import Format, QueuedSink
+from pybpfguard.agent.events.queued import Format, QueuedSink, from_transport
 
 
 class FdTransport:
@@ -71,18 +71,7 @@ class StdoutSink(QueuedSink):
         super().__init__(FdTransport(fd), format, flush_interval_s=flush_interval_s, wake_bytes=batch_bytes,
                          max_backlog_bytes=max_backlog_bytes)
 
-    @property
-    def fd(self) -> int:
-        return self.transport.fd
-
-    @property
-    def events(self) -> int:
-        return self.accepted_events
-
-    @property
-    def written_bytes(self) -> int:
-        return self.transport.written_bytes
-
-    @property
-    def write_errno(self) -> int:
-        return self.transport.write_errno
+    fd = from_transport("fd")
+    events = property(lambda sink: sink.accepted_events, doc="Events accepted (queued).")
+    written_bytes = from_transport("written_bytes")
+    write_errno = from_transport("write_errno")
