@@ -32,15 +32,19 @@ class Recorder:
         self.gate.set()
         self.closed = False
 
-    def framer(self, fmt: Format) -> Callable[[msgspec.Struct], bytes]:
-        return fmt.encode
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct, bytearray], None]:
+        return lambda event, out: out.extend(fmt.encode(event))
 
-    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
-        return [fmt.encode(e) for e in events]
+    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> tuple[bytes, list[int]]:
+        out, ends = bytearray(), []
+        for event in events:
+            out += fmt.encode(event)
+            ends.append(len(out))
+        return out, ends
 
-    def deliver(self, units: list[bytes], closing: Callable[[], bool]) -> int:
+    def deliver(self, data: bytearray, ends: list[int], closing: Callable[[], bool]) -> int:
         lost = 0
-        for unit in units:
+        for unit in (bytes(data[a:b]) for a, b in zip([0, *ends], ends, strict=False)):
             while not self.gate.wait(0.01):
                 if closing():
                     break
@@ -63,8 +67,8 @@ class Upper:
     def encode(self, event: msgspec.Struct) -> bytes:
         return self._json.encode(event).upper()
 
-    def line(self, event: msgspec.Struct) -> bytes:
-        return self._json.line(event).upper()
+    def append(self, event: msgspec.Struct, out: bytearray) -> None:
+        out += self._json.lines([event]).upper()
 
     def lines(self, events: list[msgspec.Struct]) -> bytes:
         return self._json.lines(events).upper()
@@ -115,7 +119,8 @@ def test_stdout_transport_with_another_format_writes_that_format() -> None:
 def test_journald_message_is_the_format_and_the_fields_stay_the_events() -> None:
     transport = JournaldTransport("/nonexistent")
     try:
-        entry = transport.framer(Upper())(_diag(7))
+        entry = bytearray()
+        transport.framer(Upper())(_diag(7), entry)
     finally:
         transport.close()
     assert entry.startswith(b"MESSAGE=" + LineEncoder().encode(_diag(7)).upper() + b"\n")

@@ -25,10 +25,6 @@ class LineEncoder:
         self._encoder.encode_into(event, out, -1)
         out.append(10)
 
-    def line(self, event: msgspec.Struct) -> bytes:
-        """*event* as one JSON line, ``\\n`` included (the bytes :meth:`append` adds)."""
-        return self._encoder.encode_lines((event,))
-
     def extend(self, events: list[msgspec.Struct], out: bytearray) -> None:
         """Append every event of *events* as one line each."""
         out += self._encoder.encode_lines(events)

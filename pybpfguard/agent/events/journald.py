@@ -119,9 +119,8 @@ class JournaldTransport:
         self.memfd_events = 0
         self.last_errno = 0
 
-    def frame(self, fmt: Format, event: msgspec.Struct) -> bytes:
-        """The native-protocol datagram for *event*, its ``MESSAGE`` formatted by *fmt*."""
-        out = bytearray()
+    def frame(self, fmt: Format, event: msgspec.Struct, out: bytearray) -> None:
+        """Append the native-protocol datagram for *event*, its ``MESSAGE`` formatted by *fmt*, to *out*."""
         _put(out, b"MESSAGE", fmt.encode(event))
         out += b"SYSLOG_IDENTIFIER=%s\nSYSLOG_FACILITY=%d\nPRIORITY=%d\nAEGIS_TYPE=%s\n" % (
             SYSLOG_IDENTIFIER, SYSLOG_FACILITY, priority(event), tag_of(event).encode())
@@ -138,29 +137,35 @@ class JournaldTransport:
             else:
                 data = self._json.encode(value)  # arrays: compact JSON
             _put(out, key, data)
-        return bytes(out)
 
-    def framer(self, fmt: Format) -> Callable[[msgspec.Struct], bytes]:
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct, bytearray], None]:
         return functools.partial(self.frame, fmt)
 
-    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
-        return [self.frame(fmt, event) for event in events]
+    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> tuple[bytearray, list[int]]:
+        out = bytearray()
+        ends = []
+        for event in events:
+            self.frame(fmt, event, out)
+            ends.append(len(out))
+        return out, ends
 
-    def deliver(self, units: list[bytes], closing: Callable[[], bool]) -> int:
+    def deliver(self, data: bytearray, ends: list[int], closing: Callable[[], bool]) -> int:
         """Send each entry in order, retrying one journald cannot take yet until *closing*. Returns the
         entries lost."""
-        lost = 0
-        for data in units:
-            sent = self._send(data)
+        lost, start, view = 0, 0, memoryview(data)
+        for end in ends:
+            entry = view[start:end]
+            sent = self._send(entry)
             while sent is _Sent.RETRY and not closing():
-                sent = self._send(data)
+                sent = self._send(entry)
             lost += sent is not _Sent.DELIVERED
+            start = end
         return lost
 
     def close(self) -> None:
         self._sock.close()
 
-    def _send(self, data: bytes) -> _Sent:
+    def _send(self, data: memoryview) -> _Sent:
         try:
             self._sock.sendto(data, self.socket_path)
         except TimeoutError:
@@ -172,10 +177,10 @@ class JournaldTransport:
         self.sent_events += 1
         return _Sent.DELIVERED
 
-    def _send_memfd(self, data: bytes) -> _Sent:
+    def _send_memfd(self, data: memoryview) -> _Sent:
         fd = os.memfd_create("aegisbpf-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            view = memoryview(data)
+            view = data
             while view:
                 view = view[os.write(fd, view):]
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)  # journald accepts only a sealed memfd
@@ -220,4 +225,6 @@ class JournaldSink(QueuedSink):
 
     def entry(self, event: msgspec.Struct) -> bytes:
         """The native-protocol datagram for *event*."""
-        return self._frame(event)
+        out = bytearray()
+        self._frame(event, out)
+        return bytes(out)

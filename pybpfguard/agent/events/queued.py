@@ -3,7 +3,7 @@
 A sink is a :class:`Format` (event Struct -> bytes: JSON today, CEF or OCSF next) times a
 :class:`Transport` (bytes -> an output: an fd, journald's socket, syslog next), run by :class:`QueuedSink`.
 The caller (the event loop, or a fanotify responder that must answer the kernel quickly) only frames the
-event and appends it to a list under a short lock; it never waits on the output. The writer thread takes
+event into one buffer under a short lock; it never waits on the output. The writer thread takes
 the whole list and hands it to the transport when ``wake_bytes`` have accumulated or
 ``flush_interval_s`` (100 ms) has passed, and on :meth:`QueuedSink.flush`/:meth:`QueuedSink.close`
 (registered with ``atexit``). Past ``max_backlog_bytes`` accepted but not yet delivered, or once the
@@ -27,8 +27,8 @@ class Format(Protocol):
         """One event, unframed (a journald ``MESSAGE``, a syslog ``MSG``)."""
         ...
 
-    def line(self, event: msgspec.Struct) -> bytes:
-        """One event and its ``\\n``."""
+    def append(self, event: msgspec.Struct, out: bytearray) -> None:
+        """Append one event and its ``\\n`` to *out*."""
         ...
 
     def lines(self, events: list[msgspec.Struct]) -> bytes:
@@ -37,22 +37,24 @@ class Format(Protocol):
 
 
 class Transport(Protocol):
-    """Frames formatted events and delivers them, on the writer thread only (:meth:`deliver`, :meth:`close`)."""
+    """Frames formatted events into units and delivers them; :meth:`deliver` and :meth:`close` run on the
+    writer thread only. Queued units are one ``bytearray`` and the end offset of each unit in it."""
 
     name: str  # the writer thread is ``pybpfguard-<name>``
     stopped: bool  # set by deliver() once the output is gone for good: later events are dropped at once
 
-    def framer(self, fmt: Format) -> Callable[[msgspec.Struct], bytes]:
-        """The function that turns one event into the unit :meth:`deliver` receives."""
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct, bytearray], None]:
+        """The function that appends one event, as one unit, to a buffer."""
         ...
 
-    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
-        """Several events as units (one per event, or one for all when the output is a stream)."""
+    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> tuple[bytes | bytearray, list[int]]:
+        """Several events as units: their bytes and each unit's end offset (one unit an event, or one for
+        all when the output is a stream)."""
         ...
 
-    def deliver(self, units: list[bytes], closing: Callable[[], bool]) -> int:
-        """Send *units* in order; wait on a slow output only while ``closing()`` is False. Returns the
-        number of events lost (not delivered)."""
+    def deliver(self, data: bytearray, ends: list[int], closing: Callable[[], bool]) -> int:
+        """Send the units of *data* (``data[ends[i-1]:ends[i]]``) in order; wait on a slow output only
+        while ``closing()`` is False. Returns the number of events lost (not delivered)."""
         ...
 
     def close(self) -> None: ...
@@ -83,8 +85,8 @@ class QueuedSink:
         self._batch_lock = threading.Lock()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # writer -> flush(): _done_bytes advanced
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending = bytearray()  # queued units, not yet taken by the writer
+        self._ends: list[int] = []  # each pending unit's end offset in _pending
         self._pending_events = 0
         self._queued_bytes = 0  # ever accepted (monotonic), guarded by _lock
         self._done_bytes = 0  # ever delivered or dropped after acceptance (monotonic), guarded by _lock
@@ -104,38 +106,39 @@ class QueuedSink:
     def emit(self, event: msgspec.Struct) -> None:
         """Queue *event*; returns without waiting on the output. A full backlog drops it (counted)."""
         with self._lock:  # inlined: this is the responders' path, one call per event
-            data = self._frame(event)
-            size = len(data)
-            if self._refusing or self._queued_bytes - self._done_bytes + size > self.max_backlog_bytes:
+            buf = self._pending
+            start = len(buf)
+            self._frame(event, buf)
+            end = len(buf)
+            if self._refusing or self._queued_bytes - self._done_bytes + end - start > self.max_backlog_bytes:
+                del buf[start:]
                 self.dropped_events += 1
                 return
-            before = self._pending_bytes
-            self._pending.append(data)
-            self._pending_bytes = before + size
+            self._ends.append(end)
             self._pending_events += 1
-            self._queued_bytes += size
+            self._queued_bytes += end - start
             self.accepted_events += 1
-            if before < self.wake_bytes <= before + size:
+            if start < self.wake_bytes <= end:
                 self._wake.set()
 
     def emit_many(self, events: list[msgspec.Struct]) -> None:
         """Queue several events (the event loop's batch path): framed outside ``_lock``, so a responder
-        calling :meth:`emit` never waits on a batch's formatting, then queued under one lock. When they
-        do not all fit, falls back to :meth:`emit` per event (those that fit go)."""
+        calling :meth:`emit` never waits on a batch's formatting, then queued with one append under it.
+        When they do not all fit, falls back to :meth:`emit` per event (those that fit go)."""
         if not events:
             return
         with self._batch_lock:
-            units = self.transport.frame_many(self._batch_format, events)
-        size = sum(map(len, units)) if len(units) > 1 else len(units[0])
+            data, ends = self.transport.frame_many(self._batch_format, events)
         with self._lock:
-            if not self._refusing and self._queued_bytes - self._done_bytes + size <= self.max_backlog_bytes:
-                before = self._pending_bytes
-                self._pending += units
-                self._pending_bytes = before + size
+            buf = self._pending
+            start = len(buf)
+            if not self._refusing and self._queued_bytes - self._done_bytes + len(data) <= self.max_backlog_bytes:
+                buf += data
+                self._ends += [start + end for end in ends] if start else ends
                 self._pending_events += len(events)
-                self._queued_bytes += size
+                self._queued_bytes += len(data)
                 self.accepted_events += len(events)
-                if before < self.wake_bytes <= before + size:
+                if start < self.wake_bytes <= len(buf):
                     self._wake.set()
                 return
         for event in events:
@@ -164,17 +167,17 @@ class QueuedSink:
         with self._lock:
             self._closing = self._refusing = True
             self.dropped_events += self._pending_events
-            self._done_bytes += self._pending_bytes
+            self._done_bytes += len(self._pending)
             self._take()
         self._wake.set()
         self._writer.join(timeout_s)
         self.transport.close()
 
-    def _take(self) -> tuple[list[bytes], int]:
-        """Empty the pending list; return it and its size. Under ``_lock``."""
-        units, size = self._pending, self._pending_bytes
-        self._pending, self._pending_bytes, self._pending_events = [], 0, 0
-        return units, size
+    def _take(self) -> tuple[bytearray, list[int]]:
+        """Empty the pending units; return them and their end offsets. Under ``_lock``."""
+        taken = self._pending, self._ends
+        self._pending, self._ends, self._pending_events = bytearray(), [], 0
+        return taken
 
     def _is_closing(self) -> bool:
         return self._closing
@@ -185,11 +188,11 @@ class QueuedSink:
             self._wake.clear()
             with self._lock:
                 closing = self._closing
-                units, size = self._take()
-            lost = self.transport.deliver(units, self._is_closing) if units else 0
+                data, ends = self._take()
+            lost = self.transport.deliver(data, ends, self._is_closing) if data else 0
             with self._lock:
                 self.dropped_events += lost
-                self._done_bytes += size
+                self._done_bytes += len(data)
                 self._refusing |= self.transport.stopped
                 self._idle.notify_all()
             if closing:

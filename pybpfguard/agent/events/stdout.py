@@ -29,15 +29,16 @@ class FdTransport:
         self.write_errno = 0
         self.stopped = False
 
-    def framer(self, fmt: Format) -> Callable[[msgspec.Struct], bytes]:
-        return fmt.line
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct, bytearray], None]:
+        return fmt.append
 
-    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> list[bytes]:
-        return [fmt.lines(events)]
+    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> tuple[bytes, list[int]]:
+        data = fmt.lines(events)
+        return data, [len(data)]
 
-    def deliver(self, units: list[bytes], closing: Callable[[], bool]) -> int:
-        """Write *units* as one stream; a blocking fd waits for its reader. Returns the lines lost."""
-        data = units[0] if len(units) == 1 else b"".join(units)
+    def deliver(self, data: bytearray, ends: list[int], closing: Callable[[], bool]) -> int:
+        """Write *data* as one stream (units need no bounds); a blocking fd waits for its reader. Returns the
+        lines lost."""
         view = memoryview(data)
         while view:
             try:
