@@ -87,7 +87,7 @@ class QueuedSink:
         self._idle = threading.Condition(self._lock)  # writer -> flush(): _done_bytes advanced
         self._pending = bytearray()  # queued units, not yet taken by the writer
         self._ends: list[int] = []  # each pending unit's end offset in _pending
-        self._pending_events = 0
+        self._taken_events = 0  # accepted_events when the writer last took _pending
         self._queued_bytes = 0  # ever accepted (monotonic), guarded by _lock
         self._done_bytes = 0  # ever delivered or dropped after acceptance (monotonic), guarded by _lock
         self._wake = threading.Event()
@@ -115,7 +115,6 @@ class QueuedSink:
                 self.dropped_events += 1
                 return
             self._ends.append(end)
-            self._pending_events += 1
             self._queued_bytes += end - start
             self.accepted_events += 1
             if start < self.wake_bytes <= end:
@@ -135,7 +134,6 @@ class QueuedSink:
             if not self._refusing and self._queued_bytes - self._done_bytes + len(data) <= self.max_backlog_bytes:
                 buf += data
                 self._ends += [start + end for end in ends] if start else ends
-                self._pending_events += len(events)
                 self._queued_bytes += len(data)
                 self.accepted_events += len(events)
                 if start < self.wake_bytes <= len(buf):
@@ -166,7 +164,7 @@ class QueuedSink:
         self.flush(timeout_s)
         with self._lock:
             self._closing = self._refusing = True
-            self.dropped_events += self._pending_events
+            self.dropped_events += self.accepted_events - self._taken_events  # queued, never taken
             self._done_bytes += len(self._pending)
             self._take()
         self._wake.set()
@@ -176,7 +174,7 @@ class QueuedSink:
     def _take(self) -> tuple[bytearray, list[int]]:
         """Empty the pending units; return them and their end offsets. Under ``_lock``."""
         taken = self._pending, self._ends
-        self._pending, self._ends, self._pending_events = bytearray(), [], 0
+        self._pending, self._ends, self._taken_events = bytearray(), [], self.accepted_events
         return taken
 
     def _is_closing(self) -> bool:
