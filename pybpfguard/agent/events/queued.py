@@ -4,7 +4,7 @@ A sink is a :class:`Format` (event Struct -> bytes: JSON today, CEF or OCSF next
 :class:`Transport` (bytes -> an output: an fd, journald's socket, syslog next), run by :class:`QueuedSink`.
 The caller (the event loop, or a fanotify responder that must answer the kernel quickly) only frames the
 event into one buffer under a short lock; it never waits on the output. The writer thread takes
-the whole list and hands it to the transport when ``wake_bytes`` have accumulated or
+the whole buffer and hands it to the transport when ``wake_bytes`` have accumulated or
 ``flush_interval_s`` (100 ms) has passed, and on :meth:`QueuedSink.flush`/:meth:`QueuedSink.close`
 (registered with ``atexit``). Past ``max_backlog_bytes`` accepted but not yet delivered, or once the
 transport says it is ``stopped``, events are dropped and counted in ``dropped_events``: never a hang.
