@@ -1,25 +1,26 @@
-"""The journald sink: systemd's native protocol over a non-blocking datagram socket (REFERENCE §5.1).
+"""The journald transport: systemd's native protocol over a datagram socket (REFERENCE §5.1), and
+``JournaldSink`` = JSON x journald.
 
 Each event is one datagram of ``FIELD=value\\n`` lines (systemd.journal-fields(7), "Native Journal
-Protocol"): ``MESSAGE=<event JSON>``, ``SYSLOG_IDENTIFIER=aegisbpf``, ``SYSLOG_FACILITY=16`` (local0),
+Protocol"): ``MESSAGE=<the formatted event>``, ``SYSLOG_IDENTIFIER=aegisbpf``, ``SYSLOG_FACILITY=16`` (local0),
 ``PRIORITY`` (6 info, 5 notice, 4 warning, per §5.1), ``AEGIS_TYPE`` and ``AEGIS_<FIELD>`` for every
 other top-level field. A value holding a newline uses the binary-safe form
 ``FIELD\\n<u64 le length><bytes>\\n``. A message too big for one datagram (EMSGSIZE) goes in a sealed
-memfd passed with SCM_RIGHTS, as sd_journal_sendv does. The socket is non-blocking: when journald
-stalls and its queue is full, the event is dropped and counted, and the agent never waits.
+memfd passed with SCM_RIGHTS, as sd_journal_sendv does. Only the writer thread of :mod:`.queued` sends:
+when journald stalls and its queue is full, that thread waits, events queue up to the backlog bound and
+past it are dropped and counted; the agent never waits.
 """
 
 from __future__ import annotations
 
 import array
-import atexit
-import collections
+import enum
 import errno
 import fcntl
+import functools
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from msgspec import UNSET
 
 from pybpfguard.agent.events.encode import LineEncoder
 from pybpfguard.agent.events.model import EVENT_TYPES, Action, DiagEvent, StateChangeEvent, tag_of
+from pybpfguard.agent.events.queued import Format, QueuedSink, from_transport
 from pybpfguard.agent.events.text import raw_bytes
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -87,43 +89,39 @@ def _put(out: bytearray, key: bytes, value: bytes) -> None:
     out.append(10)
 
 
-class JournaldSink:
-    """Sends each event to journald at *socket_path* (default the system journal's socket).
+class _Sent(enum.Enum):
+    """What one send attempt did with an entry."""
 
-    :meth:`emit` builds the entry and queues it; a sender thread sends. The thread, not the caller,
-    waits when journald's datagram queue is full (``net.unix.max_dgram_qlen``, 10 on hosts where
-    systemd did not raise it, so a burst of a dozen events already fills it). Past
-    *max_backlog_bytes* queued, events are dropped. Counters: ``events`` (sent), ``dropped_events``,
+    DELIVERED = enum.auto()
+    LOST = enum.auto()  # dropped: no journald, no buffer space
+    RETRY = enum.auto()  # journald's queue is full: try again
+
+
+class JournaldTransport:
+    """One native-protocol datagram per event to journald at *socket_path*.
+
+    The send blocks at most *send_timeout_s* while journald's datagram queue is full
+    (``net.unix.max_dgram_qlen``, 10 on hosts where systemd did not raise it, so a burst of a dozen
+    events already fills it), then retries until the sink closes. Counters: ``sent_events``,
     ``memfd_events`` (sent through a memfd), ``last_errno`` (errno of the last failed send, 0 if none).
     """
 
-    def __init__(self, socket_path: str = JOURNAL_SOCKET, *, max_backlog_bytes: int = 16 * 1024 * 1024,
-                 send_timeout_s: float = 0.2) -> None:
+    name = "journald"
+    stopped = False  # a missing journald may come back: each event is tried
+
+    def __init__(self, socket_path: str = JOURNAL_SOCKET, *, send_timeout_s: float = 0.2) -> None:
         self.socket_path = socket_path
-        self.max_backlog_bytes = max_backlog_bytes
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         # A blocking send that gives up after send_timeout_s (EAGAIN), so close() is never held up.
         self._sock.settimeout(send_timeout_s)
-        self._encoder = LineEncoder()
         self._json = msgspec.json.Encoder()
-        self.events = 0
-        self.dropped_events = 0
+        self.sent_events = 0
         self.memfd_events = 0
         self.last_errno = 0
-        self._queue: collections.deque[bytes] = collections.deque()
-        self._backlog = 0
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._wake = threading.Event()
-        self._closing = False
-        self._sender = threading.Thread(target=self._run, name="pybpfguard-journald", daemon=True)
-        self._sender.start()
-        atexit.register(self.close)
 
-    def entry(self, event: msgspec.Struct) -> bytes:
-        """The native-protocol datagram for *event*."""
-        out = bytearray()
-        _put(out, b"MESSAGE", self._encoder.encode(event))
+    def frame(self, fmt: Format, event: msgspec.Struct, out: bytearray) -> None:
+        """Append the native-protocol datagram for *event*, its ``MESSAGE`` formatted by *fmt*, to *out*."""
+        _put(out, b"MESSAGE", fmt.encode(event))
         out += b"SYSLOG_IDENTIFIER=%s\nSYSLOG_FACILITY=%d\nPRIORITY=%d\nAEGIS_TYPE=%s\n" % (
             SYSLOG_IDENTIFIER, SYSLOG_FACILITY, priority(event), tag_of(event).encode())
         for name, key, sibling in _FIELDS[type(event)]:
@@ -139,101 +137,94 @@ class JournaldSink:
             else:
                 data = self._json.encode(value)  # arrays: compact JSON
             _put(out, key, data)
-        return bytes(out)
 
-    def emit(self, event: msgspec.Struct) -> None:
-        """Queue *event* for journald; never waits. A full backlog drops it (counted)."""
-        data = self.entry(event)
-        with self._lock:
-            if self._backlog + len(data) > self.max_backlog_bytes or self._closing:
-                self.dropped_events += 1
-                return
-            self._queue.append(data)
-            self._backlog += len(data)
-        self._wake.set()
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct, bytearray], None]:
+        return functools.partial(self.frame, fmt)
 
-    def emit_many(self, events: list[msgspec.Struct]) -> None:
+    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> tuple[bytearray, list[int]]:
+        out = bytearray()
+        ends = []
         for event in events:
-            self.emit(event)
+            self.frame(fmt, event, out)
+            ends.append(len(out))
+        return out, ends
 
-    def flush(self, timeout_s: float = 1.0) -> bool:
-        """Wait up to *timeout_s* seconds until everything queued was sent or dropped."""
-        self._wake.set()
-        with self._idle:
-            return self._idle.wait_for(lambda: not self._queue and not self._backlog, timeout_s)
+    def deliver(self, data: bytearray, ends: list[int], closing: Callable[[], bool]) -> int:
+        """Send each entry in order, retrying one journald cannot take yet until *closing*. Returns the
+        entries lost."""
+        lost, start, view = 0, 0, memoryview(data)
+        for end in ends:
+            entry = view[start:end]
+            sent = self._send(entry)
+            while sent is _Sent.RETRY and not closing():
+                sent = self._send(entry)
+            lost += sent is not _Sent.DELIVERED
+            start = end
+        return lost
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Send what is queued (waiting at most *timeout_s*), stop the sender, close the socket. Idempotent."""
-        if self._closing:
-            return
-        atexit.unregister(self.close)
-        self.flush(timeout_s)
-        with self._lock:
-            self._closing = True
-            self.dropped_events += len(self._queue)
-            self._queue.clear()
-            self._backlog = 0
-        self._wake.set()
-        self._sender.join(timeout_s)
+    def close(self) -> None:
         self._sock.close()
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(0.5)
-            self._wake.clear()
-            while self._queue:
-                data = self._queue[0]
-                done = self._send(data)
-                if not done and not self._closing:
-                    continue
-                with self._lock:
-                    if self._queue and self._queue[0] is data:
-                        self._queue.popleft()
-                        self._backlog -= len(data)
-                        self.dropped_events += not done
-                    self._idle.notify_all()
-            with self._lock:
-                self._idle.notify_all()
-                if self._closing:
-                    return
-
-    def _send(self, data: bytes) -> bool:
-        """Send one entry. True when it is done with (sent or dropped), False to retry (queue full)."""
+    def _send(self, data: memoryview) -> _Sent:
         try:
             self._sock.sendto(data, self.socket_path)
         except TimeoutError:
-            return False  # journald is behind: keep the entry, the caller is not waiting on us
+            return _Sent.RETRY  # journald is behind: keep the entry, the caller is not waiting on us
         except OSError as err:
             if err.errno == errno.EMSGSIZE:
                 return self._send_memfd(data)
-            self._dropped(err.errno)
-            return True
-        self.events += 1
-        return True
+            return self._lost(err.errno)
+        self.sent_events += 1
+        return _Sent.DELIVERED
 
-    def _send_memfd(self, data: bytes) -> bool:
+    def _send_memfd(self, data: memoryview) -> _Sent:
         fd = os.memfd_create("aegisbpf-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            view = memoryview(data)
+            view = data
             while view:
                 view = view[os.write(fd, view):]
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)  # journald accepts only a sealed memfd
             self._sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))], 0,
                                self.socket_path)
         except TimeoutError:
-            return False
+            return _Sent.RETRY
         except OSError as err:
-            self._dropped(err.errno)
-            return True
+            return self._lost(err.errno)
         finally:
             os.close(fd)
-        self.events += 1
+        self.sent_events += 1
         self.memfd_events += 1
-        return True
+        return _Sent.DELIVERED
 
-    def _dropped(self, err: int | None) -> None:
-        # ENOENT/ECONNREFUSED (no journald), ENOBUFS: the event is lost, which the counter and
-        # last_errno make visible (metrics, health); the agent keeps going.
-        with self._lock:
-            self.dropped_events += 1
+    def _lost(self, err: int | None) -> _Sent:
+        # ENOENT/ECONNREFUSED (no journald), ENOBUFS: the event is lost, which the sink's dropped_events
+        # and last_errno make visible (metrics, health); the agent keeps going.
         self.last_errno = err or -1
+        return _Sent.LOST
+
+
+class JournaldSink(QueuedSink):
+    """Events to journald at *socket_path* (default the system journal's socket), ``MESSAGE`` formatted
+    by ``format`` (JSON by default).
+
+    Counters: ``events`` (sent), ``dropped_events``, ``memfd_events``, ``last_errno`` (see
+    :class:`JournaldTransport`).
+    """
+
+    transport: JournaldTransport
+
+    def __init__(self, socket_path: str = JOURNAL_SOCKET, *, max_backlog_bytes: int = 16 * 1024 * 1024,
+                 send_timeout_s: float = 0.2, format: Callable[[], Format] = LineEncoder) -> None:
+        super().__init__(JournaldTransport(socket_path, send_timeout_s=send_timeout_s), format,
+                         max_backlog_bytes=max_backlog_bytes)
+
+    socket_path = from_transport("socket_path")
+    events = from_transport("sent_events")
+    memfd_events = from_transport("memfd_events")
+    last_errno = from_transport("last_errno")
+
+    def entry(self, event: msgspec.Struct) -> bytes:
+        """The native-protocol datagram for *event*."""
+        out = bytearray()
+        self._frame(event, out)
+        return bytes(out)

@@ -1,130 +1,44 @@
-"""The stdout sink: JSON lines batched in memory and written by a writer thread.
+"""The fd transport: formatted lines written to a file descriptor (stdout), and ``StdoutSink`` = JSON x fd.
 
-The caller (the event loop, or a fanotify responder that must answer the kernel quickly) only encodes
-into a ``bytearray`` under a short lock; it never waits on the pipe. A writer thread swaps the batch
-out and writes it, when ``batch_bytes`` have accumulated or ``flush_interval_s`` (100 ms) has passed,
-and on :meth:`StdoutSink.flush`/:meth:`StdoutSink.close` (also registered with ``atexit``). When the
-reader of the pipe stalls, lines accumulate up to ``max_backlog_bytes``; past that, events are
-dropped and counted in ``dropped_events`` (never a hang, never a partial line).
+The output is a stream, so a batch of events is one unit and the writer thread writes everything queued
+with as few ``write`` calls as the fd takes. Lines accumulate in memory up to ``batch_bytes`` (64 KiB) or
+100 ms before a write (:mod:`.queued`). When the reader of the pipe goes away (EPIPE, EBADF), what was
+not written is counted as dropped, and so is every later event (never a hang, never a partial line).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import threading
+from collections.abc import Callable
 
 import msgspec
 
 from pybpfguard.agent.events.encode import LineEncoder
+from pybpfguard.agent.events.queued import Format, QueuedSink, from_transport
 
 
-class StdoutSink:
-    """Writes events as JSON lines to *fd* (borrowed, default 1: not closed by :meth:`close`).
+class FdTransport:
+    """Writes lines to *fd* (borrowed: not closed). Counters: ``written_bytes``, ``write_errno`` (the errno
+    that stopped the output, 0 while healthy)."""
 
-    Counters: ``events`` (accepted), ``dropped_events`` (refused: backlog full or output broken; or
-    accepted but lost when the output broke),
-    ``written_bytes``, ``write_errno`` (the errno that stopped the output, 0 while healthy).
-    """
+    name = "stdout"
 
-    def __init__(self, fd: int = 1, *, flush_interval_s: float = 0.1, batch_bytes: int = 64 * 1024,
-                 max_backlog_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.flush_interval_s = flush_interval_s
-        self.batch_bytes = batch_bytes
-        self.max_backlog_bytes = max_backlog_bytes
-        self.events = 0
-        self.dropped_events = 0
         self.written_bytes = 0
         self.write_errno = 0
-        self._encoder = LineEncoder()
-        self._batch_encoder = LineEncoder()  # emit_many's, used outside _lock under _batch_lock
-        self._batch_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._pending = bytearray()
-        self._queued_bytes = 0  # total bytes ever handed to the writer (monotonic), guarded by _lock
-        self._done = threading.Condition()  # writer -> flush(): written_bytes advanced
-        self._wake = threading.Event()
-        self._closing = False
-        self._writer = threading.Thread(target=self._run, name="pybpfguard-stdout", daemon=True)
-        self._writer.start()
-        atexit.register(self.close)
+        self.stopped = False
 
-    @property
-    def backlog_bytes(self) -> int:
-        """Bytes encoded but not yet written."""
-        return len(self._pending)
+    def framer(self, fmt: Format) -> Callable[[msgspec.Struct, bytearray], None]:
+        return fmt.append
 
-    def emit(self, event: msgspec.Struct) -> None:
-        """Queue *event* as one line; returns without waiting on the output."""
-        with self._lock:
-            buf = self._pending
-            start = len(buf)
-            self._encoder.append(event, buf)
-            if len(buf) > self.max_backlog_bytes or self.write_errno:
-                del buf[start:]
-                self.dropped_events += 1
-                return
-            self.events += 1
-            self._queued_bytes += len(buf) - start
-            if start < self.batch_bytes <= len(buf):
-                self._wake.set()
+    def frame_many(self, fmt: Format, events: list[msgspec.Struct]) -> tuple[bytes, list[int]]:
+        data = fmt.lines(events)
+        return data, [len(data)]
 
-    def emit_many(self, events: list[msgspec.Struct]) -> None:
-        """Queue several events (the event loop's batch path): one ``encode_lines`` outside the lock,
-        then one append under it, so a responder thread calling :meth:`emit` never waits on a batch's
-        encoding. Near the backlog limit or on a broken output, falls back to :meth:`emit` per event."""
-        if not events:
-            return
-        with self._batch_lock:
-            data = self._batch_encoder.lines(events)
-        with self._lock:
-            buf = self._pending
-            start = len(buf)
-            if not self.write_errno and start + len(data) <= self.max_backlog_bytes:
-                buf += data
-                self.events += len(events)
-                self._queued_bytes += len(data)
-                if start < self.batch_bytes <= len(buf):
-                    self._wake.set()
-                return
-        for event in events:
-            self.emit(event)
-
-    def flush(self, timeout_s: float = 1.0) -> bool:
-        """Ask the writer to write everything queued so far; wait up to *timeout_s* seconds.
-
-        Returns True when it was written, False on timeout (the output is stalled) or a broken output.
-        """
-        with self._lock:
-            target = self._queued_bytes
-        self._wake.set()
-        with self._done:
-            return self._done.wait_for(lambda: self.written_bytes >= target or self.write_errno != 0,
-                                       timeout_s) and self.write_errno == 0
-
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Write what is queued (waiting at most *timeout_s*), stop the writer. Idempotent."""
-        if self._closing:
-            return
-        atexit.unregister(self.close)
-        self.flush(timeout_s)
-        self._closing = True
-        self._wake.set()
-        self._writer.join(timeout_s)
-
-    def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
-            self._write_pending()
-        self._write_pending()
-
-    def _write_pending(self) -> None:
-        with self._lock:
-            if not self._pending:
-                return
-            data, self._pending = self._pending, bytearray()
+    def deliver(self, data: bytearray, ends: list[int], closing: Callable[[], bool]) -> int:
+        """Write *data* as one stream (units need no bounds); a blocking fd waits for its reader. Returns the
+        lines lost."""
         view = memoryview(data)
         while view:
             try:
@@ -133,13 +47,32 @@ class StdoutSink:
                 continue
             except OSError as err:
                 # EPIPE/EBADF: nobody reads any more. Count what is lost, stop accepting, keep the errno.
-                with self._lock:
-                    self.dropped_events += data.count(10, len(data) - len(view))
                 self.write_errno = err.errno or -1
-                break
+                self.stopped = True
+                return data.count(10, len(data) - len(view))
             view = view[n:]
-            with self._done:
-                self.written_bytes += n
-                self._done.notify_all()
-        with self._done:
-            self._done.notify_all()
+            self.written_bytes += n
+        return 0
+
+    def close(self) -> None:
+        pass  # the fd is borrowed
+
+
+class StdoutSink(QueuedSink):
+    """Events as lines (JSON by default, ``format``) to *fd* (borrowed, default 1).
+
+    Counters: ``events`` (accepted), ``dropped_events`` (refused: backlog full or output broken; or
+    accepted but lost when the output broke), ``written_bytes``, ``write_errno`` (see :class:`FdTransport`).
+    """
+
+    transport: FdTransport
+
+    def __init__(self, fd: int = 1, *, flush_interval_s: float = 0.1, batch_bytes: int = 64 * 1024,
+                 max_backlog_bytes: int = 64 * 1024 * 1024, format: Callable[[], Format] = LineEncoder) -> None:
+        super().__init__(FdTransport(fd), format, flush_interval_s=flush_interval_s, wake_bytes=batch_bytes,
+                         max_backlog_bytes=max_backlog_bytes)
+
+    fd = from_transport("fd")
+    events = property(lambda sink: sink.accepted_events, doc="Events accepted (queued).")
+    written_bytes = from_transport("written_bytes")
+    write_errno = from_transport("write_errno")
