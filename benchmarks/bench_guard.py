@@ -1,4 +1,4 @@
-"""fanotify file guard (issue 4, REFERENCE §6.1 without BPF LSM): cost for everyone, and answer rate.
+"""fanotify file guard (issue 4, docs/enforcement.md without BPF LSM): cost for everyone, and answer rate.
 
 1. Overhead on ``open()``+``close()`` of a file that is NOT denied, with 10,000 denied inodes marked on the
    same filesystem, against the same loop with no guard in the same run (floor measured before and after

@@ -116,7 +116,7 @@ def _batch_floor(m: Map, keys: bytes, values: bytes, clear: Callable[[], None], 
     return best
 
 
-INODE_KEY = Layout("inode_key", [("ino", "u64"), ("dev", "u32"), ("pad", "u32")])  # REFERENCE.md 6.5
+INODE_KEY = Layout("inode_key", [("ino", "u64"), ("dev", "u32"), ("pad", "u32")])  # docs/maps.md
 
 
 def _batch_case(source: str) -> tuple[MapSpec, list, list]:

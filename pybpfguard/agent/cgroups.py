@@ -3,7 +3,7 @@
 The cgroup id the kernel reports (``bpf_get_current_cgroup_id``) is the inode number of the cgroup's
 directory in cgroupfs (kernfs node id). The mount point is read from /proc/self/mountinfo, never
 assumed (hosts mount cgroup2 at /sys/fs/cgroup or, in the hybrid layout, /sys/fs/cgroup/unified).
-Paths are absolute, including the mount point (REFERENCE §4.2 ``cgroup_path``); a cgroup that is gone
+Paths are absolute, including the mount point (docs/events.md ``cgroup_path``); a cgroup that is gone
 gives ``""``. Each path is kept as ``(text, b64)`` under the non-UTF-8 rule, computed once.
 """
 

@@ -1,4 +1,4 @@
-"""Environment variables and filesystem locations (REFERENCE §1.2).
+"""Environment variables and filesystem locations (docs/maps.md).
 
 Every variable is read as ``PYBPFGUARD_<X>``, falling back to AegisBPF's ``AEGIS_<X>`` -- except location
 variables (``PIN_ROOT``, ``STATE_DIR``, ``CONFIG_DIR``, ``KEYS_DIR``, ``AGENT_CGROUP`` and every ``*_PATH``),

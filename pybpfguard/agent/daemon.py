@@ -137,7 +137,7 @@ class Daemon:
         if self.options.enforce:
             self.report.classes = posture.classes
             if self.report.state is Posture.AUDIT_FALLBACK:
-                # the effective mode is audit (REFERENCE §6.4): no hook may deny what the posture calls audited
+                # the effective mode is audit (docs/enforcement.md): no hook may deny what the posture calls audited
                 self._write_config(audit_only=1)
                 self.log.warn("enforcement requested but not available: running in audit",
                               detail=self.report.detail, gate=self.options.enforce_gate_mode)
@@ -172,7 +172,7 @@ class Daemon:
         self.pins.agent_config.update_elem(0, AGENT_CONFIG.value(**(fields | self._config)))
 
     def _exempt_self(self) -> None:
-        """Survival allowlist and the agent's own cgroup (REFERENCE §6.3)."""
+        """Survival allowlist and the agent's own cgroup (docs/enforcement.md)."""
         survival = self.pins.survival_allowlist
         for ino, dev in survival_inodes():
             try:
@@ -398,7 +398,7 @@ def _capture(fn: Callable[[], None], errors: list[BaseException]) -> None:
 
 def run_daemon(options: RunOptions, *, log_level: str, log_format: str, prog: str,
                stop_after: Callable[[Daemon], bool] | None = None) -> int:
-    """The ``run`` command: returns the process exit code (REFERENCE §2)."""
+    """The ``run`` command: returns the process exit code (docs/cli.md)."""
     logger = Logger(log_level, log_format)
     tracer = Tracer(logger)
     try:

@@ -3,7 +3,7 @@
 The only module of the agent that issues fanotify syscalls. Constants and layouts come from
 include/uapi/linux/fanotify.h; behaviour from Documentation/filesystems/fanotify (fanotify(7),
 fanotify_init(2), fanotify_mark(2)). Permission events need CONFIG_FANOTIFY_ACCESS_PERMISSIONS (present
-on the 6.18 hosts, KERNEL.md) and CAP_SYS_ADMIN; FAN_OPEN_EXEC_PERM needs Linux >= 5.0.
+on the 6.18 hosts, docs/kernel.md) and CAP_SYS_ADMIN; FAN_OPEN_EXEC_PERM needs Linux >= 5.0.
 
 Event fds are a deliberate hot-path exception to "raw ints never cross a module": each
 :class:`EventMetadata` carries the fd the kernel opened for that one event, and the caller *takes* it

@@ -1,14 +1,14 @@
 """File and exec enforcement without BPF LSM: fanotify permission marks on exactly the denied inodes.
 
-REFERENCE §6.1 ("Without BPF-LSM"), decision order §3.5, signals and escalation §6.2/§6.3. Each denied
-inode gets an inode mark for ``FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM`` (plus ``FAN_ONDIR`` so a denied
-directory cannot be opened either); opens of any other file never reach user space. A responder thread
+The tier, the decision order and the signals are those of docs/enforcement.md. Each denied inode gets an
+inode mark for ``FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM`` (plus ``FAN_ONDIR`` so a denied directory
+cannot be opened either); opens of any other file never reach user space. A responder thread
 answers each permission event with :func:`pybpfguard.agent.decision.decide_file` (reading a matched file's
 path first, one readlink, while the opener's mount namespace is sure to exist) and only then hands the
 decision record to a bounded queue: a full queue drops (and counts) the record, it never delays an answer.
 
 Fail-open by construction: when the group closes (``stop()``, or the process dies) the kernel removes
-the marks and allows every pending open. The deadman and the metrics report that (§6.1).
+the marks and allows every pending open. The deadman and the metrics report that (docs/enforcement.md).
 
 Rules come from a :class:`RuleSource` (the daemon plugs in the pinned ``deny_inode``,
 ``allow_cgroup`` and ``survival_allowlist`` maps; :class:`MemoryRules` is the in-process one), the path
@@ -82,7 +82,7 @@ _EXEC_PENDING_MAX = 4096
 
 
 class Escalation:
-    """TERM -> KILL escalation (§6.3), keyed by (pid, start_time): strikes below *threshold* in a window
+    """TERM -> KILL escalation (docs/enforcement.md), keyed by (pid, start_time): strikes below *threshold* in a window
     of *window_ns* get SIGTERM, the one reaching it and later ones SIGKILL; a strike after the window
     opens a new one. Bounded to *max_entries* processes (oldest windows forgotten first)."""
 
@@ -391,7 +391,7 @@ class FileGuard:
             stats.dropped += 1
 
     def _signal(self, pid: int, ident: ProcessIdentity | None, sig: EnforceSignal) -> Action:
-        """Send *sig* (§6.2/§6.3; KILL escalates from TERM) and return the action actually taken."""
+        """Send *sig* (docs/enforcement.md; KILL escalates from TERM) and return the action actually taken."""
         if sig is EnforceSignal.KILL:
             start = ident.start_time if ident is not None else 0
             action = self.escalation.strike((pid, start), time.monotonic_ns())

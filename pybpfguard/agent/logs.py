@@ -1,4 +1,4 @@
-"""Diagnostic logs on stderr and span logs (REFERENCE §8).
+"""Diagnostic logs on stderr and span logs (docs/architecture.md).
 
 Text: ``YYYY-MM-DD HH:MM:SS.mmm [LEVEL] message {k=v, k2=v2}`` in local time. JSON:
 ``{"timestamp":"YYYY-MM-DDTHH:MM:SSZ","level":"INFO","message":"...","k":"v"}`` in UTC to the second,

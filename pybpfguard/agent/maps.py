@@ -1,4 +1,4 @@
-"""The agent's maps (REFERENCE §6.5): key/value layouts, specs, and the pinned set the CLI and daemon share.
+"""The agent's maps (docs/maps.md): key/value layouts, specs, and the pinned set the CLI and daemon share.
 
 Layouts of the policy maps are normative (interchangeable with AegisBPF's ``dev:ino`` and cgid values).
 Every map a CLI command edits is pinned under the pin root, so ``block add`` in one process changes what
@@ -26,7 +26,7 @@ INODE_KEY = Layout("inode_key", [("ino", "u64"), ("dev", "u32"), ("pad", "u32")]
 BLOCK_STATS = Layout("block_stats", [("blocks", "u64"), ("ringbuf_drops", "u64")])
 AGENT_META = Layout("agent_meta", [("layout_version", "u32")])
 
-#: The runtime switches every hook reads (REFERENCE §6.5 "Agent configuration"), at AegisBPF's offsets;
+#: The runtime switches every hook reads (docs/maps.md), at AegisBPF's offsets;
 #: the 8 bytes of its dropped ``policy_generation`` stay reserved.
 AGENT_CONFIG = Layout("agent_config", [
     ("audit_only", "u8"), ("deadman_enabled", "u8"), ("break_glass_active", "u8"), ("enforce_signal", "u8"),

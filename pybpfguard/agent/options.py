@@ -1,4 +1,4 @@
-"""``run`` options (REFERENCE §2.1), parsed from argv strings into typed values at the edge."""
+"""``run`` options (docs/cli.md), parsed from argv strings into typed values at the edge."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class HookState(enum.StrEnum):
 
 
 class EnforceSignal(enum.Enum):
-    """Signal sent with -EPERM; the ``action`` it produces in events (REFERENCE §4.3)."""
+    """Signal sent with -EPERM; the ``action`` it produces in events (docs/events.md)."""
 
     NONE = 0
     INT = signal.SIGINT

@@ -1,4 +1,4 @@
-"""Path rules: validation, canonicalization and the inode key a path denies (REFERENCE §2.2, §3.2).
+"""Path rules: validation, canonicalization and the inode key a path denies (docs/cli.md).
 
 A rule path is bytes at the edge of the kernel (file names need not be UTF-8); ``str`` input is encoded
 with ``os.fsencode`` (surrogateescape). ``dev`` in every key uses the kernel encoding
@@ -26,14 +26,14 @@ __all__ = [
     "resolve_rule_path",
 ]
 
-BLOCK_ADD_MAX_BYTES = 255  # `block add`: "< 256 bytes" (REFERENCE §2.2)
-DENY_PATH_MAX_BYTES = 4095  # [deny_path]: "up to 4095 bytes" (§3.2), PATH_MAX 4096 with the NUL
+BLOCK_ADD_MAX_BYTES = 255  # `block add`: "< 256 bytes" (docs/cli.md)
+DENY_PATH_MAX_BYTES = 4095  # [deny_path]: "up to 4095 bytes" (docs/cli.md), PATH_MAX 4096 with the NUL
 GLOB_CHARS = b"*?["
 MINORBITS = 20  # include/linux/kdev_t.h
 
 InodeKey = tuple[int, int]
 """``(ino, dev)``: the inode number and the kernel-encoded device of a file, as in the ``deny_inode`` key
-``{u64 ino, u32 dev, u32 pad}`` (REFERENCE §6.5)."""
+``{u64 ino, u32 dev, u32 pad}`` (docs/maps.md)."""
 
 
 class PathRuleError(AgentError, ValueError):

@@ -1,4 +1,4 @@
-"""The agent's enforcement posture and the No-Pretend rule (REFERENCE §6.4).
+"""The agent's enforcement posture and the No-Pretend rule (docs/enforcement.md).
 
 A posture is computed from what each rule class is *actually* enforced by on this kernel, never from
 what was requested. ``ENFORCE`` requires every class the policy uses to fail the operation with -EPERM

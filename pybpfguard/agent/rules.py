@@ -1,4 +1,4 @@
-"""Rule edits shared by the CLI (REFERENCE §2.2): ``block add|del|list|clear``, ``allow add|del|list``.
+"""Rule edits shared by the CLI (docs/cli.md): ``block add|del|list|clear``, ``allow add|del|list``.
 
 Every edit writes the pinned maps directly (the daemon need not run) and ``deny.db``; each validates all
 its input before it changes anything, and undoes its map writes if recording them fails, so nothing is

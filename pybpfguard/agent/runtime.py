@@ -1,7 +1,7 @@
 """The daemon's published posture: ``/run/pybpfguard/<pin-root key>.runtime.json`` beside its lock, written
 at start and on each transition, removed on a clean exit. Readers trust it only while the daemon still
 holds the pin root's lock, so a stale file (a SIGKILLed daemon, a reused pid) never claims enforcement
-(No-Pretend, REFERENCE §6.4), and two daemons on two pin roots never hide each other."""
+(No-Pretend, docs/enforcement.md), and two daemons on two pin roots never hide each other."""
 
 from __future__ import annotations
 

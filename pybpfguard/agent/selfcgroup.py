@@ -1,4 +1,4 @@
-"""The agent's own cgroup (REFERENCE §1.3, §6.3): always in ``allow_cgroup``.
+"""The agent's own cgroup (docs/architecture.md): always in ``allow_cgroup``.
 
 Under systemd (the process already sits in a ``*.service`` cgroup) the agent allowlists that cgroup and
 stays there, so journald keeps attributing its entries to ``aegisbpf.service``. Elsewhere it creates the

@@ -1,4 +1,4 @@
-"""State files in the state directory: ``deny.db`` (REFERENCE §3.8, §1.2).
+"""State files in the state directory: ``deny.db`` (docs/maps.md).
 
 ``deny.db`` holds one rule per line, ``<dev> <ino> <path>``: ``dev`` in kernel encoding, decimal; the path
 is the rest of the line (spaces allowed) with ``\\`` written as ``\\\\`` and newline as ``\\n``; every

@@ -1,4 +1,4 @@
-"""The survival allowlist (REFERENCE §6.3): target inodes no rule can deny.
+"""The survival allowlist (docs/enforcement.md): target inodes no rule can deny.
 
 At start-up the agent adds the executable inode (``/proc/<pid>/exe``) of every running process whose
 basename is on the list below, plus PID 1's, at most 256 entries, so a bad policy cannot lock the host

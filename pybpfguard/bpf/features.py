@@ -3,7 +3,7 @@
 Each probe answers :class:`Status` ``AVAILABLE``, ``UNSUPPORTED`` or ``INCONCLUSIVE`` (the kernel's answer
 did not decide it, e.g. EPERM without privileges), names the mainline kernel version that added the
 feature, and says why. Decided answers are cached for the process; inconclusive ones are asked again.
-Whether BPF LSM works is only known by loading and attaching a real LSM program (KERNEL.md: a kernel can
+Whether BPF LSM works is only known by loading and attaching a real LSM program (docs/kernel.md: a kernel can
 list ``bpf`` as an active LSM and still refuse LSM programs).
 """
 

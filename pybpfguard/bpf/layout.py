@@ -20,7 +20,7 @@ a ``Layout``        that layout's value    nested struct, aligned to its own ali
 =================  =====================  ====================================================
 
 Values are frozen, hashable msgspec Structs built per layout (``layout.value(ino=1, dev=2)``; omitted
-fields are zero). Example, the agent's inode key (REFERENCE.md §6.5)::
+fields are zero). Example, the agent's inode key (docs/maps.md)::
 
     INODE_KEY = Layout("inode_key", [("ino", "u64"), ("dev", "u32"), ("pad", "u32")])
     INODE_KEY.size == 16; INODE_KEY.offset("dev") == 8

@@ -1,11 +1,11 @@
 """Programs: ``ProgramSpec`` (what to load, a frozen value) and ``Program`` (a loaded program owning its fd).
 
-Loading follows one rule: the verifier log never decides the outcome (shared/cases/LOADER.md case 8). The
+Loading follows one rule: the verifier log never decides the outcome (tests/program/test_program_load.py). The
 first attempt runs without a log; only a failure is retried with log level 1 and a buffer of at least
 64 KiB, grown to the kernel's ``log_true_size`` (Linux 6.4; doubled on older kernels) on ENOSPC. A
 rejection raises :class:`~pybpfguard.bpf.errors.VerifierError` whose ``str()`` is one line and whose
 ``.log`` is the whole log. Loads refused because BPF LSM cannot work here raise
-:class:`~pybpfguard.bpf.lsm_support.BPFLSMUnavailable` (LOADER.md case 9).
+:class:`~pybpfguard.bpf.lsm_support.BPFLSMUnavailable` (tests/program/test_program_load.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Command-line entry point shared by ``pybpfguard``, ``aegisbpf`` and ``python -m pybpfguard``.
 
 Each command lives in its own module under ``pybpfguard.cli`` and exposes
-``add_arguments(parser)`` and ``run(args) -> int`` (the exit code, REFERENCE §2). Modules are
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code, docs/cli.md). Modules are
 imported only when their command is parsed, so start-up pays for the command that runs.
 """
 
@@ -44,7 +44,7 @@ EPILOG = """exit codes: 0 success; 1 the operation failed; 2 usage error; 3 enfo
 
 
 def _split_globals(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    """Pull ``--log-level``/``--log-format`` out of argv wherever they stand (REFERENCE §2)."""
+    """Pull ``--log-level``/``--log-format`` out of argv wherever they stand (docs/cli.md)."""
     found: dict[str, str] = {}
     rest: list[str] = []
     it = iter(argv)

@@ -1,4 +1,4 @@
-"""``allow add|del <cgroup-path|cgid:N>``, ``allow list`` (REFERENCE §2.2)."""
+"""``allow add|del <cgroup-path|cgid:N>``, ``allow list`` (docs/cli.md)."""
 
 from __future__ import annotations
 

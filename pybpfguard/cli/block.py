@@ -1,4 +1,4 @@
-"""``block add|del <path>``, ``block list``, ``block clear`` (REFERENCE §2.2)."""
+"""``block add|del <path>``, ``block list``, ``block clear`` (docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``health [--json] [--require-enforce]`` (REFERENCE §2.5): exit 1 when unhealthy."""
+"""``health [--json] [--require-enforce]`` (docs/cli.md): exit 1 when unhealthy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``run``: the daemon (REFERENCE §2.1). Audit mode unless ``--enforce``; it never denies in audit."""
+"""``run``: the daemon (docs/cli.md). Audit mode unless ``--enforce``; it never denies in audit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``version``: print ``<name> <version>`` (REFERENCE §1.1)."""
+"""``version``: print ``<name> <version>`` (docs/cli.md)."""
 
 import argparse
 

@@ -2,8 +2,8 @@
 
 Each test execs a binary it created (a copy of ``true``, or static busybox where a chroot needs one)
 and compares the exec event's path with the real path user space computes (``os.path.realpath``, or
-what ``/proc/<pid>/exe`` shows). AGENT cases 2 (symlink), 5 (25 levels deep), 8 (execveat AT_EMPTY_PATH)
-and 10 (a name longer than 15 bytes).
+what ``/proc/<pid>/exe`` shows). The cases: a symlink, 25 levels deep, execveat AT_EMPTY_PATH and a name
+longer than 15 bytes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every case of shared/cases/AGENT.md against the running daemon, each in enforce and in audit mode.
 
 This host has no BPF LSM, so file and exec rules are enforced by fanotify permission marks on the denied
-inodes (REFERENCE §6.1, "Without BPF-LSM"); exec telemetry comes from tp_btf. The daemon runs with
+inodes (docs/enforcement.md, "Without BPF-LSM"); exec telemetry comes from tp_btf. The daemon runs with
 ``--enforce-signal=none`` (no case is about signals), so an enforced denial is ``action`` BLOCK and an
 audited one AUDIT. Every rule names a file or binary the test created under its tmp_path; every actor is a
 child in the test's own cgroup. After each test, every line the daemon printed is checked to be one JSON
@@ -397,7 +397,7 @@ ODD_NAMES = [b"new\nline", b'double"quote', b"back\\slash", b"tab\there", b"not-
 
 
 def _expect_text(ev: dict[str, Any], field: str, raw: bytes) -> None:
-    """The non-UTF-8 rule (REFERENCE §4.1): text with U+FFFD, and the raw bytes in ``<field>_b64``."""
+    """The non-UTF-8 rule (docs/events.md): text with U+FFFD, and the raw bytes in ``<field>_b64``."""
     assert ev[field] == raw.decode("utf-8", "replace")
     try:
         raw.decode("utf-8")

@@ -2,10 +2,10 @@
 
 - The Wazuh decoder regex and the QRadar pattern and property regexes of shared/seed/SIEM_INTEGRATION.txt,
   applied to the ``block`` lines the daemon printed for opens of our own denied files, capture pid, path,
-  action and cgroup_path (REFERENCE §4.1: the fixed field order is what makes them match).
+  action and cgroup_path (docs/events.md: the fixed field order is what makes them match).
 - ``--log=journald`` and ``--log=both`` deliver the events to a real systemd-journald (a private one, in
   its own mount namespace; the daemon joins that namespace, since the journal socket path is fixed), read
-  back with ``journalctl -o json``: MESSAGE is the event JSON, AEGIS_* fields and PRIORITY as §5.1 says.
+  back with ``journalctl -o json``: MESSAGE is the event JSON, AEGIS_* fields and PRIORITY as docs/events.md says.
 Every event seen (stdout lines and journal MESSAGEs) validates against event-schema.json.
 """
 
@@ -38,7 +38,7 @@ QRADAR_EXEC = r'\"type\":\"exec\".*\"pid\":(\d+)'
 QRADAR_PROPS = {"pid": r"\"pid\":(\d+)", "path": r"\"path\":\"([^\"]+)\"", "action": r"\"action\":\"([^\"]+)\"",
                 "cgroup_path": r"\"cgroup_path\":\"([^\"]+)\""}
 # Names a regex capture must survive: a space, non-ASCII, a byte that is not UTF-8 (captured as U+FFFD),
-# a 1000-byte deep path. A '"' in a name defeats '[^"]+' by design (REFERENCE §4.1), so none here.
+# a 1000-byte deep path. A '"' in a name defeats '[^"]+' by design (docs/events.md), so none here.
 NAMES = [b"plain", b"with space", "żółw-日本".encode(), b"caf\xe9", b"/".join([b"d" * 99] * 9) + b"/deep"]
 
 
@@ -111,7 +111,7 @@ def _raw(entry: dict[str, Any], key: str) -> bytes:
 
 
 def _journal_text(value: Any) -> str:
-    """How §5.1 writes a non-string field: integers decimal, booleans true/false, arrays compact JSON."""
+    """How docs/events.md writes a non-string field: integers decimal, booleans true/false, arrays compact JSON."""
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 

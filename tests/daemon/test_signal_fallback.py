@@ -1,4 +1,4 @@
-"""The exec signal fallback (REFERENCE §2.1 ``--enforce-fallback``, §6.1 last paragraph, §6.4) and the enforce
+"""The exec signal fallback (docs/cli.md ``--enforce-fallback`` last paragraph) and the enforce
 gate, on this host with fanotify switched off through the daemon's ``PYBPFGUARD_FANOTIFY=off`` seam (BPF
 LSM is refused here anyway): neither -EPERM mechanism exists, so only ``sched_process_exec`` + SIGKILL can
 stop a denied binary, and the posture must say exactly that."""

@@ -2,7 +2,7 @@
 
 ``event_validator``: a callable taking a JSON line (bytes/str), several lines, a decoded dict or an
 event Struct; it checks each event against the shipped ``event-schema.json`` and records its type in
-``VALIDATED_TYPES``. ``sample_events``: one realistic event of every type of REFERENCE §4.3.
+``VALIDATED_TYPES``. ``sample_events``: one realistic event of every type of docs/events.md.
 """
 
 from __future__ import annotations

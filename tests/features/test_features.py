@@ -1,4 +1,4 @@
-"""Feature probes against the real kernel, two-sided where the kernel version decides (STYLE §8)."""
+"""Feature probes against the real kernel, two-sided where the kernel version decides (STYLE docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -307,7 +307,7 @@ def test_io_uring_openat_of_denied_file_is_denied_for_submitter(make_guard, secr
 
 
 def test_protect_only_rule_allows_verified_exec_process(make_guard, secret):
-    """§3.5 step 5: flags == PROTECT_VERIFIED_EXEC denies only processes that are not VERIFIED_EXEC."""
+    """docs/enforcement.md step 5: flags == PROTECT_VERIFIED_EXEC denies only processes that are not VERIFIED_EXEC."""
     verified = {"yes": True}
 
     def identity(pid):

@@ -1,4 +1,4 @@
-"""deny.db format (REFERENCE §3.8) and path rule validation (§2.2, §3.2). No kernel needed."""
+"""deny.db format (docs/maps.md) and path rule validation (docs/cli.md). No kernel needed."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_rule_path_is_canonicalized_through_symlinks_and_dotdot(tmp_path):
 
 
 def test_kernel_dev_encoding_is_major_shift_20_or_minor():
-    # REFERENCE §6.5: major 259, minor 2 -> 271581186
+    # docs/maps.md: major 259, minor 2 -> 271581186
     assert kernel_dev(os.makedev(259, 2)) == 271581186
     assert kernel_dev(os.makedev(8, 1)) == (8 << 20) | 1
 

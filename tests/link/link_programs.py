@@ -26,7 +26,7 @@ def count_into_slot0(name: str, prog_type: ProgType, **spec: object) -> ProgramS
 
 def deny_connect4_to_port(port: int) -> ProgramSpec:
     """cgroup connect4: refuse (return 0, connect() fails with EPERM) connects to loopback *port* only.
-    ``struct bpf_sock_addr``: ``user_port`` at +24, network byte order in the low 16 bits (KERNEL.md)."""
+    ``struct bpf_sock_addr``: ``user_port`` at +24, network byte order in the low 16 bits (docs/kernel.md)."""
     port_be = int.from_bytes(port.to_bytes(2, "big"), "little")
     insns = [
         Insn.ldx_mem(BPF_W, R2, R1, 24),

@@ -2,7 +2,7 @@
 
 Not an LSM test: it is here because this tier is where a second kernel runs. The 6.1 verifier must accept
 the exec program with the fallback's second (shorter) path walk, and ``bpf_send_signal(SIGKILL)`` at
-``sched_process_exec`` must kill the new image before it runs there too (measured on 6.18 in KERNEL.md).
+``sched_process_exec`` must kill the new image before it runs there too (measured on 6.18 in docs/kernel.md).
 """
 
 from __future__ import annotations

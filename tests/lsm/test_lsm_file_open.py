@@ -53,7 +53,7 @@ def load_deny_one_inode(path: Path) -> Fd:
     """Load the program for *path*'s inode, attach_btf_id from the running kernel's BTF; owned prog fd."""
     spec = load_vmlinux()
     st = path.stat()
-    s_dev = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's dev_t encoding (KERNEL.md)
+    s_dev = os.major(st.st_dev) << 20 | os.minor(st.st_dev)  # the kernel's dev_t encoding (docs/kernel.md)
     log = ctypes.create_string_buffer(LOG_BYTES)
     try:
         return prog_load(

@@ -1,4 +1,4 @@
-"""Program loading against the real kernel: the verifier log never decides the outcome (LOADER.md case 8),
+"""Program loading against the real kernel: the verifier log never decides the outcome,
 rejections are one-line errors carrying the whole log, and the kernel's own view of a loaded program."""
 
 from __future__ import annotations

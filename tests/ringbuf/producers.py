@@ -1,6 +1,6 @@
 """Ring buffer producers for tests and benchmarks: a socket filter that writes one record per run.
 
-Driven by ``BPF_PROG_TEST_RUN`` with ``repeat`` (KERNEL.md: about 1 M records in 0.09 s), so tests and
+Driven by ``BPF_PROG_TEST_RUN`` with ``repeat`` (docs/kernel.md: about 1 M records in 0.09 s), so tests and
 benchmarks fill a ring without a live workload. Each record is a function of its sequence number, so a
 reader can check every byte:
 

@@ -2,7 +2,7 @@
 
 - :mod:`.records`, :mod:`.layout`: the ring-buffer record layouts (docs/records.md), shared with the
   BPF program generators (``BLOCK.offset("ino")``, ``BLOCK.size``).
-- :mod:`.model`: one Struct per event type of REFERENCE §4.3, fields in the JSON's order.
+- :mod:`.model`: one Struct per event type of docs/events.md, fields in the JSON's order.
 - :mod:`.text`: the non-UTF-8 rule (U+FFFD text plus a ``<name>_b64`` sibling).
 - :mod:`.decode`: record ``memoryview`` -> Struct, dispatched on the record's ``u32 type``.
 - :mod:`.encode`: the JSON format, Struct -> one compact JSON line.

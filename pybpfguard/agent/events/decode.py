@@ -2,7 +2,7 @@
 
 One ``struct.Struct`` per layout, built at import (:mod:`.records`); the dispatch is a tuple indexed
 by type, so a record costs one unpack for its header and the Struct construction. ``exec_id`` is
-``f"{pid}:{start_time}"``; ``trace_id`` is the same string; parent ids likewise (REFERENCE §4.2).
+``f"{pid}:{start_time}"``; ``trace_id`` is the same string; parent ids likewise (docs/events.md).
 ``cgroup_path`` comes from the :class:`~pybpfguard.agent.cgroups.CgroupCache`.
 
 The event loop decodes a whole ring batch with :meth:`RecordDecoder.decode_batch`: ``block`` records

@@ -1,4 +1,4 @@
-"""The JSON format (REFERENCE §4.1): event Struct -> compact JSON, one line per event (a sink ``Format``).
+"""The JSON format (docs/events.md): event Struct -> compact JSON, one line per event (a sink ``Format``).
 
 msgspec writes compact JSON (``,`` and ``:`` with no spaces), UTF-8, and escapes ``"``, ``\\`` and
 U+0000-U+001F, so a newline or tab in a file name can never split a line. One ``Encoder`` per

@@ -1,9 +1,9 @@
-"""The journald transport: systemd's native protocol over a datagram socket (REFERENCE §5.1), and
+"""The journald transport: systemd's native protocol over a datagram socket (docs/events.md), and
 ``JournaldSink`` = JSON x journald.
 
 Each event is one datagram of ``FIELD=value\\n`` lines (systemd.journal-fields(7), "Native Journal
 Protocol"): ``MESSAGE=<the formatted event>``, ``SYSLOG_IDENTIFIER=aegisbpf``, ``SYSLOG_FACILITY=16`` (local0),
-``PRIORITY`` (6 info, 5 notice, 4 warning, per §5.1), ``AEGIS_TYPE`` and ``AEGIS_<FIELD>`` for every
+``PRIORITY`` (6 info, 5 notice, 4 warning, per docs/events.md), ``AEGIS_TYPE`` and ``AEGIS_<FIELD>`` for every
 other top-level field. A value holding a newline uses the binary-safe form
 ``FIELD\\n<u64 le length><bytes>\\n``. A message too big for one datagram (EMSGSIZE) goes in a sealed
 memfd passed with SCM_RIGHTS, as sd_journal_sendv does. Only the writer thread of :mod:`.queued` sends:
@@ -62,7 +62,7 @@ _PRIORITY: dict[type, Callable[[Any], int]] = {cls: _priority_rule(cls) for cls 
 
 
 def priority(event: msgspec.Struct) -> int:
-    """The journal PRIORITY of *event* (REFERENCE §5.1): 4 enforced denials and degraded states,
+    """The journal PRIORITY of *event* (docs/events.md): 4 enforced denials and degraded states,
     5 diag, 6 everything else (exec, exec_argv, AUDIT actions, control_change, overlay_copy_up)."""
     return _PRIORITY[type(event)](event)
 

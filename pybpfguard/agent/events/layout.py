@@ -7,7 +7,7 @@ and the byte offsets a BPF program generator writes to (``BLOCK.offset("ino")``)
 checked at import: natural alignment, no overlap, no gap that is not declared.
 
 All integers are little-endian host integers (the ring carries what the BPF program stored; this
-agent runs on x86-64 and arm64, both little-endian). REFERENCE §6.6 requires ``u32 type`` at offset 0.
+agent runs on x86-64 and arm64, both little-endian). docs/records.md requires ``u32 type`` at offset 0.
 The concrete layouts are in :mod:`pybpfguard.agent.events.records` and in ``docs/records.md``.
 """
 
@@ -99,7 +99,7 @@ class Layout:
         if pos % 8:
             raise LayoutError(name, "<end>", f"fixed size {pos} is not a multiple of 8")
         if self.fields[0].name != "type" or self.fields[0].ctype != "u32":
-            raise LayoutError(name, self.fields[0].name, "REFERENCE §6.6 wants u32 type at offset 0")
+            raise LayoutError(name, self.fields[0].name, "docs/records.md wants u32 type at offset 0")
         if (tail is None) != (tail_len is None) or (tail_len is not None and tail_len not in self._by_name):
             raise LayoutError(name, str(tail), "a tail needs a declared length field")
         self.struct = struct.Struct("".join(fmt))

@@ -1,9 +1,9 @@
-"""The event types of REFERENCE §4.3 as msgspec Structs, fields in the order the JSON must have.
+"""The event types of docs/events.md as msgspec Structs, fields in the order the JSON must have.
 
 Each event class is built from a field table (:func:`_event`), so the shared runs (process identity,
 the ``<name>_b64`` siblings of the non-UTF-8 rule, the extensions) are written once. The JSON ``type``
 is the msgspec tag, so the encoder writes it first. Optional fields default to ``UNSET`` and are
-omitted, never ``null`` (REFERENCE §4.1). Constructors do not type-check (msgspec): the decoders and
+omitted, never ``null`` (docs/events.md). Constructors do not type-check (msgspec): the decoders and
 the daemon build these from trusted values. Untrusted JSON is checked with
 :func:`pybpfguard.agent.events.schema.validate`.
 
@@ -16,7 +16,7 @@ unsupported``) instead of printing a wrong line. :data:`REQUIRED_FIELDS` lists t
 :func:`strict_class` gives a twin built from the same table with truly required fields (used for
 the JSON schema).
 
-Field order (REFERENCE §4.2): the common fields a type carries in their relative order
+Field order (docs/events.md): the common fields a type carries in their relative order
 (``pid, ppid, start_time, exec_id, trace_id, parent_*, cgid, cgroup_path, comm, path,
 resolved_path, action, ino, dev``), then the type's own fields, then pybpfguard's additions
 (``path_truncated``), then the extensions ``suppressed_during_prior_window`` (on types that dedup
@@ -36,7 +36,7 @@ FieldSpec = tuple[str, Any] | tuple[str, Any, Any]
 
 
 class Action(enum.StrEnum):
-    """REFERENCE §4.3 ``action`` of block, net, kernel and forensic events."""
+    """docs/events.md ``action`` of block, net, kernel and forensic events."""
 
     AUDIT = "AUDIT"  # allowed and reported (effective mode audit)
     TERM = "TERM"  # -EPERM plus SIGTERM actually sent
@@ -87,7 +87,7 @@ def _ids(prefix: str = "") -> list[FieldSpec]:
     return [_req(f"{prefix}start_time", U64), _req(f"{prefix}exec_id", str), _req(f"{prefix}trace_id", str)]
 
 
-# pid ... comm: the process identity of §4.2, with the parent's ids after the process's own.
+# pid ... comm: the process identity of docs/events.md, with the parent's ids after the process's own.
 PROCESS: list[FieldSpec] = [
     _req("pid", U32), _req("ppid", U32), *_ids(), *_ids("parent_"),
     _req("cgid", U64), *_text("cgroup_path"), *_text("comm"),
@@ -132,7 +132,7 @@ ExecArgvEvent = _event("ExecArgvEvent", "exec_argv", [
 BlockEvent = _event("BlockEvent", "block", [
     *PROCESS, *_text("path", optional=True), *_text("resolved_path", optional=True),
     _req("action", Action), _req("ino", U64), _req("dev", U32), *TRUNCATED, *DEDUP, *K8S,
-], "A denied (or audited) file open or exec (REFERENCE §4.2 order, which the SIEM regexes need).")
+], "A denied (or audited) file open or exec (docs/events.md order, which the SIEM regexes need).")
 
 _NET: list[FieldSpec] = [
     *PROCESS, _req("family", Literal["ipv4", "ipv6"]), _req("protocol", str), _req("direction", Direction),
@@ -159,7 +159,7 @@ StateChangeEvent = _event("StateChangeEvent", "state_change", [
     _req("event_version", Literal[1]), _req("state", State), _req("reason_code", ReasonCode),
     _opt("detail", str), _req("strict_mode", bool), _req("transition_id", Annotated[int, Meta(ge=1)]),
     _req("degradation_count", Annotated[int, Meta(ge=0)]),
-], "A posture transition (REFERENCE §6.4).")
+], "A posture transition (docs/enforcement.md).")
 
 ControlChangeEvent = _event("ControlChangeEvent", "control_change", [
     _req("event_version", Literal[1]), _req("control", Literal["emergency_disable"]),
@@ -168,9 +168,9 @@ ControlChangeEvent = _event("ControlChangeEvent", "control_change", [
     _req("reason", str), _req("reason_sha256", Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]),
     _opt("policy_hash", str), _req("storm_active", bool), _req("storm_transitions_in_window", int),
     _req("storm_threshold", int), _req("storm_window_seconds", int),
-], "An emergency control toggled (REFERENCE §2.5).")
+], "An emergency control toggled (docs/cli.md).")
 
-#: ``diag_type`` values of :data:`DiagEvent` (REFERENCE §4.3): ring or queue losses, failed hook decisions.
+#: ``diag_type`` values of :data:`DiagEvent` (docs/events.md): ring or queue losses, failed hook decisions.
 DIAG_MAP_PRESSURE, DIAG_HOOK_ERROR = 1, 2
 
 DiagEvent = _event("DiagEvent", "diag", [
@@ -182,7 +182,7 @@ ForensicBlockEvent = _event("ForensicBlockEvent", "forensic_block", [
     *PROCESS, _req("ino", U64), _req("dev", U32), _req("uid", U32), _req("gid", U32), _opt("username", str),
     _opt("groupname", str), _opt("exec_ino", U64), _opt("exec_dev", U32), _opt("exec_stage", int),
     _opt("verified_exec", bool), _opt("exec_identity_known", bool), _req("action", Action), *K8S,
-], "An exec-identity denial with the forensic context of REFERENCE §4.3.")
+], "An exec-identity denial with the forensic context of docs/events.md.")
 
 OverlayCopyUpEvent = _event("OverlayCopyUpEvent", "overlay_copy_up", [
     _req("pid", U32), _req("cgid", U64), *_text("cgroup_path"), _req("src_ino", U64), _req("src_dev", U32),

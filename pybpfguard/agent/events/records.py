@@ -1,6 +1,6 @@
 """pybpfguard's ring-buffer records: type numbers, flags, action codes and the layout tables.
 
-REFERENCE §6.6: every record starts with ``u32 type`` at offset 0, numbered as AegisBPF numbers them.
+docs/records.md: every record starts with ``u32 type`` at offset 0, numbered as AegisBPF numbers them.
 The layouts themselves are pybpfguard's own (documented in docs/records.md; a test pins both).
 ``exec`` and ``block`` share their first 56 bytes (the process identity), so a generator writes the
 identity with one routine. Times are ns since boot (the kernel's ``task->start_time``,
@@ -16,11 +16,11 @@ from pybpfguard.agent.events.layout import Layout
 PATH_MAX = 4096  # include/uapi/linux/limits.h, counting the NUL; a path has at most 4095 bytes
 TASK_COMM_LEN = 16  # include/linux/sched.h
 ARGS_MAX = 1024  # bytes of the NUL-separated argument area (mm->arg_start..arg_end) an exec_argv carries
-ANCESTORS_MAX = 8  # REFERENCE §4.3 exec.ancestors
+ANCESTORS_MAX = 8  # docs/events.md exec.ancestors
 
 
 class RecordType(enum.IntEnum):
-    """The ``u32 type`` at offset 0 (REFERENCE §6.6, AegisBPF's numbers)."""
+    """The ``u32 type`` at offset 0 (docs/records.md, AegisBPF's numbers)."""
 
     EXEC = 1
     BLOCK = 2
@@ -45,7 +45,7 @@ class RecordFlags(enum.IntFlag):
 
 
 class ActionCode(enum.IntEnum):
-    """The ``u8 action`` of a block record: what the hook did (REFERENCE §4.3 ``action``)."""
+    """The ``u8 action`` of a block record: what the hook did (docs/events.md ``action``)."""
 
     AUDIT = 0  # allowed and reported
     TERM = 1  # -EPERM plus SIGTERM, the signal actually sent

@@ -1,4 +1,4 @@
-"""``event-schema.json`` (JSON Schema draft 2020-12, REFERENCE §4.5): built from the Structs, shipped here.
+"""``event-schema.json`` (JSON Schema draft 2020-12, docs/events.md): built from the Structs, shipped here.
 
 One ``$defs`` entry per event type, keyed by the JSON ``type`` and selected by a ``type`` const, with
 ``additionalProperties: false`` and every extension and ``_b64`` field declared. The shipped file is
@@ -64,7 +64,7 @@ def build_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "pybpfguard / AegisBPF events",
-        "description": "One JSON object per line; `type` selects the definition (REFERENCE §4).",
+        "description": "One JSON object per line; `type` selects the definition (docs/events.md).",
         "type": "object",
         "required": ["type"],
         "oneOf": [{"$ref": f"#/$defs/{tag}"} for tag in defs],

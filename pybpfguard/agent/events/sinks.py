@@ -1,6 +1,6 @@
-"""``--log=stdout|journald|both`` (comma lists allowed, REFERENCE §2.1) -> the set of sinks events go to.
+"""``--log=stdout|journald|both`` (comma lists allowed, docs/cli.md) -> the set of sinks events go to.
 
-Every event type follows ``--log`` (REFERENCE §4.4; AegisBPF differs). ``syslog`` is recognised so
+Every event type follows ``--log`` (docs/events.md; AegisBPF differs). ``syslog`` is recognised so
 the option parses as the reference says, but this module cannot build that sink yet.
 """
 
@@ -11,6 +11,7 @@ from typing import Protocol
 
 import msgspec
 
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.events.stdout import StdoutSink
 
 
@@ -20,7 +21,7 @@ class LogTarget(enum.Enum):
     SYSLOG = "syslog"
 
 
-class LogOptionError(ValueError):
+class LogOptionError(AgentError, ValueError):
     """A bad ``--log`` value: ``.value`` is the whole option, the message names the bad item."""
 
     def __init__(self, value: str, what: str) -> None:
@@ -83,7 +84,7 @@ def build_sinks(targets: frozenset[LogTarget], *, stdout_fd: int = 1,
                 journal_socket: str = "/run/systemd/journal/socket") -> FanOut:
     """The sinks for *targets*, stdout first. Raises :class:`LogOptionError` for ``syslog``."""
     if LogTarget.SYSLOG in targets:
-        raise LogOptionError("syslog", "the syslog sink (REFERENCE §5.3) is not built yet")
+        raise LogOptionError("syslog", "the syslog sink (docs/events.md) is not built yet")
     sinks: list[Sink] = []
     if LogTarget.STDOUT in targets:
         sinks.append(StdoutSink(stdout_fd))

@@ -1,4 +1,4 @@
-"""The non-UTF-8 rule of REFERENCE §4.1 for kernel strings.
+"""The non-UTF-8 rule of docs/events.md for kernel strings.
 
 A kernel string ends at its first NUL. Valid UTF-8 passes through unchanged; otherwise the text has
 each invalid sequence replaced by U+FFFD, and a ``<name>_b64`` sibling carries the raw bytes in

@@ -1,4 +1,4 @@
-"""Pieces of the deny decision (REFERENCE §3.5, §6.2, §6.3) that the LSM generators share.
+"""Pieces of the deny decision (docs/enforcement.md) that the LSM generators share.
 
 ``file_open`` (file_lsm.py) and ``bprm_check_security`` (exec_lsm.py) emit the same steps: read the agent
 configuration, build the inode key, look up ``deny_inode`` / ``survival_allowlist`` / ``allow_cgroup``,

@@ -1,7 +1,7 @@
 """The absolute path of a ``struct path`` written into ring-record memory, without ``bpf_d_path``.
 
 ``bpf_d_path`` exists only in LSM and a few fentry hooks; tp_btf programs (``sched_process_exec`` on
-hosts without BPF LSM) must walk the dentry tree themselves (shared/KERNEL.md, "Getting paths inside
+hosts without BPF LSM) must walk the dentry tree themselves (docs/kernel.md, "Getting paths inside
 BPF programs"). :func:`emit_path` generates that walk the way ``prepend_path()`` in fs/d_path.c does it:
 
 - start at ``path->dentry`` in ``real_mount(path->mnt)``; stop at the process root

@@ -1,13 +1,13 @@
-"""The exec signal fallback (REFERENCE §6.1 "only where neither exists", §2.1 ``--enforce-fallback=signal``).
+"""The exec signal fallback (docs/enforcement.md ``--enforce-fallback=signal``).
 
 Where neither BPF LSM nor fanotify can refuse an exec, ``sched_process_exec`` (tp_btf) is the last point
 before the new image runs: the exec already succeeded, so the hook cannot return -EPERM, but
 ``bpf_send_signal(SIGKILL)`` from it kills the task before it runs any instruction of its own
-(shared/KERNEL.md, measured on 6.18; checked on 6.1 in the VM tier). The posture says so: ``exec=signal``,
+(docs/kernel.md, measured on 6.18; checked on 6.1 in the VM tier). The posture says so: ``exec=signal``,
 state ``ENFORCE_SIGNAL``, never ``ENFORCE``.
 
 Emitted at the end of the ``exec`` program, only acting when ``agent_config.signal_fallback_enforce`` is set
-(the daemon sets it when it chose this fallback). The decision is the file order of §3.5 on the exec'd
+(the daemon sets it when it chose this fallback). The decision is the file order of docs/enforcement.md on the exec'd
 inode: policy-empty hint, ``deny_inode`` with DENY_ALWAYS, survival allowlist, ``allow_cgroup``, then
 effective audit (count and report ``AUDIT``) or enforce (count, SIGKILL, report ``KILL``). The signal is
 the fallback's own and fixed: no ``--enforce-signal`` choice, no escalation (the task is gone after one).

@@ -1,4 +1,4 @@
-"""The ``bprm_check_security`` LSM program: exec decisions (REFERENCE §6.1 ``bprm_check_security``, §3.5).
+"""The ``bprm_check_security`` LSM program: exec decisions (docs/enforcement.md ``bprm_check_security``).
 
 Two rules, in this order:
 
@@ -8,7 +8,8 @@ Two rules, in this order:
 2. ``deny_comm`` on the basename of ``bprm->filename`` (the name the caller exec'd, from which the kernel
    takes the new ``comm``), checked after ``allow_cgroup`` (AegisBPF checks it first). The key is the
    basename NUL-padded to 16 bytes; a basename of 16 bytes or more never matches, so nothing matches on
-   a cut name (AGENT case 10). A survival binary is never denied. ``deny_comm`` never signals: action
+   a cut name (tests/daemon/test_agent_cases.py, case 10). A survival binary is never denied. ``deny_comm``
+   never signals: action
    ``BLOCK`` (enforce) or ``AUDIT``; the ``block`` record has ino = dev = 0 and path = ``bprm->filename``.
 
 Returns ``-EPERM`` or 0. Needs BPF LSM (5.7) with ``bpf_d_path`` allowed in this hook (5.10).

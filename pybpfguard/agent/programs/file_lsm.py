@@ -1,4 +1,4 @@
-"""The ``file_open`` LSM program: the file decision of REFERENCE §3.5 in the kernel.
+"""The ``file_open`` LSM program: the file decision of docs/enforcement.md in the kernel.
 
 Order: policy-empty hint -> deny_inode lookup (no match: allow) -> survival allowlist -> allow_cgroup ->
 count -> (enforce) signal with TERM->KILL escalation -> event with the opened file's real path

@@ -1,4 +1,4 @@
-"""Process tracking and exec telemetry programs (REFERENCE §6.1 ``exec``, ``fork``, ``exit``; §10 item 9).
+"""Process tracking and exec telemetry programs (docs/enforcement.md ``exec``, ``fork``, ``exit``).
 
 - ``exec`` (tp_btf/sched_process_exec): writes the ``exec`` and ``exec_argv`` records and (re)sets the
   process entry, from the kernel's own view after a successful exec (``bprm->file``, not the user string).
@@ -10,7 +10,7 @@
 - ``exit`` (tp_btf/sched_process_exit): the entry is removed only when the whole thread group is dead
   (``signal->live`` reached 0); a thread's exit never removes its process.
 - ``procseed`` (iter/task): run once at start-up to enter processes that existed before the agent, so
-  their events carry the kernel's start times too (AGENT case 11).
+  their events carry the kernel's start times too (tests/daemon/test_agent_cases.py, case 11).
 
 The process entry (``procs``: LRU_HASH, u32 tgid -> PROC_INFO) is the one identity every event path
 uses: start times are the kernel's ``task->start_time`` of the group leader (ns since boot).
@@ -46,7 +46,7 @@ from pybpfguard.bpf.asm import (
 )
 from pybpfguard.bpf.layout import Layout
 
-#: ``procs`` map value (ours; REFERENCE §6.5 "process tracking").
+#: ``procs`` map value (ours; docs/maps.md).
 PROC_INFO = Layout("proc_info", [
     ("pid", "u32"),
     ("ppid", "u32"),

@@ -63,7 +63,7 @@ class FileSensor(Sensor):
 
     def attach(self, ctx: SensorContext) -> SensorPosture:
         """Attach the LSM programs, else start fanotify, else arm the exec signal fallback when asked to
-        (REFERENCE §6.1, last paragraph)."""
+        (docs/enforcement.md, last paragraph)."""
         attached: set[str] = set()
         for prog in self._lsm:
             try:

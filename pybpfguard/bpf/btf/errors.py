@@ -22,7 +22,7 @@ class BTFFormatError(BTFError):
 
 
 class UnknownKindError(BTFFormatError):
-    """A type record of a kind this reader does not know (LOADER.md case 6)."""
+    """A type record of a kind this reader does not know (tests/program/test_program_load.py)."""
 
     def __init__(self, kind: int, type_id: int, where: str = "") -> None:
         BTFError.__init__(self, kind, type_id, where)

@@ -33,7 +33,7 @@ from pybpfguard.bpf.btf.kinds import BTF_HEADER, BTF_MAGIC, EXTRA_WORDS, BtfKind
 from pybpfguard.bpf.errors import InvalidArgumentError
 
 VMLINUX_PATH = "/sys/kernel/btf/vmlinux"
-BTF_PATH_ENV = "PYBPFGUARD_BTF_PATH"  # REFERENCE.md: location variable, no AEGIS_ fallback
+BTF_PATH_ENV = "PYBPFGUARD_BTF_PATH"  # docs/cli.md: location variable, no AEGIS_ fallback
 _U32 = struct.Struct("<I")
 _MAX_NAME_HITS = 16384  # false hits of one byte search before building the full name index (~25 ms)
 
@@ -340,7 +340,7 @@ def _name_index(words: memoryview, offsets: list[int]) -> dict[int, list[int]]:
 
 
 def vmlinux_path() -> str:
-    """``$PYBPFGUARD_BTF_PATH`` if set (REFERENCE.md), else /sys/kernel/btf/vmlinux."""
+    """``$PYBPFGUARD_BTF_PATH`` if set (docs/cli.md), else /sys/kernel/btf/vmlinux."""
     return os.environ.get(BTF_PATH_ENV) or VMLINUX_PATH
 
 

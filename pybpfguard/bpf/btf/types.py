@@ -112,7 +112,7 @@ class Enum(BtfType):
     """BTF_KIND_ENUM (4-byte values, struct btf_enum) or BTF_KIND_ENUM64 (struct btf_enum64).
 
     ``signed`` comes from kind_flag. ``values_may_be_truncated`` is True for an ENUM of size 8: old
-    pahole wrote 64-bit enums as ENUM with only the low 32 bits of each value (LOADER.md case 7).
+    pahole wrote 64-bit enums as ENUM with only the low 32 bits of each value (tests/program/test_program_load.py).
     """
 
     size: int
