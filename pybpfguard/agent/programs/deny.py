@@ -20,7 +20,7 @@ import errno
 from collections.abc import Callable
 
 from pybpfguard.agent.decision import RULE_FLAGS
-from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordType
+from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordFlags, RecordType
 from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, INODE_KEY
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity, file_inode, proc_identity
@@ -35,13 +35,17 @@ from pybpfguard.bpf.asm import (
     BPF_JLT,
     BPF_JNE,
     BPF_JSET,
+    BPF_JSGT,
     BPF_MOD,
     BPF_MUL,
+    BPF_SUB,
     BPF_W,
     R0,
     R1,
     R2,
     R3,
+    R4,
+    R6,
     R7,
     R8,
     R9,
@@ -66,6 +70,8 @@ STACK_END = ACTION_OFF  # callers' own slots go below this
 
 #: Writes the record's path tail: called with the reserved record in R7; must set ``path_len``.
 PathWriter = Callable[[Emitter], None]
+#: Sets R3 and R4 for a path writer that runs in the shared subprogram (``block_event_and_verdict``).
+PathArgs = Callable[[Emitter], None]
 
 
 def config(e: Emitter, dst: int, field: str) -> None:
@@ -160,38 +166,39 @@ def signal(e: Emitter) -> None:
 
 
 def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "", *, tail_bytes: int = PATH_MAX,
-                            eperm: bool = True) -> None:
+                            eperm: bool = True, path_args: PathArgs | None = None, then: str | None = None) -> None:
     """From label ``<scope>emit``: sample, reserve a ``block`` record of BLOCK.size + *tail_bytes* bytes (a
     full ring counts ``ringbuf_drops``), fill identity (PROC_INFO at VAL_OFF), ino/dev (INODE_OFF), cgid,
     action, comm, the path (*write_path*), submit; then return -EPERM unless the action is AUDIT, and define
     ``<scope>allow`` (return 0). *scope* prefixes every label defined here, so one program can emit two
     decisions. *tail_bytes*: record room for the path (a writer may need more than PATH_MAX, as
     ``dpath.emit_path`` does). ``eperm=False`` (tracing programs, whose return value the kernel ignores):
-    both outcomes return 0."""
+    both outcomes return 0.
+
+    *path_args* given: the record, from sampling to submit, is a call of the bpf-to-bpf subprogram
+    :data:`BLOCK_RECORD` (:func:`_block_record`), so a program that reports two decisions lists it once.
+    *path_args* sets R3 and R4, which *write_path* then finds at :data:`PATH_ARG_OFFS` of the subprogram's
+    frame; every call in one program must pass the same *write_path* and *tail_bytes* (ValueError
+    otherwise). The subprogram submits the record itself: a ringbuf reference returned from a subprogram
+    is refused by 6.1 ("Unreleased reference").
+
+    *then*: the ``verdict`` label of an earlier call in this program, to jump to after the record instead of
+    defining ``<scope>verdict`` and ``<scope>allow`` again (a second decision whose verdict is the same)."""
     emit, reserve, fill, verdict, allow = (f"{scope}{name}" for name in ("emit", "reserve", "fill", "verdict", "allow"))
+    if then is not None:
+        verdict = then
     e.label(emit)
-    config(e, R2, "event_sample_rate")
-    e(Insn.jmp_imm(BPF_JLE, R2, 1, to=reserve), Insn.mov64_reg(R8, R2), Insn.call(BpfFunc.get_prandom_u32),
-      Insn.alu64_reg(BPF_MOD, R0, R8), Insn.jmp_imm(BPF_JNE, R0, 0, to=verdict))
-    e.label(reserve)
-    e.map_ref(R1, "events")
-    e(Insn.mov64_imm(R2, BLOCK.size + tail_bytes), Insn.mov64_imm(R3, 0), Insn.call(BpfFunc.ringbuf_reserve),
-      Insn.mov64_reg(R7, R0), Insn.jmp_imm(BPF_JNE, R7, 0, to=fill))
-    e.count("block_stats", BLOCK_STATS.offset("ringbuf_drops"), CNT_KEY_OFF)
-    e(Insn.ja(verdict))
-    e.label(fill)
-    e(Insn.st_mem(BPF_W, R7, BLOCK.offset("type"), RecordType.BLOCK),
-      Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), 0))
-    copy_identity(e, R7)
-    for name, size in (("ino", BPF_DW), ("dev", BPF_W)):
-        e(Insn.ldx_mem(size, R2, R10, INODE_OFF + INODE_KEY.offset(name)),
-          Insn.stx_mem(size, R7, R2, BLOCK.offset(name)))
-    e(Insn.ldx_mem(BPF_DW, R2, R10, CGID_OFF), Insn.stx_mem(BPF_DW, R7, R2, BLOCK.offset("cgid")),
-      Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.stx_mem(BPF_W, R7, R2, BLOCK.offset("action")),
-      Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, BLOCK.offset("comm")), Insn.mov64_imm(R2, 16),
-      Insn.call(BpfFunc.get_current_comm))
-    write_path(e)
-    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit))
+    if path_args is None:
+        _reserve_and_fill(e, R10, tail_bytes, reserve=reserve, fill=fill, none=verdict)
+        write_path(e)
+        e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit))
+    else:
+        e.subprogram(BLOCK_RECORD, lambda sub: _block_record(sub, write_path, tail_bytes), key=(write_path, tail_bytes))
+        path_args(e)
+        e(Insn.mov64_reg(R1, R10), Insn.mov64_reg(R2, R9), Insn.call_local(BLOCK_RECORD))
+    if then is not None:
+        e(Insn.ja(then))
+        return
     e.label(verdict)
     if eperm:
         e(Insn.ldx_mem(BPF_DW, R2, R10, ACTION_OFF), Insn.jmp_imm(BPF_JEQ, R2, ActionCode.AUDIT, to=allow),
@@ -200,12 +207,70 @@ def block_event_and_verdict(e: Emitter, write_path: PathWriter, scope: str = "",
     e(Insn.mov64_imm(R0, 0), Insn.exit())
 
 
-def enforce_and_report(e: Emitter, k: KernelLayout, write_path: PathWriter) -> None:
+#: the label of the shared record emission (``block_event_and_verdict(path_args=...)``)
+BLOCK_RECORD = "block_record"
+#: where the subprogram keeps its R3 and R4 (the path writer's inputs), in its own frame
+PATH_ARG_OFFS = (-8, -16)
+
+
+def _block_record(e: Emitter, write_path: PathWriter, tail_bytes: int) -> None:
+    """Subprogram: R1 = the caller's frame pointer (its stack slots are read through it), R2 = the
+    ``agent_config`` value, R3 and R4 = the inputs of *write_path* (kept at :data:`PATH_ARG_OFFS`).
+    Samples, reserves, fills, writes the path and submits; returns 0."""
+    done = f"{BLOCK_RECORD}_done"
+    e(Insn.mov64_reg(R6, R1).noted("the caller's frame"), Insn.mov64_reg(R9, R2).noted("agent_config"),
+      Insn.stx_mem(BPF_DW, R10, R3, PATH_ARG_OFFS[0]), Insn.stx_mem(BPF_DW, R10, R4, PATH_ARG_OFFS[1]))
+    _reserve_and_fill(e, R6, tail_bytes, reserve=f"{BLOCK_RECORD}_reserve", fill=f"{BLOCK_RECORD}_fill", none=done)
+    write_path(e)
+    e(Insn.mov64_reg(R1, R7), Insn.mov64_imm(R2, 0), Insn.call(BpfFunc.ringbuf_submit))
+    e.label(done)
+    e(Insn.mov64_imm(R0, 0), Insn.exit())
+
+
+def _reserve_and_fill(e: Emitter, frame: int, tail_bytes: int, *, reserve: str, fill: str, none: str) -> None:
+    """Sample, reserve the record into R7 (a full ring counts ``ringbuf_drops``; both jump to *none*) and
+    fill all but its path from the slots below *frame* (R10, or the caller's frame in a subprogram);
+    R9 holds the ``agent_config`` value."""
+    config(e, R2, "event_sample_rate")
+    e(Insn.jmp_imm(BPF_JLE, R2, 1, to=reserve), Insn.mov64_reg(R8, R2), Insn.call(BpfFunc.get_prandom_u32),
+      Insn.alu64_reg(BPF_MOD, R0, R8), Insn.jmp_imm(BPF_JNE, R0, 0, to=none))
+    e.label(reserve)
+    e.map_ref(R1, "events")
+    e(Insn.mov64_imm(R2, BLOCK.size + tail_bytes), Insn.mov64_imm(R3, 0), Insn.call(BpfFunc.ringbuf_reserve),
+      Insn.mov64_reg(R7, R0), Insn.jmp_imm(BPF_JNE, R7, 0, to=fill))
+    e.count("block_stats", BLOCK_STATS.offset("ringbuf_drops"), CNT_KEY_OFF)
+    e(Insn.ja(none))
+    e.label(fill)
+    e(Insn.st_mem(BPF_W, R7, BLOCK.offset("type"), RecordType.BLOCK),
+      Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), 0))
+    copy_identity(e, R7, frame)
+    for name, size in (("ino", BPF_DW), ("dev", BPF_W)):
+        e(Insn.ldx_mem(size, R2, frame, INODE_OFF + INODE_KEY.offset(name)),
+          Insn.stx_mem(size, R7, R2, BLOCK.offset(name)))
+    e(Insn.ldx_mem(BPF_DW, R2, frame, CGID_OFF), Insn.stx_mem(BPF_DW, R7, R2, BLOCK.offset("cgid")),
+      Insn.ldx_mem(BPF_DW, R2, frame, ACTION_OFF), Insn.stx_mem(BPF_W, R7, R2, BLOCK.offset("action")),
+      Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, BLOCK.offset("comm")), Insn.mov64_imm(R2, 16),
+      Insn.call(BpfFunc.get_current_comm))
+
+
+def string_path_len(e: Emitter) -> None:
+    """After a helper wrote the record's path as a string (R0 = its bytes with the NUL, or an error):
+    ``path_len`` = R0 - 1, or an empty path with ``REC_F_PATH_TRUNCATED``. The record is in R7."""
+    ok = e.fresh("path_ok")
+    e(Insn.jmp_imm(BPF_JSGT, R0, 0, to=ok),
+      Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), RecordFlags.REC_F_PATH_TRUNCATED), Insn.mov64_imm(R0, 1))
+    e.label(ok)
+    e(Insn.alu64_imm(BPF_SUB, R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
+
+
+def enforce_and_report(e: Emitter, k: KernelLayout, write_path: PathWriter, *,
+                       path_args: PathArgs | None = None) -> None:
     """Step 6 for an LSM hook after a match: count it, identify the current process (PROC_INFO at VAL_OFF),
-    audit or enforce with the configured signal, then the ``block`` record and the verdict."""
+    audit or enforce with the configured signal, then the ``block`` record and the verdict
+    (:func:`block_event_and_verdict`, with *path_args*)."""
     e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
     e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
     proc_identity(e, k, R7)
     effective_audit(e, to="emit")
     signal(e)
-    block_event_and_verdict(e, write_path)
+    block_event_and_verdict(e, write_path, path_args=path_args)

@@ -17,24 +17,21 @@ Returns ``-EPERM`` or 0. Needs BPF LSM (5.7) with ``bpf_d_path`` allowed in this
 
 from __future__ import annotations
 
-from pybpfguard.agent.events.records import BLOCK, PATH_MAX, TASK_COMM_LEN, ActionCode, RecordFlags
+from pybpfguard.agent.events.records import BLOCK, PATH_MAX, TASK_COMM_LEN, ActionCode
 from pybpfguard.agent.maps import BLOCK_STATS, INODE_KEY
 from pybpfguard.agent.programs import deny
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
-from pybpfguard.agent.programs.file_lsm import d_path_of
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, proc_identity
 from pybpfguard.bpf.asm import (
     BPF_ADD,
     BPF_B,
     BPF_DW,
-    BPF_H,
     BPF_JEQ,
     BPF_JGE,
     BPF_JGT,
     BPF_JLE,
     BPF_JLT,
     BPF_JNE,
-    BPF_JSGT,
     BPF_JSLE,
     BPF_SUB,
     R0,
@@ -100,15 +97,34 @@ def _comm_key(e: Emitter, no_match: str) -> None:
       Insn.jmp_imm(BPF_JNE, R0, 0, to=no_match))
 
 
-def _filename_path(e: Emitter) -> None:
-    """Path writer for deny_comm: ``bprm->filename`` as the caller gave it (cut at PATH_MAX - 1 bytes)."""
-    ok = e.fresh("fn_ok")
+def _record_path(e: Emitter) -> None:
+    """Path writer of both rules, run in the shared record subprogram (``deny.block_event_and_verdict``
+    with *path_args*): ``bpf_d_path`` of the ``struct path`` given as R3 (:func:`_file_path_args`), or,
+    R3 being 0, ``bprm->filename`` given as R4 (:func:`_filename_args`), cut at PATH_MAX - 1 bytes."""
+    filename, written = e.fresh("path_filename"), e.fresh("path_written")
+    path_off, filename_off = deny.PATH_ARG_OFFS
+    e(Insn.ldx_mem(BPF_DW, R1, R10, path_off), Insn.jmp_imm(BPF_JEQ, R1, 0, to=filename),
+      Insn.mov64_reg(R2, R7), Insn.alu64_imm(BPF_ADD, R2, BLOCK.size), Insn.mov64_imm(R3, PATH_MAX),
+      Insn.call(BpfFunc.d_path), Insn.ja(written))
+    e.label(filename)
     e(Insn.mov64_reg(R1, R7), Insn.alu64_imm(BPF_ADD, R1, BLOCK.size), Insn.mov64_imm(R2, PATH_MAX),
-      Insn.ldx_mem(BPF_DW, R3, R10, _FILENAME), Insn.call(BpfFunc.probe_read_kernel_str),
-      Insn.jmp_imm(BPF_JSGT, R0, 0, to=ok),
-      Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), RecordFlags.REC_F_PATH_TRUNCATED), Insn.mov64_imm(R0, 1))
-    e.label(ok)
-    e(Insn.alu64_imm(BPF_SUB, R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
+      Insn.ldx_mem(BPF_DW, R3, R10, filename_off), Insn.call(BpfFunc.probe_read_kernel_str))
+    e.label(written)
+    deny.string_path_len(e)
+
+
+def _file_path_args(k: KernelLayout) -> deny.PathArgs:
+    """:func:`_record_path` of the denied executable: R3 = ``&bprm->file->f_path`` (the file in R6)."""
+    def args(e: Emitter) -> None:
+        e(Insn.mov64_reg(R3, R6))
+        e.member_addr(R3, k, "file", "f_path")
+        e(Insn.mov64_imm(R4, 0))
+    return args
+
+
+def _filename_args(e: Emitter) -> None:
+    """:func:`_record_path` of a deny_comm match: R3 = 0, R4 = ``bprm->filename``."""
+    e(Insn.mov64_imm(R3, 0), Insn.ldx_mem(BPF_DW, R4, R10, _FILENAME))
 
 
 def bprm_check_program(k: KernelLayout) -> AgentProgram:
@@ -124,18 +140,18 @@ def bprm_check_program(k: KernelLayout) -> AgentProgram:
     deny.config(e, R2, "file_policy_empty")
     e(Insn.jmp_imm(BPF_JNE, R2, 0, to="comm"))
     deny.deny_inode_match(e, miss="comm")
-    deny.enforce_and_report(e, k, d_path_of(k, R6))
+    deny.enforce_and_report(e, k, _record_path, path_args=_file_path_args(k))
 
     # deny_comm: allow_cgroup first, then the name, then the survival allowlist
     e.label("comm")
     e(Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R10, R0, deny.CGID_OFF))
     e.lookup("allow_cgroup", deny.CGID_OFF)
-    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="comm_allow"))
-    _comm_key(e, no_match="comm_allow")
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
+    _comm_key(e, no_match="allow")
     e.lookup("deny_comm", _COMM_KEY)
-    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="comm_allow"))
+    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="allow"))
     e.lookup("survival_allowlist", deny.INODE_OFF)
-    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="comm_allow"))
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
     e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
     e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
     proc_identity(e, k, R7)
@@ -144,6 +160,6 @@ def bprm_check_program(k: KernelLayout) -> AgentProgram:
       Insn.st_mem(BPF_DW, R10, deny.INODE_OFF + INODE_KEY.offset("dev"), 0))
     deny.effective_audit(e, to="comm_emit")
     e(Insn.st_mem(BPF_DW, R10, deny.ACTION_OFF, ActionCode.BLOCK))  # never a signal
-    deny.block_event_and_verdict(e, _filename_path, scope="comm_")
+    deny.block_event_and_verdict(e, _record_path, scope="comm_", path_args=_filename_args, then="verdict")
     return e.program("bprm_check", "lsm", "lsm/bprm_check_security")
 

@@ -9,10 +9,10 @@ count -> (enforce) signal with TERM->KILL escalation -> event with the opened fi
 
 from __future__ import annotations
 
-from pybpfguard.agent.events.records import BLOCK, PATH_MAX, RecordFlags
+from pybpfguard.agent.events.records import BLOCK, PATH_MAX
 from pybpfguard.agent.programs import deny
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
-from pybpfguard.bpf.asm import BPF_ADD, BPF_H, BPF_JNE, BPF_JSGT, BPF_SUB, R0, R1, R2, R3, R6, R7, BpfFunc, Insn
+from pybpfguard.bpf.asm import BPF_ADD, BPF_JNE, R1, R2, R3, R6, R7, BpfFunc, Insn
 
 
 def d_path_of(k: KernelLayout, file: int) -> deny.PathWriter:
@@ -25,12 +25,7 @@ def d_path_of(k: KernelLayout, file: int) -> deny.PathWriter:
         e.member_addr(R1, k, "file", "f_path")
         e(Insn.mov64_reg(R2, R7), Insn.alu64_imm(BPF_ADD, R2, BLOCK.size), Insn.mov64_imm(R3, PATH_MAX),
           Insn.call(BpfFunc.d_path))
-        ok = e.fresh("path_ok")
-        e(Insn.jmp_imm(BPF_JSGT, R0, 0, to=ok),
-          Insn.st_mem(BPF_H, R7, BLOCK.offset("flags"), RecordFlags.REC_F_PATH_TRUNCATED),
-          Insn.mov64_imm(R0, 1))
-        e.label(ok)
-        e(Insn.alu64_imm(BPF_SUB, R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
+        deny.string_path_len(e)
     return write
 
 

@@ -99,10 +99,11 @@ def exec_inode_from_file(e: Emitter, k: KernelLayout, file: int) -> None:
     file_inode(e, k, file, VAL_OFF + PROC_INFO.offset("exec_ino"), VAL_OFF + PROC_INFO.offset("exec_dev"))
 
 
-def copy_identity(e: Emitter, rec: int) -> None:
-    """Copy pid, ppid and start times from the stacked PROC_INFO into the record at *rec*."""
+def copy_identity(e: Emitter, rec: int, frame: int = R10) -> None:
+    """Copy pid, ppid and start times from the stacked PROC_INFO into the record at *rec*; *frame* holds
+    the frame pointer of the program that stacked it (R10, or its copy in a subprogram)."""
     for name, size in (("pid", BPF_W), ("ppid", BPF_W), ("start_time", BPF_DW), ("parent_start_time", BPF_DW)):
-        e(Insn.ldx_mem(size, R2, R10, VAL_OFF + PROC_INFO.offset(name)),
+        e(Insn.ldx_mem(size, R2, frame, VAL_OFF + PROC_INFO.offset(name)),
           Insn.stx_mem(size, rec, R2, EXEC.offset(name)))
 
 
