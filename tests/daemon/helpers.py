@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pybpfguard.agent.events.schema import validate
 from pybpfguard.agent.paths import kernel_dev
-from tests.daemon.conftest import AgentProcess
+from tests.daemon.conftest import AgentProcess, run_in_cgroup
 
 
 def check_lines(agent: AgentProcess) -> None:
@@ -35,3 +35,13 @@ def path_of_length(base: Path, total: int) -> Path:
     path = base.joinpath(*parts)
     assert len(os.fsencode(str(path))) == total
     return path
+
+
+def denied(cgroup: Path, path: Path) -> bool:
+    """``cat <path>`` from a child in *cgroup*: True when refused with EPERM, False when it reads the file;
+    AssertionError on any other failure."""
+    out = run_in_cgroup(cgroup, ["cat", str(path)])
+    if out.returncode == 0:
+        return False
+    assert b"Operation not permitted" in out.stderr, out.stderr
+    return True

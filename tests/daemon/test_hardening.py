@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pybpfguard.agent.paths import inode_key
-from tests.daemon.conftest import run_in_cgroup
+from tests.daemon.helpers import denied
 
 pytestmark = pytest.mark.kernel
 
@@ -31,13 +31,6 @@ def test_a_clean_stop_reports_no_fault_and_exits_0(start_agent, signum, strict):
     assert not [line for line in agent.stderr if "ERROR" in line or '"level":"error"' in line], agent.stderr
 
 
-def _denied(cgroup, path) -> bool:
-    """Whether a child in *cgroup* is refused reading *path* (EPERM); AssertionError on any other failure."""
-    out = run_in_cgroup(cgroup, ["cat", str(path)])
-    if out.returncode == 0:
-        return False
-    assert b"Operation not permitted" in out.stderr, out.stderr
-    return True
 
 
 def _spawn_cli(env, *args: str) -> subprocess.Popen[bytes]:
@@ -63,7 +56,7 @@ def _wait_until_applied(bpffs, timeout_s: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def test_parallel_rule_edits_lose_nothing_and_every_record_agrees_with_what_is_denied(
+def test_parallel_rule_edits_lose_nothing_and_every_record_agrees_with_what_isdenied(
         start_agent, agent_env, bpffs, tmp_path, test_cgroup):
     from pybpfguard.agent.maps import PinnedMaps
 
@@ -87,8 +80,8 @@ def test_parallel_rule_edits_lose_nothing_and_every_record_agrees_with_what_is_d
     with PinnedMaps.open(bpffs / "pybpfguard", create=False) as pins:
         pinned = {(k.ino, k.dev) for k in pins.deny_inode}
     assert pinned == {inode_key(os.stat(f)) for f in kept}
-    assert all(_denied(test_cgroup, f) for f in kept)
-    assert not any(_denied(test_cgroup, f) for f in gone)
+    assert all(denied(test_cgroup, f) for f in kept)
+    assert not any(denied(test_cgroup, f) for f in gone)
 
 
 def test_a_malformed_deny_db_never_stops_enforcement_and_edits_that_need_it_fail_with_file_and_line(
@@ -104,12 +97,12 @@ def test_a_malformed_deny_db_never_stops_enforcement_and_edits_that_need_it_fail
     assert agent.cli("allow", "add", "cgid:987654").returncode == 0
     ev = agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "DEGRADED")
     assert "state_file_unreadable=deny.db:2" in ev["detail"], ev
-    assert agent.proc.poll() is None and _denied(test_cgroup, secret)
+    assert agent.proc.poll() is None and denied(test_cgroup, secret)
     other = tmp_path / "other"
     other.write_text("x")
     out = agent.cli("block", "add", str(other), check=False)
     assert out.returncode == 1 and f"{db}:2: expected" in out.stderr and "Traceback" not in out.stderr
-    assert not _denied(test_cgroup, other)  # nothing half-applied
+    assert not denied(test_cgroup, other)  # nothing half-applied
     db.write_text(db.read_text().replace("not a rule\n", ""))
     assert agent.cli("allow", "del", "cgid:987654").returncode == 0
     assert agent.wait_for(lambda e: e["type"] == "state_change" and e["state"] == "ENFORCE"
@@ -137,7 +130,7 @@ def test_a_rule_added_from_another_mount_namespace_is_enforced_and_confirmed(sta
                           sys.executable, "-m", "pybpfguard", "block", "add", str(secret)],
                          env=agent_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert _denied(test_cgroup, secret)
+    assert denied(test_cgroup, secret)
 
 
 def test_without_a_daemon_an_edit_is_stored_exit_4_and_enforced_once_a_daemon_starts(start_agent, agent_env,
@@ -150,7 +143,7 @@ def test_without_a_daemon_an_edit_is_stored_exit_4_and_enforced_once_a_daemon_st
     assert out.returncode == 4 and "no running daemon confirmed it" in out.stderr
     assert time.monotonic() - started < 5  # no daemon: nothing to wait for
     start_agent("--enforce", "--enforce-signal=none")
-    assert _denied(test_cgroup, secret)
+    assert denied(test_cgroup, secret)
 
 
 def test_a_stopped_daemon_gets_exit_4_then_enforces_the_rule_by_itself_when_it_resumes(
@@ -166,7 +159,7 @@ def test_a_stopped_daemon_gets_exit_4_then_enforces_the_rule_by_itself_when_it_r
         os.kill(agent.proc.pid, signal.SIGCONT)
     assert out.returncode == 4, out.stderr
     deadline = time.monotonic() + 2.0  # the daemon checks the edit generation every loop turn
-    while not _denied(test_cgroup, secret):
+    while not denied(test_cgroup, secret):
         assert time.monotonic() < deadline, "the stored rule was not picked up within 2 s"
         time.sleep(0.05)
 
@@ -240,7 +233,7 @@ def test_a_daemon_started_on_a_deny_db_with_one_bad_line_enforces_every_good_one
     assert ev["state"] == "DEGRADED" and "state_file_unreadable=deny.db:1" in ev["detail"], ev
     assert "unenforced_inode_rules" not in ev["detail"], ev  # the good line still names the file to mark
     assert any(f"{db}:1:" in line for line in agent.stderr)
-    assert _denied(test_cgroup, secret)
+    assert denied(test_cgroup, secret)
 
 
 def test_an_edit_a_daemon_confirms_but_does_not_enforce_says_so(start_agent, agent_env, tmp_path):

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import run_in_cgroup
-from tests.daemon.helpers import ino_dev
+from tests.daemon.helpers import denied, ino_dev
 
 pytestmark = pytest.mark.kernel
 
 ENFORCE = ("--enforce", "--enforce-signal=none")
 
 
-def _denied(cgroup: Path, path: Path) -> bool:
-    """``cat <path>`` from a child in *cgroup* fails with EPERM (True) or reads the file (False)."""
-    out = run_in_cgroup(cgroup, ["cat", str(path)])
-    if out.returncode == 0:
-        return False
-    assert b"Operation not permitted" in out.stderr, out.stderr
-    return True
 
 
 def _restart(start_agent, agent):  # type: ignore[no-untyped-def]
@@ -42,7 +33,7 @@ def test_a_denied_file_moved_while_the_daemon_was_down_is_denied_at_its_new_name
     moved = elsewhere / "moved"
     agent = start_agent(*ENFORCE)
     agent.cli("block", "add", str(secret))
-    assert _denied(test_cgroup, secret)
+    assert denied(test_cgroup, secret)
     assert agent.stop() == 0
     key = ino_dev(secret)
     if move == "hardlink_then_unlink":
@@ -55,12 +46,12 @@ def test_a_denied_file_moved_while_the_daemon_was_down_is_denied_at_its_new_name
     assert ino_dev(moved) == key
     agent = start_agent(*ENFORCE)
     assert agent.wait_for(lambda e: e["type"] == "state_change")["state"] == "ENFORCE"
-    assert _denied(test_cgroup, moved)
+    assert denied(test_cgroup, moved)
     if move == "rename_and_reuse_the_name":
-        assert not _denied(test_cgroup, secret)
+        assert not denied(test_cgroup, secret)
     # the rule is still removable by its recorded path, and its mark goes with it
     agent.cli("block", "del", str(secret) if move != "rename_and_reuse_the_name" else str(moved))
-    assert not _denied(test_cgroup, moved)
+    assert not denied(test_cgroup, moved)
 
 
 def test_a_denied_file_deleted_before_a_restart_is_reported_unenforced_per_rule(start_agent, tmp_path, test_cgroup):
@@ -75,7 +66,7 @@ def test_a_denied_file_deleted_before_a_restart_is_reported_unenforced_per_rule(
     agent = _restart(start_agent, agent)
     ev = agent.wait_for(lambda e: e["type"] == "state_change")
     assert ev["state"] == "DEGRADED" and "unenforced_inode_rules=1" in ev["detail"]
-    assert _denied(test_cgroup, kept)
+    assert denied(test_cgroup, kept)
     lines = agent.cli("block", "list").stdout.splitlines()
     assert f"{kept} ({ino_dev(kept)[1]}:{ino_dev(kept)[0]})" in lines  # enforced: no remark
     [line] = [line for line in lines if line.startswith(f"{gone} ({dev}:{ino})")]
