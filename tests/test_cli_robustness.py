@@ -44,6 +44,14 @@ BAD_INPUT = [
     ["obj", "show", "/etc/hostname"], ["obj", "load", "/nonexistent.o"], ["obj", "load", "/etc/hostname"],
     ["obj", "load", "/etc/hostname", "--set", "novalue"], ["obj", "frobnicate"],
     ["--log-level=loud", "version"], ["--log-format=xml", "stats"],
+    ["policy", "lint", "/nonexistent.conf"], ["policy", "validate", "/nonexistent.conf"],
+    ["policy", "apply", "/nonexistent.conf"], ["policy", "apply", "/etc/hostname"], ["policy", "export"],
+    ["policy", "sign", "/nonexistent.conf", "--key", "/nonexistent.key", "--output", "/nonexistent/out"],
+    ["policy", "canonical", "/nonexistent.conf"], ["policy", "bundle-canonical", "/etc/hostname"],
+    ["policy", "event-canonical", "/nonexistent.json"], ["policy", "frobnicate"],
+    ["keys", "add", "/nonexistent.pub"], ["keys", "frobnicate"], ["bpf", "keygen"], ["bpf", "sign"],
+    ["simulate", "/nonexistent.jsonl", "--policy", "/nonexistent.conf"], ["simulate", "-"],
+    ["explain", "/nonexistent.json"],
 ]
 
 

@@ -1,0 +1,1 @@
+"""Policies (docs/policy.md): the model, parsing and lint, bundles and keys, apply, simulate and explain."""
