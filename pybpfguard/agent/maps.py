@@ -57,6 +57,9 @@ DENY_ALWAYS = 1
 PROTECT_VERIFIED_EXEC = 2
 COMM_KEY_BYTES = 16  # deny_comm key: char[16], NUL-padded (TASK_COMM_LEN)
 
+#: ``allow_exec_inode`` key {ino 0, dev 0} (no file has inode 0): present = allowlist mode on in that rule set.
+ALLOWLIST_ON_KEY = INODE_KEY.value(ino=0, dev=0)
+
 #: The maps a policy fills, each pinned once per rule set (set 1 as ``<name>_1``), in a fixed order.
 RULE_SET_MAPS = ("deny_inode", "deny_path", "allow_cgroup", "deny_comm", "deny_cgroup_inode", "allow_exec_inode")
 RULE_SETS = 2

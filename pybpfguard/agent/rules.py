@@ -19,7 +19,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import cgroup2_mount
 from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.handlestore import HandleDb, handles_path, take_handle
-from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps
+from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps, RuleSet
 from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, InodeKey, PathRuleError, resolve_rule_path
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry, escape_path
 from pybpfguard.bpf.cpus import possible_cpus
@@ -55,11 +55,17 @@ def _path_key(path: bytes) -> bytes | None:
     return path.ljust(DENY_PATH_KEY_BYTES, b"\0") if len(path) < DENY_PATH_KEY_BYTES else None
 
 
-def refresh_hints(pins: PinnedMaps) -> None:
-    """Recompute ``file_policy_empty`` in the agent configuration from the file-rule maps."""
+def file_rules_empty(rule_set: RuleSet) -> bool:
+    """No inode rule, global or cgroup-scoped, in *rule_set* (what the ``file_policy_empty`` hint says)."""
+    return all(next(iter(m.keys()), None) is None for m in (rule_set.deny_inode, rule_set.deny_cgroup_inode))
+
+
+def refresh_hints(pins: PinnedMaps, *, assume_rules: bool = False) -> None:
+    """Recompute ``file_policy_empty`` in the agent configuration from the live set's inode-rule maps;
+    *assume_rules*: clear the hint whatever the maps hold (before a switch to a set that has rules)."""
     cfg = pins.agent_config
     current = cfg.lookup_elem(0)
-    empty = int(next(iter(pins.deny_inode.keys()), None) is None)
+    empty = int(not assume_rules and file_rules_empty(pins.live))
     if current.file_policy_empty != empty:
         cfg.update_elem(0, msgspec.structs.replace(current, file_policy_empty=empty))
 
