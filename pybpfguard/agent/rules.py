@@ -76,7 +76,7 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         resolved = resolve_rule_path(path, DENY_PATH_MAX_BYTES)
     except PathRuleError as err:
         raise RuleError(str(err)) from err
-    if (refusal := _mechanism_refusal(resolved.mode)) is not None:
+    if (refusal := mechanism_refusal(resolved.mode)) is not None:
         raise RuleError(f"{os.fsdecode(resolved.canonical)}: {refusal}")
     key = INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)
     result = EditResult(changed=False, denied=resolved.key)
@@ -112,7 +112,7 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     return result
 
 
-def _mechanism_refusal(mode: int) -> str | None:
+def mechanism_refusal(mode: int) -> str | None:
     """Why the file enforcement at hand (the running daemon's, else what this host offers) cannot deny
     opens of a file of type *mode*, or None. Regular files and directories never need the question."""
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
@@ -206,6 +206,22 @@ def block_clear(pins: PinnedMaps, db: DenyDb, keep_cgids: set[int]) -> None:
     for name in ("policy.applied", "policy.applied.prev", "policy.applied.sha256"):
         config.state_file(name).unlink(missing_ok=True)
     refresh_hints(pins)
+
+
+def agent_cgids() -> set[int]:
+    """The agent's own cgroups, which `block clear` and every `policy apply` keep in ``allow_cgroup``: the
+    running daemon's (under systemd, its unit's cgroup) and the configured agent cgroup."""
+    from pybpfguard.agent.runtime import read_runtime
+
+    cgids = set()
+    running = read_runtime()
+    if running is not None:
+        cgids.add(running.agent_cgid)
+    try:
+        cgids.add(os.stat(config.agent_cgroup()).st_ino)
+    except OSError:
+        pass  # no agent cgroup on this host now
+    return cgids
 
 
 def resolve_cgroup(spec: str) -> int:
