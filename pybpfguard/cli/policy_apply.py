@@ -108,12 +108,11 @@ def _apply_text(args: argparse.Namespace, data: bytes, source: str, *, reset: bo
                 try:
                     if getattr(args, "canary", 0) > 0:
                         _watch_canary(pins, args.canary, args.canary_threshold)
-                    with _span(args, "policy.commit_generation"):
-                        digest = record_snapshot(opened.text)
-                        if opened.bundle is not None:
-                            from pybpfguard.agent.policy.bundle import commit_version
+                    digest = record_snapshot(opened.text)
+                    if opened.bundle is not None:
+                        from pybpfguard.agent.policy.bundle import commit_version
 
-                            commit_version(opened)
+                        commit_version(opened)
                 except (CanaryBreach, OSError, AgentError) as err:
                     if args.no_rollback and not isinstance(err, CanaryBreach):
                         return _fail(args, f"the new rules are live, but recording them failed: {err}")
