@@ -59,6 +59,9 @@ def lint(args: argparse.Namespace) -> int:
     if args.out is not None and not args.fix:
         print(f"{args.prog} policy lint: --out needs --fix", file=sys.stderr)
         return 2
+    if args.out == "":
+        print(f"{args.prog} policy lint: --out needs a file name (or - for stdout)", file=sys.stderr)
+        return 2
     if args.fix and args.file == STDIN and args.out is None:
         print(f"{args.prog} policy lint: --fix on stdin needs --out (a file, or - for stdout)", file=sys.stderr)
         return 2
@@ -76,7 +79,7 @@ def lint(args: argparse.Namespace) -> int:
     if to_stdout:
         sys.stdout.buffer.write(data)
         return 0
-    target = args.out or f"{args.file}.fixed"
+    target = args.out if args.out is not None else f"{args.file}.fixed"
     try:
         replace_file(Path(target), data, FIXED_MODE)
     except OSError as err:
