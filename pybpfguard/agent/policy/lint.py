@@ -45,7 +45,7 @@ _DIRECTION_TEXT = {direction: name for name, direction in DIRECTION_NAMES.items(
 @dataclass(frozen=True, slots=True)
 class Advisory:
     """One lint finding: ``line`` (1-based; 0 when it is about the whole file), ``message``, and ``notice``
-    (True for "accepted but not enforced by this release", False for a §-style lint warning)."""
+    (True for "accepted but not enforced by this release", False for a lint warning)."""
 
     line: int
     message: str
