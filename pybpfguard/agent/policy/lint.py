@@ -72,12 +72,14 @@ def _ip_inside_cidr(policy: Policy) -> Iterator[Advisory]:
     networks: dict[tuple[int, int], dict[int, tuple[str, int]]] = {}
     for entry in policy.entries(Section.DENY_CIDR):
         net = entry.value
-        assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
+        if not isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            continue
         networks.setdefault((net.version, net.prefixlen), {}).setdefault(
             int(net.network_address), (entry.text, entry.line))
     for entry in policy.entries(Section.DENY_IP):
         address = entry.value
-        assert isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
+        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            continue
         for (version, prefix), by_start in networks.items():
             host_bits = address.max_prefixlen - prefix
             if version == address.version and (hit := by_start.get(int(address) >> host_bits << host_bits)):
@@ -100,32 +102,37 @@ def _flag_advisories(policy: Policy) -> Iterator[Advisory]:
                        "process can be VERIFIED_EXEC, so every process is treated as unverified")
 
 
+def _bytes(policy: Policy, *sections: Section) -> Iterator[tuple[int, bytes]]:
+    """(line, value) of every entry of *sections* whose value is bytes (paths, comms)."""
+    for section in sections:
+        for entry in policy.entries(section):
+            if isinstance(entry.value, bytes):
+                yield entry.line, entry.value
+
+
 def _survival_comms(policy: Policy) -> Iterator[Advisory]:
-    for entry in policy.entries(Section.DENY_COMM):
-        if os.fsdecode(entry.value) in SURVIVAL_NAMES:  # type: ignore[arg-type]
-            yield Advisory(entry.line, f"deny_comm {entry.text} names a survival-list binary; denying its exec "
-                                       "can lock init, the package manager or remote access out of the host")
+    for line, comm in _bytes(policy, Section.DENY_COMM):
+        if os.fsdecode(comm) in SURVIVAL_NAMES:
+            yield Advisory(line, f"deny_comm {os.fsdecode(comm)} names a survival-list binary; denying its exec "
+                                 "can lock init, the package manager or remote access out of the host")
 
 
 def _long_paths(policy: Policy) -> Iterator[Advisory]:
-    for section in (Section.DENY_PATH, Section.PROTECT_PATH):
-        for entry in policy.entries(section):
-            if len(entry.value) >= DENY_PATH_KEY_BYTES:  # type: ignore[arg-type]
-                yield Advisory(entry.line, f"path is {len(entry.value)} bytes, too long for the "  # type: ignore[arg-type]
-                                           f"{DENY_PATH_KEY_BYTES}-byte path map: enforced by inode alone "
-                                           "(not by the tracepoint fallback)")
+    for line, path in _bytes(policy, Section.DENY_PATH, Section.PROTECT_PATH):
+        if len(path) >= DENY_PATH_KEY_BYTES:
+            yield Advisory(line, f"path is {len(path)} bytes, too long for the {DENY_PATH_KEY_BYTES}-byte path "
+                                 "map: enforced by inode alone (not by the tracepoint fallback)")
 
 
 def _named_paths(policy: Policy) -> Iterator[tuple[int, bytes]]:
-    """(line, path) of every filesystem path the policy names."""
-    for section in (Section.DENY_PATH, Section.PROTECT_PATH, Section.SCAN_PATHS):
-        for entry in policy.entries(section):
-            yield entry.line, entry.value  # type: ignore[misc]
+    """(line, path) of every filesystem path the policy names: rule paths, scan roots, cgroup directories."""
+    yield from _bytes(policy, Section.DENY_PATH, Section.PROTECT_PATH, Section.SCAN_PATHS)
     for section in (Section.ALLOW_CGROUP, Section.CGROUP_DENY_INODE, Section.CGROUP_DENY_IP,
                     Section.CGROUP_DENY_PORT):
         for entry in policy.entries(section):
-            ref = entry.value if isinstance(entry.value, CgroupRef) else entry.value.cgroup  # type: ignore[union-attr]
-            if ref.path is not None:
+            value = entry.value
+            ref = value.cgroup if isinstance(value, CgroupDenyInode | CgroupDenyIp | CgroupDenyPort) else value
+            if isinstance(ref, CgroupRef) and ref.path is not None:
                 yield entry.line, ref.path
 
 

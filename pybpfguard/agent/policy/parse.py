@@ -58,6 +58,11 @@ _DEDUP_BY_VALUE = frozenset({
 })
 
 
+def _q(text: str, limit: int = 60) -> str:
+    """*text* quoted for a message: escaped (repr), cut to *limit* characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 class _Bad(ValueError):
     """An entry was refused; the parser adds the source and line."""
 
@@ -67,9 +72,9 @@ class _Bad(ValueError):
 
 def _decimal(text: str, what: str, low: int, high: int) -> int:
     if not _DECIMAL.fullmatch(text):
-        raise _Bad(f"{what} must be a decimal number, found {text[:40]!r}")
+        raise _Bad(f"{what} must be a decimal number, found {_q(text)}")
     if len(text.lstrip("0")) > 20:  # beyond any u64 (and int() refuses over 4300 digits)
-        raise _Bad(f"{what} {text[:40]}... out of range {low}-{high}")
+        raise _Bad(f"{what} {_q(text)} out of range {low}-{high}")
     n = int(text)
     if not low <= n <= high:
         raise _Bad(f"{what} {n} out of range {low}-{high}")
@@ -87,7 +92,7 @@ def _dir_path(text: str, what: str) -> bytes:
     """An absolute path taken literally (scan roots, cgroup directories): no NUL, at most 4095 bytes."""
     raw = text.encode()
     if not raw.startswith(b"/"):
-        raise _Bad(f"relative {what} {text!r}; give an absolute path")
+        raise _Bad(f"relative {what} {_q(text)}; give an absolute path")
     if b"\0" in raw:
         raise _Bad(f"{what} contains a NUL byte")
     if len(raw) > DENY_PATH_MAX_BYTES:
@@ -97,13 +102,13 @@ def _dir_path(text: str, what: str) -> bytes:
 
 def _not_an_address(text: str, what: str) -> _Bad:
     if re.fullmatch(r"[A-Za-z0-9.-]+", text) and re.search(r"[A-Za-z]", text):
-        return _Bad(f"{text!r} is a hostname; give an {what}")
-    return _Bad(f"{text!r} is not an {what}")
+        return _Bad(f"{_q(text)} is a hostname; give an {what}")
+    return _Bad(f"{_q(text)} is not an {what}")
 
 
 def _ip(text: str, what: str = "IPv4 or IPv6 address") -> IpAddress:
     if "%" in text:  # ipaddress accepts scoped IPv6 ("fe80::1%eth0"); the maps hold no scope
-        raise _Bad(f"{text!r}: scoped IPv6 addresses are not supported")
+        raise _Bad(f"{_q(text)}: scoped IPv6 addresses are not supported")
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -113,33 +118,33 @@ def _ip(text: str, what: str = "IPv4 or IPv6 address") -> IpAddress:
 def _ipv4(text: str) -> ipaddress.IPv4Address:
     address = _ip(text, "IPv4 address")
     if not isinstance(address, ipaddress.IPv4Address):
-        raise _Bad(f"{text!r} is IPv6; this section takes IPv4 addresses only")
+        raise _Bad(f"{_q(text)} is IPv6; this section takes IPv4 addresses only")
     return address
 
 
 def _cidr(text: str) -> IpNetwork:
     address_text, slash, prefix_text = text.partition("/")
     if not slash:
-        raise _Bad(f"{text!r} has no prefix length; write a.b.c.d/n or v6/n (or use deny_ip)")
+        raise _Bad(f"{_q(text)} has no prefix length; write a.b.c.d/n or v6/n (or use deny_ip)")
     address = _ip(address_text)
     bits = address.max_prefixlen
     prefix = _decimal(prefix_text, "prefix length", 0, bits)
     network = ipaddress.ip_network((address, prefix), strict=False)
     if network.network_address != address:
-        raise _Bad(f"{text!r} has host bits set; the network is {network}")
+        raise _Bad(f"{_q(text)} has host bits set; the network is {network}")
     return network
 
 
 def _hash(text: str) -> bytes:
     if not text.startswith(_HASH_PREFIX) or not _HEX64.fullmatch(text[len(_HASH_PREFIX):]):
-        raise _Bad(f"expected sha256:<64 hex digits>, found {text!r}")
+        raise _Bad(f"expected sha256:<64 hex digits>, found {_q(text)}")
     return bytes.fromhex(text[len(_HASH_PREFIX):])
 
 
 def _inode(text: str) -> InodeRef:
     dev, colon, ino = text.partition(":")
     if not colon:
-        raise _Bad(f"expected <dev>:<ino> (decimal), found {text!r}")
+        raise _Bad(f"expected <dev>:<ino> (decimal), found {_q(text)}")
     return InodeRef(_decimal(dev, "dev", 0, U32_MAX), _decimal(ino, "ino", 0, U64_MAX))
 
 
@@ -152,11 +157,11 @@ def _cgroup(text: str) -> CgroupRef:
 def _comm(text: str) -> bytes:
     raw = text.encode()
     if b"/" in raw:
-        raise _Bad(f"{text!r}: deny_comm takes an executable's basename, not a path")
+        raise _Bad(f"{_q(text)}: deny_comm takes an executable's basename, not a path")
     if b"\0" in raw:
         raise _Bad("deny_comm entry contains a NUL byte")
     if len(raw) > COMM_MAX_BYTES:
-        raise _Bad(f"{text!r} is {len(raw)} bytes; a comm is at most {COMM_MAX_BYTES} bytes")
+        raise _Bad(f"{_q(text)} is {len(raw)} bytes; a comm is at most {COMM_MAX_BYTES} bytes")
     return raw
 
 
@@ -166,13 +171,13 @@ def _protocol(text: str) -> Protocol:
     try:
         return PROTOCOL_NAMES[text]
     except KeyError:
-        raise _Bad(f"unknown protocol {text!r}; expected tcp, udp or any") from None
+        raise _Bad(f"unknown protocol {_q(text)}; expected tcp, udp or any") from None
 
 
 def _port_rule(text: str) -> PortRule:
     fields = text.split(":")
     if len(fields) > 3:
-        raise _Bad(f"expected <port>[:<tcp|udp|any>[:<egress|connect|bind|both>]], found {text!r}")
+        raise _Bad(f"expected <port>[:<tcp|udp|any>[:<egress|connect|bind|both>]], found {_q(text)}")
     fields += [""] * (3 - len(fields))
     port = _decimal(fields[0], "port", 1, 65535)
     if fields[2] == "":
@@ -180,7 +185,7 @@ def _port_rule(text: str) -> PortRule:
     elif fields[2] in DIRECTION_NAMES:
         direction = DIRECTION_NAMES[fields[2]]
     else:
-        raise _Bad(f"unknown direction {fields[2]!r}; expected egress, connect, bind or both")
+        raise _Bad(f"unknown direction {_q(fields[2])}; expected egress, connect, bind or both")
     return PortRule(port, _protocol(fields[1]), direction)
 
 
@@ -188,18 +193,18 @@ def _ip_port(text: str) -> IpPortRule:
     if text.startswith("["):
         address_text, bracket, rest = text[1:].partition("]")
         if not bracket or not (rest.startswith(":") or rest == ""):
-            raise _Bad(f"expected [v6]:PORT[:PROTO], found {text!r}")
+            raise _Bad(f"expected [v6]:PORT[:PROTO], found {_q(text)}")
         address = _ip(address_text, "IPv6 address")
         if not isinstance(address, ipaddress.IPv6Address):
-            raise _Bad(f"{text!r}: only IPv6 addresses are bracketed; write a.b.c.d:PORT")
+            raise _Bad(f"{_q(text)}: only IPv6 addresses are bracketed; write a.b.c.d:PORT")
         fields = rest[1:].split(":") if rest else []
     else:
         address_text, *fields = text.split(":")
         if len(fields) > 2:
-            raise _Bad(f"{text!r}: write an IPv6 address in brackets, [v6]:PORT[:PROTO]")
+            raise _Bad(f"{_q(text)}: write an IPv6 address in brackets, [v6]:PORT[:PROTO]")
         address = _ip(address_text, "IPv4 address")
     if not fields or len(fields) > 2:
-        raise _Bad(f"expected IP:PORT[:PROTO], found {text!r}")
+        raise _Bad(f"expected IP:PORT[:PROTO], found {_q(text)}")
     port = _decimal(fields[0], "port", 1, 65535)
     return IpPortRule(address, port, _protocol(fields[1] if len(fields) == 2 else ""))
 
@@ -209,7 +214,7 @@ def _scoped(text: str) -> tuple[CgroupRef, str]:
     cgroup path may hold spaces."""
     match = re.fullmatch(r"(.*\S)\s+(\S+)", text, re.ASCII)
     if match is None:
-        raise _Bad(f"expected <cgroup-path|cgid:N> <rule>, found {text!r}")
+        raise _Bad(f"expected <cgroup-path|cgid:N> <rule>, found {_q(text)}")
     return _cgroup(match[1]), match[2]
 
 
@@ -277,9 +282,9 @@ def _header(policy: Policy, source: str, number: int, text: str) -> None:
     key, equals, value = text.partition("=")
     key, value = key.strip(), value.strip()
     if not equals:
-        raise PolicyError(source, number, f"expected version=N or a [section] header, found {text!r}")
+        raise PolicyError(source, number, f"expected version=N or a [section] header, found {_q(text)}")
     if key != "version":
-        raise PolicyError(source, number, f"unknown header key {key!r}; only version is accepted")
+        raise PolicyError(source, number, f"unknown header key {_q(key)}; only version is accepted")
     if policy.version_line is not None:
         raise PolicyError(source, number, f"duplicate version header (first at line {policy.version_line})")
     try:
@@ -293,7 +298,7 @@ def _section(policy: Policy, source: str, number: int, name: str) -> Section:
     try:
         section = Section(name.strip())
     except ValueError:
-        raise PolicyError(source, number, f"unknown section [{name}]") from None
+        raise PolicyError(source, number, f"unknown section [{_q(name)[1:-1]}]") from None
     if section in policy.section_lines:
         raise PolicyError(source, number,
                           f"duplicate section [{section.value}] (first at line {policy.section_lines[section]})")
