@@ -47,6 +47,9 @@ BAD_INPUT = [
     ["policy", "lint", "/nonexistent.conf"], ["policy", "validate", "/nonexistent.conf"],
     ["policy", "apply", "/nonexistent.conf"], ["policy", "apply", "/etc/hostname"], ["policy", "export"],
     ["policy", "sign", "/nonexistent.conf", "--key", "/nonexistent.key", "--output", "/nonexistent/out"],
+    ["policy", "lint", "/etc/hostname"], ["policy", "lint", "/etc"], ["policy", "validate", "/etc/hostname"],
+    ["policy", "lint", "--out", "/nonexistent/x", "/etc/hostname"], ["policy", "lint", "--fix", "-"],
+    ["policy", "canonical", "/etc/hostname"],
     ["policy", "canonical", "/nonexistent.conf"], ["policy", "bundle-canonical", "/etc/hostname"],
     ["policy", "event-canonical", "/nonexistent.json"], ["policy", "frobnicate"],
     ["keys", "add", "/nonexistent.pub"], ["keys", "frobnicate"], ["bpf", "keygen"], ["bpf", "sign"],
@@ -97,7 +100,7 @@ def test_a_pin_root_that_is_a_regular_file_is_a_clear_error(args, env, tmp_path)
 # Commands that print to stdout, with arguments that succeed.
 _GOOD_OUTPUT = [["version"], ["probe"], ["probe", "--json"], ["block", "list"], ["allow", "list"], ["stats"],
                 ["health"], ["health", "--json"], ["asm", "--hex"], ["disasm", "--hex"], ["bytecode", "--check"],
-                ["--help"], ["run", "--help"]]
+                ["--help"], ["run", "--help"], ["policy", "validate", "-"], ["policy", "canonical", "-"]]
 
 
 def _blocked_env(env, tmp_path) -> dict[str, str]:

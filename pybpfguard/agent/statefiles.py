@@ -123,11 +123,18 @@ def _parse_line(line: bytes, name: str, lineno: int) -> DenyDbEntry:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace *path* with *data*, so a reader sees the old file or the new one, never a part: a private
-    temporary file (``mkstemp``: unpredictable name, O_EXCL) in the same directory, fsync, rename, fsync
-    the directory. A missing directory is created root-only (0700); one another user could change is refused
-    (UntrustedPathError). Raises OSError."""
+    """Replace *path* with *data*, so a reader sees the old file or the new one, never a part
+    (:func:`replace_file`). A missing directory is created root-only (0700); one another user could change
+    is refused (UntrustedPathError). Raises OSError."""
     require_private_dir(path.parent)
+    replace_file(path, data, mode)
+
+
+def replace_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace *path* with *data* in a directory that exists, with no ownership check (for files the
+    operator names, such as ``policy lint --fix --out``): a private temporary file (``mkstemp``:
+    unpredictable name, O_EXCL) in the same directory, fsync, rename, fsync the directory. Raises OSError."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
