@@ -194,7 +194,7 @@ def _separator_end(data: bytes, source: str) -> int:
     while True:
         nl = data.find(b"\n", start)
         if nl < 0:
-            lineno = data.count(b"\n") + 1
+            lineno = max(1, data.count(b"\n") + (not data.endswith(b"\n")))  # the last line
             if data[start:].rstrip() == SEPARATOR.encode():
                 raise PolicyError(source, lineno, "truncated bundle: the '---' line has no newline")
             raise PolicyError(source, lineno, "truncated bundle: no '---' line ends the header")
