@@ -1,5 +1,5 @@
 """Keys, the trust store, the anti-rollback counter and the checks ``policy apply`` makes before parsing
-(pybpfguard/agent/policy/keys.py, counter.py, integrity.py). Everything lives under tmp_path."""
+(pybpfguard/agent/policy/keys.py, counter.py, integrity.py; open_policy in bundle.py). All under tmp_path."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pybpfguard.agent.policy.bundle import BundleFormat, BundleRejected, Check, sign_bundle
+from pybpfguard.agent.policy.bundle import BundleFormat, BundleRejected, Check, commit_version, open_policy, sign_bundle
 from pybpfguard.agent.policy.counter import read_counter, write_counter
-from pybpfguard.agent.policy.integrity import commit_version, open_policy
 from pybpfguard.agent.policy.keys import (
     KeyFileError,
     add_trusted_key,

@@ -1,5 +1,7 @@
 """Signed policy bundles (docs/policy.md, "Signed bundles and keys"): reading, the signed message, checking
-and writing.
+and writing; and :func:`open_policy`, what ``policy apply`` calls on a file before parsing it (integrity,
+then for a bundle the checks against the trust store and the anti-rollback counter), with
+:func:`commit_version` once the apply succeeded.
 
 A bundle is a header of ``key: value`` lines, a ``---`` line, then the policy text::
 
@@ -37,6 +39,7 @@ import enum
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,6 +47,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from pybpfguard.agent.policy.counter import read_counter, write_counter
+from pybpfguard.agent.policy.integrity import check_integrity
+from pybpfguard.agent.policy.keys import load_trust_store
 from pybpfguard.agent.policy.model import PolicyError
 
 __all__ = [
@@ -52,7 +58,10 @@ __all__ = [
     "BundleFormat",
     "BundleRejected",
     "Check",
+    "OpenedPolicy",
+    "commit_version",
     "is_bundle",
+    "open_policy",
     "parse_bundle",
     "sign_bundle",
     "signed_message",
@@ -285,3 +294,54 @@ def sign_bundle(policy_text: bytes, private_key: Ed25519PrivateKey, *, policy_ve
               f"timestamp: {timestamp}", f"expires: {expires}", f"signer_key: {public.hex()}",
               f"signature: {signature.hex()}", f"policy_sha256: {unsigned.policy_sha256}", SEPARATOR]
     return ("\n".join(header) + "\n").encode("ascii") + policy_text
+
+
+@dataclass(frozen=True)
+class OpenedPolicy:
+    """A policy file that passed its checks: ``text``, the policy to parse; ``bundle``, the verified bundle
+    it came in (None for a plain file); ``source``, the file's name as given."""
+
+    text: bytes
+    bundle: Bundle | None
+    source: str
+
+
+def open_policy(data: bytes, source: str, *, require_signature: bool, sha256: str | None,
+                sha256_file: str | None, now: float | None = None) -> OpenedPolicy:
+    """Check *data* (the whole policy file; *source* names it) and return the policy text to parse.
+
+    1. Integrity (:func:`~pybpfguard.agent.policy.integrity.check_integrity`), for any file.
+    2. A bundle (:func:`~pybpfguard.agent.policy.bundle.is_bundle`) is parsed and verified against the trust
+       store (:func:`~pybpfguard.agent.policy.keys.load_trust_store`) and ``version_counter`` at *now* (Unix
+       seconds, default the current time); a plain file is refused when *require_signature*.
+
+    Raises PolicyError (BundleRejected for a bundle that fails a check) naming the file, and the header line
+    for a bundle; UntrustedPathError when the trust store or the counter could be changed by another user;
+    OSError when the sha256 file, the trust store or the counter cannot be read."""
+    check_integrity(data, source, sha256, sha256_file)
+    if not is_bundle(data):
+        if require_signature:
+            raise PolicyError(source, 0, "not a signed bundle, and --require-signature refuses anything else")
+        return OpenedPolicy(data, None, source)
+    bundle = parse_bundle(data, source)
+    store = load_trust_store()
+    try:
+        verify(bundle, store.public_keys(), counter=read_counter(), now=time.time() if now is None else now)
+    except BundleRejected as err:
+        if err.check is not Check.TRUSTED_KEY:
+            raise
+        why = f"{len(store.keys)} trusted key(s) in {store.directory}"
+        if store.refused:
+            why += "; refused: " + "; ".join(f"{path.name}: {reason}" for path, reason in store.refused)
+        raise BundleRejected(err.source, err.line, f"{err.reason} ({why})", err.check) from None
+    return OpenedPolicy(bundle.policy, bundle, source)
+
+
+def commit_version(opened: OpenedPolicy) -> None:
+    """After a successful apply of a bundle, set ``version_counter`` to its ``policy_version`` (atomically;
+    never lowered, should another apply have raised it meanwhile). Nothing for a plain file. Raises
+    PolicyError (a malformed counter), UntrustedPathError, OSError."""
+    if opened.bundle is None:
+        return
+    if opened.bundle.policy_version > read_counter():
+        write_counter(opened.bundle.policy_version)
