@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pybpfguard.bpf._sys import BpfCmd
@@ -45,14 +45,38 @@ def lookup_batch(m: Map, *, chunk: int = 0, delete: bool = False) -> list[tuple[
     *chunk*: elements asked for per call (default min(max_entries, 4096)), doubled on ENOSPC.
     Raises NotSupportedError for map types without batch lookup, SyscallError otherwise.
     """
-    cmd = BpfCmd.BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BpfCmd.BPF_MAP_LOOKUP_BATCH
     kcodec, vcodec = m.key_codec, m.value_codec
-    ksize, vsize = kcodec.size, vcodec.size
+    inner_ids = m.spec.type in MAP_IN_MAP_TYPES
+    out: list[tuple[Any, Any]] = []
+    for kraw, vraw, done in _walk(m, chunk=chunk, delete=delete):
+        if inner_ids:
+            got_values: list[Any] = [int.from_bytes(vraw[i : i + 4], "little") for i in range(0, done * 4, 4)]
+        else:
+            got_values = vcodec.decode_many(vraw, done)
+        out.extend(zip(kcodec.decode_many(kraw, done), got_values, strict=True))
+    return out
+
+
+def lookup_batch_raw(m: Map, *, chunk: int = 0, delete: bool = False) -> tuple[bytes, bytes, int]:
+    """Every element of *m* undecoded: (keys packed back to back, values packed likewise, count); with
+    *delete*, removed too. For bulk work that would spend more on decoding than the kernel spends walking
+    (emptying a 65,536-entry map: feed the keys to :func:`delete_batch`). Raises as :func:`lookup_batch`."""
+    keys, values, total = bytearray(), bytearray(), 0
+    for kraw, vraw, done in _walk(m, chunk=chunk, delete=delete):
+        keys += kraw
+        values += vraw
+        total += done
+    return bytes(keys), bytes(values), total
+
+
+def _walk(m: Map, *, chunk: int, delete: bool) -> Iterator[tuple[bytes, bytes, int]]:
+    """The batch lookup walk: per kernel call, (keys bytes, values bytes, count), each cut to count."""
+    cmd = BpfCmd.BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BpfCmd.BPF_MAP_LOOKUP_BATCH
+    ksize = m.key_codec.size
+    vsize = m.value_codec.size
     count = max(1, chunk or min(m.spec.max_entries, DEFAULT_CHUNK))
     tokens = [ctypes.create_string_buffer(max(ksize, 4)) for _ in range(2)]
     in_batch: ctypes.Array[ctypes.c_char] | None = None
-    out: list[tuple[Any, Any]] = []
-    inner_ids = m.spec.type in MAP_IN_MAP_TYPES
     while True:
         keys = ctypes.create_string_buffer(count * ksize)
         values = ctypes.create_string_buffer(count * vsize)
@@ -67,14 +91,9 @@ def lookup_batch(m: Map, *, chunk: int = 0, delete: bool = False) -> list[tuple[
             raise _not_supported(m, cmd, err) from err
         if err is not None and err.errno != errno.ENOENT:
             raise err
-        kraw, vraw = keys.raw, values.raw
-        if inner_ids:
-            got_values: list[Any] = [int.from_bytes(vraw[i : i + 4], "little") for i in range(0, done * 4, 4)]
-        else:
-            got_values = vcodec.decode_many(vraw, done)
-        out.extend(zip(kcodec.decode_many(kraw, done), got_values, strict=True))
+        yield keys.raw[: done * ksize], values.raw[: done * vsize], done
         if err is not None:  # ENOENT: the walk reached the end
-            return out
+            return
         in_batch = out_batch
 
 

@@ -268,6 +268,10 @@ class Map:
         """All (key, value) pairs through BPF_MAP_LOOKUP_BATCH (Linux 5.6); see :func:`batch.lookup_batch`."""
         return _batch.lookup_batch(self, chunk=chunk)
 
+    def lookup_batch_raw(self, *, chunk: int = 0) -> tuple[bytes, bytes, int]:
+        """All elements undecoded: (packed keys, packed values, count); see :func:`batch.lookup_batch_raw`."""
+        return _batch.lookup_batch_raw(self, chunk=chunk)
+
     def lookup_and_delete_batch(self, *, chunk: int = 0) -> list[tuple[Any, Any]]:
         """Drain the map through BPF_MAP_LOOKUP_AND_DELETE_BATCH; return what was removed."""
         return _batch.lookup_batch(self, chunk=chunk, delete=True)
