@@ -37,7 +37,6 @@ import errno
 import os
 import queue
 import select
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -55,9 +54,10 @@ from pybpfguard.agent.guard_model import BlockDecision, ProcessIdentity, ProcRea
 from pybpfguard.agent.mountinfo import MountEntry, read_mountinfo
 from pybpfguard.agent.options import EnforceSignal
 from pybpfguard.agent.paths import InodeKey, inode_key
+from pybpfguard.agent.signalaction import enforce_signal_action
 
 __all__ = ["NO_EXEC_FSTYPES", "ExecBlock", "ExecCoverage", "ExecGuard", "ExecGuardStats", "ExecRuleSource",
-           "enforce_signal_action", "exec_capable"]
+           "exec_capable"]
 
 ExecRuleSource = Callable[[], ExecRules]
 """Returns the current exec rules (the daemon reads the pinned ``deny_comm``, ``allow_exec_inode``,
@@ -119,29 +119,6 @@ class ExecCoverage:
     marked: dict[int, bytes]
     unmarked: dict[bytes, str]
     skipped: dict[bytes, bytes]
-
-
-_SIGNALS = {Action.TERM: signal.SIGTERM, Action.KILL: signal.SIGKILL, Action.INT: signal.SIGINT}
-_FIXED_ACTION = {EnforceSignal.NONE: Action.BLOCK, EnforceSignal.TERM: Action.TERM, EnforceSignal.INT: Action.INT}
-
-
-def enforce_signal_action(escalation: Escalation, pid: int, ident: ProcessIdentity | None,
-                          sig: EnforceSignal) -> Action:
-    """Send *sig* to *pid* (docs/enforcement.md "Signals and escalation"; KILL escalates from TERM through
-    *escalation*) and return the action actually taken (BLOCK when sending was refused)."""
-    if sig is EnforceSignal.KILL:
-        action = escalation.strike((pid, ident.start_time if ident is not None else 0), time.monotonic_ns())
-    else:
-        action = _FIXED_ACTION[sig]
-    signum = _SIGNALS.get(action)
-    if signum is not None and pid > 0:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass  # killed while waiting for the answer: the action was still taken
-        except OSError:
-            return Action.BLOCK
-    return action
 
 
 def _basename(path: bytes, nlink: int) -> bytes:
@@ -253,13 +230,7 @@ class ExecGuard:
             thread.join(timeout_s)
             if thread.is_alive():
                 self.errors.append(TimeoutError(f"exec guard responder still busy after {timeout_s} s"))
-        if not group.fd.closed:
-            for ev in group.read(1 << 16):
-                if ev.fd >= 0:
-                    with contextlib.suppress(FanotifyError):
-                        group.respond(ev.fd, Response.FAN_ALLOW)
-                    os.close(ev.fd)
-        group.close()
+        group.close()  # the kernel answers every queued permission event FAN_ALLOW (fanotify_release)
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._interp_pending.clear()

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -103,18 +103,27 @@ def test_a_digest_of_the_wrong_length_is_refused(tree: Path) -> None:
         scan_tree([os.fsencode(tree)], {b"short"}, progress=False)
 
 
-def test_a_file_changed_while_hashed_is_reported_not_trusted(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    victim = tree / "c"
+def while_hashing(monkeypatch: pytest.MonkeyPatch, victim: Path, change: Callable[[], None]) -> None:
+    """Make the scan run *change* right after it hashed *victim* (before its after-hash checks)."""
     real = hashscan._file_digest
 
-    def appending(f: io.FileIO) -> bytes:
+    def hash_then_change(f: io.FileIO) -> bytes:
         digest = real(f)
         if os.path.samefile(f"/proc/self/fd/{f.fileno()}", victim):
-            with open(victim, "ab") as w:
-                w.write(b"more")
+            change()
         return digest
 
-    monkeypatch.setattr(hashscan, "_file_digest", appending)
+    monkeypatch.setattr(hashscan, "_file_digest", hash_then_change)
+
+
+def test_a_file_changed_while_hashed_is_reported_not_trusted(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = tree / "c"
+
+    def append() -> None:
+        with open(victim, "ab") as w:
+            w.write(b"more")
+
+    while_hashing(monkeypatch, victim, append)
     r = scan_tree([os.fsencode(tree)], {sha(b"gamma")}, progress=False)
     assert set(r.matches[sha(b"gamma")]) == {key(tree / "sub" / "deeper" / "d")}
     [changed] = r.changed
@@ -124,16 +133,12 @@ def test_a_file_changed_while_hashed_is_reported_not_trusted(tree: Path, monkeyp
 
 def test_a_file_replaced_while_hashed_is_reported(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     victim = tree / "c"
-    real = hashscan._file_digest
 
-    def replacing(f: io.FileIO) -> bytes:
-        digest = real(f)
-        if os.path.samefile(f"/proc/self/fd/{f.fileno()}", victim):
-            (tree / "new").write_bytes(b"gamma")
-            os.replace(tree / "new", victim)  # same size, same content, another inode
-        return digest
+    def replace() -> None:
+        (tree / "new").write_bytes(b"gamma")
+        os.replace(tree / "new", victim)  # same size, same content, another inode
 
-    monkeypatch.setattr(hashscan, "_file_digest", replacing)
+    while_hashing(monkeypatch, victim, replace)
     r = scan_tree([os.fsencode(tree)], {sha(b"gamma")}, progress=False)
     assert [s.path for s in r.changed] == [os.fsencode(victim)]
 
