@@ -26,6 +26,13 @@ What is matched, and how it differs from ``bprm_check_security`` (the BPF LSM ti
   :meth:`ExecGuard.coverage` lists what is and is not marked. New mounts are marked when
   ``/proc/self/mountinfo`` reports a change (``POLLPRI``).
 
+Threading: the responder needs the GIL to answer, and while a rule is active every exec from a marked
+filesystem waits for that answer, also those of the agent's own children. So no thread of the agent may
+wait for an exec while holding the GIL: ``os.posix_spawn`` does (measured: it hangs until the process is
+killed), and so does ``subprocess`` whenever it picks ``posix_spawn`` (``close_fds=False`` and no
+``preexec_fn``, among other conditions); ``subprocess`` on its default fork or vfork path releases the GIL
+and is safe. The agent runs no subprocess today.
+
 Fail-open by construction, like the file guard: when the group closes (:meth:`ExecGuard.stop`, the rules
 going inactive, or the process dying) the kernel allows every pending exec.
 """
