@@ -62,6 +62,9 @@ class RuleKind(enum.Enum):
 
     DENY_ALWAYS = DENY_ALWAYS
     PROTECT_VERIFIED_EXEC = PROTECT_VERIFIED_EXEC  # deny unless the opener is VERIFIED_EXEC
+    # exec rules (pybpfguard/agent/execdecision.py): not deny_inode bits, so text values
+    DENY_COMM = "deny_comm"  # the executable's basename is in deny_comm
+    NOT_ALLOWLISTED = "not_allowlisted"  # allowlist mode and the executable's inode is not in allow_exec_inode
 
 
 class Operation(enum.Enum):
