@@ -103,3 +103,38 @@ def test_block_add_after_an_apply_edits_the_live_set(pins, db, tmp_path):
 
     assert pins.sets[1].deny_inode.get(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev))) == 1
     assert pins.sets[0].deny_inode.get(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev))) is None
+
+
+def test_binary_hashes_resolve_to_the_inodes_that_have_them(tmp_path):
+    import hashlib
+
+    from pybpfguard.agent.paths import inode_key
+    from pybpfguard.agent.policy.parse import parse_policy
+    from pybpfguard.agent.policy.resolve import resolve_policy
+
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    (bins / "bad").write_bytes(b"miner")
+    (bins / "good").write_bytes(b"tool")
+    digest = {name: hashlib.sha256((bins / name).read_bytes()).hexdigest() for name in ("bad", "good")}
+    text = (f"version=3\n[deny_binary_hash]\nsha256:{digest['bad']}\n[allow_binary_hash]\nsha256:{digest['good']}\n"
+            f"[scan_paths]\n{bins}\n").encode()
+    from pybpfguard.agent.policy.hashscan import scan_tree
+
+    content = resolve_policy(parse_policy(text, "p.conf"), "p.conf",
+                             scanner=lambda digests, roots: scan_tree(roots, digests, progress=False))
+    bad, good = inode_key((bins / "bad").stat()), inode_key((bins / "good").stat())
+    assert content.deny_inode == {bad: 1} and [e.path for e in content.paths] == [bytes(bins / "bad")]
+    assert content.allowlist and content.allow_exec == {good}
+
+
+def test_a_missing_scan_path_is_an_error_naming_its_line(tmp_path):
+    from pybpfguard.agent.policy.hashscan import scan_tree
+    from pybpfguard.agent.policy.model import PolicyError
+    from pybpfguard.agent.policy.parse import parse_policy
+    from pybpfguard.agent.policy.resolve import resolve_policy
+
+    text = f"version=3\n[deny_binary_hash]\nsha256:{'ab' * 32}\n[scan_paths]\n{tmp_path}/nope\n".encode()
+    with pytest.raises(PolicyError, match="line 5: .*nope: not a directory"):
+        resolve_policy(parse_policy(text, "p.conf"), "p.conf",
+                       scanner=lambda digests, roots: scan_tree(roots, digests, progress=False))

@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pybpfguard.agent.maps import COMM_KEY_BYTES, DENY_ALWAYS
 from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, InodeKey, PathRuleError, resolve_rule_path
 from pybpfguard.agent.policy.model import CgroupDenyInode, CgroupRef, InodeRef, Policy, PolicyError, Section
 from pybpfguard.agent.rules import RuleError, mechanism_refusal, resolve_cgroup
 from pybpfguard.agent.statefiles import DenyDbEntry
+
+if TYPE_CHECKING:
+    from pybpfguard.agent.policy.hashscan import ScanResult
 
 __all__ = ["RuleSetContent", "resolve_policy"]
 
@@ -44,14 +48,14 @@ class RuleSetContent:
                 "deny_cgroup_inode": len(self.cgroup_deny_inode), "allow_exec_inode": len(self.allow_exec)}
 
 
-#: (digests, extra roots) -> {digest: inode keys}; the default scans the standard binary directories.
-HashScanner = Callable[[set[bytes], Sequence[bytes]], dict[bytes, set[InodeKey]]]
+#: (digests, extra roots) -> the scan's result; the default scans the standard binary directories too.
+HashScanner = Callable[[set[bytes], Sequence[bytes]], "ScanResult"]
 
 
-def _default_scanner(digests: set[bytes], roots: Sequence[bytes]) -> dict[bytes, set[InodeKey]]:
+def _default_scanner(digests: set[bytes], roots: Sequence[bytes]) -> ScanResult:
     from pybpfguard.agent.policy.hashscan import scan
 
-    return dict(scan(digests, roots).matches)
+    return scan(digests, roots)
 
 
 def _cgid(ref: CgroupRef, source: str, line: int) -> int:
@@ -99,25 +103,34 @@ def resolve_policy(policy: Policy, source: str, *, scanner: HashScanner | None =
         rule = entry.value
         assert isinstance(rule, CgroupDenyInode)
         out.cgroup_deny_inode.add((_cgid(rule.cgroup, source, entry.line), (rule.inode.ino, rule.inode.dev)))
-    _resolve_hashes(policy, out, scanner or _default_scanner)
+    _resolve_hashes(policy, out, scanner or _default_scanner, source)
     return out
 
 
-def _resolve_hashes(policy: Policy, out: RuleSetContent, scanner: HashScanner) -> None:
-    deny = {e.value for e in policy.entries(Section.DENY_BINARY_HASH)}
-    allow = {e.value for e in policy.entries(Section.ALLOW_BINARY_HASH)}
+def _resolve_hashes(policy: Policy, out: RuleSetContent, scanner: HashScanner, source: str) -> None:
+    """Hash the binary directories once for both lists: a denied digest's inodes join ``deny_inode`` (with
+    their paths, which the fanotify tier marks them by), an allowed one's ``allow_exec``."""
+    deny = {e.value for e in policy.entries(Section.DENY_BINARY_HASH) if isinstance(e.value, bytes)}
+    allow = {e.value for e in policy.entries(Section.ALLOW_BINARY_HASH) if isinstance(e.value, bytes)}
     if not deny and not allow:
         return
-    roots = [e.value for e in policy.entries(Section.SCAN_PATHS)]
-    found = scanner({d for d in deny | allow if isinstance(d, bytes)}, [r for r in roots if isinstance(r, bytes)])
-    for digest in deny:
-        keys = found.get(digest, set())  # type: ignore[arg-type]
-        for key in keys:
-            out.deny_inode[key] = out.deny_inode.get(key, 0) | DENY_ALWAYS
-        if not keys:
-            out.notes.append(f"deny_binary_hash sha256:{digest.hex()}: no file with this hash in the scanned "  # type: ignore[union-attr]
+    roots = {e.value: e.line for e in policy.entries(Section.SCAN_PATHS) if isinstance(e.value, bytes)}
+    result = scanner(deny | allow, list(roots))
+    for root in result.missing_roots:
+        if root in roots:
+            raise PolicyError(source, roots[root], f"{os.fsdecode(root)}: not a directory on this host")
+    for digest in sorted(deny):
+        found = result.matches.get(digest, {})
+        for (ino, dev), path in found.items():
+            out.deny_inode[(ino, dev)] = out.deny_inode.get((ino, dev), 0) | DENY_ALWAYS
+            out.paths.append(DenyDbEntry(dev, ino, path))
+        if not found:
+            out.notes.append(f"deny_binary_hash sha256:{digest.hex()}: no file with this hash in the scanned "
                              "directories (files created later are not covered)")
     if allow:
         out.allowlist = True
         for digest in allow:
-            out.allow_exec.update(found.get(digest, set()))  # type: ignore[arg-type]
+            out.allow_exec.update(result.matches.get(digest, {}))
+    if result.skipped:
+        out.notes.append(f"binary-hash scan: {len(result.skipped)} files not hashed (first: "
+                         f"{os.fsdecode(result.skipped[0].path)}: {result.skipped[0].detail})")
