@@ -135,6 +135,6 @@ def test_a_missing_scan_path_is_an_error_naming_its_line(tmp_path):
     from pybpfguard.agent.policy.resolve import resolve_policy
 
     text = f"version=3\n[deny_binary_hash]\nsha256:{'ab' * 32}\n[scan_paths]\n{tmp_path}/nope\n".encode()
-    with pytest.raises(PolicyError, match="line 5: .*nope: not a directory"):
+    with pytest.raises(PolicyError, match=r"line 5: .*nope: not a directory"):
         resolve_policy(parse_policy(text, "p.conf"), "p.conf",
                        scanner=lambda digests, roots: scan_tree(roots, digests, progress=False))
