@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +93,22 @@ class HandleDb:
         return parse_handles(data, str(self.path))
 
     def put(self, record: HandleRecord) -> None:
+        self.put_many([record])
+
+    def put_many(self, new: Iterable[HandleRecord]) -> None:
+        """Record every handle of *new* (one rewrite of the file, whatever their number)."""
         records = self.read()
-        if records.get(record.key) != record:
-            records[record.key] = record
+        changed = False
+        for record in new:
+            if records.get(record.key) != record:
+                records[record.key] = record
+                changed = True
+        if changed:
             write_atomic(self.path, format_handles(list(records.values())))
+
+    def replace(self, records: Iterable[HandleRecord]) -> None:
+        """Make *records* the whole file (one atomic rewrite)."""
+        write_atomic(self.path, format_handles(list(records)))
 
     def remove_keys(self, keys: set[InodeKey]) -> None:
         records = self.read()
@@ -106,9 +119,11 @@ class HandleDb:
         self.path.unlink(missing_ok=True)
 
 
-def take_handle(path: bytes, key: InodeKey) -> HandleRecord:
+def take_handle(path: bytes, key: InodeKey, mounts: Mapping[int, bytes] | None = None) -> HandleRecord:
     """The handle of the file *path* names, checked to be inode *key*, with the mount point it was found
-    on. Raises OSError (EOPNOTSUPP: the filesystem has no file handles; ESTALE: *path* names another inode)."""
+    on. *mounts*: mount id -> mount point (:func:`mount_points`), for many calls in a row; default: read
+    now. Raises OSError (EOPNOTSUPP: the filesystem has no file handles; ESTALE: *path* names another
+    inode)."""
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         if inode_key(os.fstat(fd)) != key:
@@ -116,8 +131,14 @@ def take_handle(path: bytes, key: InodeKey) -> HandleRecord:
         handle, mount_id = name_to_handle_at(fd)
     finally:
         os.close(fd)
-    mount = next((m.mount_point for m in read_mountinfo() if m.mount_id == mount_id), b"/")
-    return HandleRecord(key[1], key[0], handle, mount)
+    if mounts is None or mount_id not in mounts:
+        mounts = mount_points()
+    return HandleRecord(key[1], key[0], handle, mounts.get(mount_id, b"/"))
+
+
+def mount_points() -> dict[int, bytes]:
+    """Mount id -> mount point, from /proc/self/mountinfo."""
+    return {m.mount_id: m.mount_point for m in read_mountinfo()}
 
 
 def _mount_candidates(record: HandleRecord) -> list[bytes]:

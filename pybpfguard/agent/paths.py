@@ -93,14 +93,31 @@ def check_rule_path(path: str | bytes, max_bytes: int = DENY_PATH_MAX_BYTES) -> 
     return raw
 
 
+def _canonical_stat(raw: bytes) -> tuple[bytes, os.stat_result]:
+    """The canonical path of the file *raw* names and its stat, of the same inode: the kernel's own name
+    of an ``O_PATH`` descriptor (one lookup, where ``realpath`` takes an ``lstat`` per component), else,
+    without /proc, ``realpath`` and ``stat``."""
+    fd = os.open(raw, os.O_PATH | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        try:
+            canonical = os.readlink(b"/proc/self/fd/%d" % fd)
+        except OSError:
+            return os.path.realpath(raw, strict=True), st
+    finally:
+        os.close(fd)
+    if not canonical.startswith(b"/"):  # not a path in this mount namespace (an anonymous or detached mount)
+        return os.path.realpath(raw, strict=True), st
+    return canonical, st
+
+
 def resolve_rule_path(path: str | bytes, max_bytes: int = DENY_PATH_MAX_BYTES) -> ResolvedPath:
     """:func:`check_rule_path`, then canonicalize (every symlink resolved; the file must exist) and
     ``stat`` it. The canonical path is checked against *max_bytes* too. Raises PathRuleError naming the
     path (with ``.errno`` ENOENT, EACCES, ENOTDIR, ELOOP, ENAMETOOLONG from the filesystem)."""
     raw = check_rule_path(path, max_bytes)
     try:
-        canonical = os.path.realpath(raw, strict=True)
-        st = os.stat(canonical)
+        canonical, st = _canonical_stat(raw)
     except OSError as err:
         code = err.errno or errno.EIO
         raise PathRuleError(raw, f"cannot resolve: {os.strerror(code)}", code) from err

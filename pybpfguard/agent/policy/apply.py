@@ -30,7 +30,7 @@ from typing import Any
 
 from pybpfguard.agent import config, rulesync
 from pybpfguard.agent.errors import AgentError
-from pybpfguard.agent.handlestore import HandleDb, HandleRecord, handles_path, take_handle
+from pybpfguard.agent.handlestore import HandleDb, HandleRecord, handles_path, mount_points, take_handle
 from pybpfguard.agent.maps import (
     ALLOWLIST_ON_KEY,
     CGROUP_INODE_KEY,
@@ -205,7 +205,7 @@ def apply_content(pins: PinnedMaps, content: RuleSetContent, *, reset: bool, age
     new = content if reset else merge(read_set(live, entries), content)
     new.allow_cgroup |= set(agent_cgids)
     _check_capacity(idle, new)
-    handles = _take_handles(new, db)
+    handles = _handles(new, db, reset=reset)
     with span("policy.create_shadows"):
         rulesync.bump_generation(pins.rule_sync)  # a daemon reading the sets now re-reads them
         _write_set(idle, new)
@@ -219,7 +219,7 @@ def apply_content(pins: PinnedMaps, content: RuleSetContent, *, reset: bool, age
     try:
         with span("policy.commit_generation"):
             refresh_hints(pins)
-            _write_paths(db, new, handles, reset=reset)
+            _write_paths(db, new, handles)
             if after_switch is not None:
                 after_switch()
     except BaseException as err:
@@ -243,25 +243,26 @@ def switch_back(pins: PinnedMaps, index: int, db: DenyDb | None = None,
     return rulesync.bump_generation(pins.rule_sync)
 
 
-def _take_handles(new: RuleSetContent, db: DenyDb) -> list[HandleRecord]:
+def _handles(new: RuleSetContent, db: DenyDb, *, reset: bool) -> list[HandleRecord]:
+    """deny.handles for the new set: the records kept (those of its inodes, or all without *reset*) and a new
+    handle for each of its paths that has none (a file without one is not found again after a rename)."""
     known = HandleDb(handles_path(db.path)).read()
-    out = []
+    out = [r for k, r in known.items() if not reset or k in new.deny_inode]
+    have = {r.key for r in out}
+    mounts = mount_points()
     for e in new.paths:
-        if e.key in known:
+        if e.key in have:
             continue
-        with contextlib.suppress(OSError):  # no handle: a renamed file is not found again after a restart
-            out.append(take_handle(e.path, e.key))
+        with contextlib.suppress(OSError):
+            out.append(take_handle(e.path, e.key, mounts))
+            have.add(e.key)
     return out
 
 
-def _write_paths(db: DenyDb, new: RuleSetContent, handles: list[HandleRecord], *, reset: bool) -> None:
+def _write_paths(db: DenyDb, new: RuleSetContent, handles: list[HandleRecord]) -> None:
     """deny.db and deny.handles for the new live set (a daemon marks inodes through these paths)."""
     db.write(_unique(new.paths))
-    store = HandleDb(handles_path(db.path))
-    for record in handles:
-        store.put(record)
-    if reset:
-        store.remove_keys(set(store.read()) - set(new.deny_inode))
+    HandleDb(handles_path(db.path)).replace(handles)
 
 
 def _unique(entries: list[DenyDbEntry]) -> Iterator[DenyDbEntry]:
