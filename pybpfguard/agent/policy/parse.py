@@ -34,7 +34,7 @@ from pybpfguard.agent.policy.model import (
     SectionKind,
 )
 
-__all__ = ["COMM_MAX_BYTES", "DIRECTION_NAMES", "PROTOCOL_NAMES", "parse_policy"]
+__all__ = ["COMM_MAX_BYTES", "DIRECTION_NAMES", "PROTOCOL_NAMES", "parse_entry", "parse_policy"]
 
 COMM_MAX_BYTES = 15  # TASK_COMM_LEN 16 with the NUL (include/linux/sched.h)
 U32_MAX = (1 << 32) - 1
