@@ -52,7 +52,11 @@ BAD_INPUT = [
     ["policy", "canonical", "/etc/hostname"],
     ["policy", "canonical", "/nonexistent.conf"], ["policy", "bundle-canonical", "/etc/hostname"],
     ["policy", "event-canonical", "/nonexistent.json"], ["policy", "frobnicate"],
-    ["keys", "add", "/nonexistent.pub"], ["keys", "frobnicate"], ["bpf", "keygen"], ["bpf", "sign"],
+    ["keys", "add", "/nonexistent.pub"], ["keys", "add", "/etc/hostname"], ["keys", "frobnicate"],
+    ["bpf", "keygen"], ["bpf", "keygen", "--out", "/nonexistent/pybpfguard/k"], ["bpf", "sign"],
+    ["policy", "sign", "/etc/hostname", "--key", "/etc/hostname", "--output", "/nonexistent/out"],
+    ["policy", "sign", "/etc/hostname", "--key", "/nonexistent.key", "--output", "/nonexistent/out", "--format=v3"],
+    ["policy", "bundle-canonical", "/nonexistent.bundle"],
     ["simulate", "/nonexistent.jsonl", "--policy", "/nonexistent.conf"], ["simulate", "-"],
     ["explain", "/nonexistent.json"],
 ]

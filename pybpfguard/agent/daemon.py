@@ -182,7 +182,14 @@ class Daemon:
                               capacity=survival.spec.max_entries)
                 break
         self.cgroup = AgentCgroup()
-        self.pins.allow_cgroup.update_elem(self.cgroup.cgid, 1)
+        self._exempt_cgroup()
+
+    def _exempt_cgroup(self) -> None:
+        """The agent's cgroup in ``allow_cgroup`` of both rule sets: a `block clear` or a `policy apply
+        --reset` (which switches to the other set) must never make the agent deny itself."""
+        assert self.pins is not None and self.cgroup is not None
+        for rule_set in self.pins.sets:
+            rule_set.allow_cgroup.update_elem(self.cgroup.cgid, 1)
 
     def _publish(self, reason_code: str) -> None:
         """Emit ``state_change`` when the posture moved (requested audit has none to report) and rewrite
@@ -329,8 +336,8 @@ class Daemon:
         to date. A deny rule fanotify cannot mark (no path on record for the inode) is not enforced: that is
         a DEGRADED posture until it is fixed, never a silent gap."""
         generation = self._rule_sync.generation() if self._rule_sync is not None else 0
-        if self.cgroup is not None and self.pins is not None:  # a `block clear` must never drop the agent itself
-            self.pins.allow_cgroup.update_elem(self.cgroup.cgid, 1)
+        if self.cgroup is not None and self.pins is not None:
+            self._exempt_cgroup()
         unmarked: dict[tuple[int, int], str] = {}
         state_faults: list[str] = []
         for sensor in self.sensors:
@@ -370,8 +377,9 @@ class Daemon:
         if self.cgroup is not None:
             removed = self.cgroup.close()
             if removed and self.pins is not None:  # its cgroup is gone: so is the exemption
-                with contextlib.suppress(BPFError):
-                    self.pins.allow_cgroup.delete_elem(self.cgroup.cgid)
+                for rule_set in self.pins.sets:
+                    with contextlib.suppress(BPFError):
+                        rule_set.allow_cgroup.delete_elem(self.cgroup.cgid)
             self.cgroup = None
         if self._rule_sync is not None:
             with contextlib.suppress(BPFError):

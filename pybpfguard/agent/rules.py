@@ -19,7 +19,7 @@ from pybpfguard.agent import config
 from pybpfguard.agent.cgroups import cgroup2_mount
 from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.handlestore import HandleDb, handles_path, take_handle
-from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps
+from pybpfguard.agent.maps import BLOCK_STATS, DENY_ALWAYS, DENY_PATH_KEY_BYTES, INODE_KEY, PinnedMaps, RuleSet
 from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, InodeKey, PathRuleError, resolve_rule_path
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry, escape_path
 from pybpfguard.bpf.cpus import possible_cpus
@@ -55,11 +55,17 @@ def _path_key(path: bytes) -> bytes | None:
     return path.ljust(DENY_PATH_KEY_BYTES, b"\0") if len(path) < DENY_PATH_KEY_BYTES else None
 
 
-def refresh_hints(pins: PinnedMaps) -> None:
-    """Recompute ``file_policy_empty`` in the agent configuration from the file-rule maps."""
+def file_rules_empty(rule_set: RuleSet) -> bool:
+    """No inode rule, global or cgroup-scoped, in *rule_set* (what the ``file_policy_empty`` hint says)."""
+    return all(next(iter(m.keys()), None) is None for m in (rule_set.deny_inode, rule_set.deny_cgroup_inode))
+
+
+def refresh_hints(pins: PinnedMaps, *, assume_rules: bool = False) -> None:
+    """Recompute ``file_policy_empty`` in the agent configuration from the live set's inode-rule maps;
+    *assume_rules*: clear the hint whatever the maps hold (before a switch to a set that has rules)."""
     cfg = pins.agent_config
     current = cfg.lookup_elem(0)
-    empty = int(next(iter(pins.deny_inode.keys()), None) is None)
+    empty = int(not assume_rules and file_rules_empty(pins.live))
     if current.file_policy_empty != empty:
         cfg.update_elem(0, msgspec.structs.replace(current, file_policy_empty=empty))
 
@@ -70,7 +76,7 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
         resolved = resolve_rule_path(path, DENY_PATH_MAX_BYTES)
     except PathRuleError as err:
         raise RuleError(str(err)) from err
-    if (refusal := _mechanism_refusal(resolved.mode)) is not None:
+    if (refusal := mechanism_refusal(resolved.mode)) is not None:
         raise RuleError(f"{os.fsdecode(resolved.canonical)}: {refusal}")
     key = INODE_KEY.value(ino=resolved.ino, dev=resolved.dev)
     result = EditResult(changed=False, denied=resolved.key)
@@ -106,7 +112,7 @@ def block_add(pins: PinnedMaps, db: DenyDb, path: str | bytes) -> EditResult:
     return result
 
 
-def _mechanism_refusal(mode: int) -> str | None:
+def mechanism_refusal(mode: int) -> str | None:
     """Why the file enforcement at hand (the running daemon's, else what this host offers) cannot deny
     opens of a file of type *mode*, or None. Regular files and directories never need the question."""
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
@@ -200,6 +206,22 @@ def block_clear(pins: PinnedMaps, db: DenyDb, keep_cgids: set[int]) -> None:
     for name in ("policy.applied", "policy.applied.prev", "policy.applied.sha256"):
         config.state_file(name).unlink(missing_ok=True)
     refresh_hints(pins)
+
+
+def agent_cgids() -> set[int]:
+    """The agent's own cgroups, which `block clear` and every `policy apply` keep in ``allow_cgroup``: the
+    running daemon's (under systemd, its unit's cgroup) and the configured agent cgroup."""
+    from pybpfguard.agent.runtime import read_runtime
+
+    cgids = set()
+    running = read_runtime()
+    if running is not None:
+        cgids.add(running.agent_cgid)
+    try:
+        cgids.add(os.stat(config.agent_cgroup()).st_ino)
+    except OSError:
+        pass  # no agent cgroup on this host now
+    return cgids
 
 
 def resolve_cgroup(spec: str) -> int:

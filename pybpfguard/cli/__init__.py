@@ -94,6 +94,29 @@ def build_parser(prog: str, only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def span_name(args: argparse.Namespace) -> str:
+    """The root span of a CLI invocation: ``cli.<command>`` or ``cli.<command>_<action>`` (``cli.block_add``,
+    ``cli.policy_apply``), dashes as underscores."""
+    action = getattr(args, "action", None)
+    return "cli." + "_".join(p.replace("-", "_") for p in (args.command, action) if p)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command inside its root span (span logs on: ``PYBPFGUARD_OTEL_SPANS``); the daemon's
+    trace is its own (``daemon.run``). ``args.tracer`` is the invocation's tracer, for child spans."""
+    module = importlib.import_module(args._module)
+    from pybpfguard.agent.config import env_flag
+
+    if args.command == "run" or not env_flag("OTEL_SPANS"):
+        args.tracer = None
+        return int(module.run(args) or 0)
+    from pybpfguard.agent.logs import Logger, Tracer
+
+    args.tracer = Tracer(Logger(args.log_level, args.log_format), enabled=True)
+    with args.tracer.span(span_name(args)):
+        return int(module.run(args) or 0)
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if prog is None:
         prog = os.path.basename(sys.argv[0]) or "pybpfguard"
@@ -122,7 +145,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = int(importlib.import_module(args._module).run(args) or 0)
+        code = _run_command(args)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly. stdout is pointed at /dev/null so the interpreter's

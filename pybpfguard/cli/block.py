@@ -20,22 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("clear", help="remove every file rule and cgroup exemption, reset the counters")
 
 
-def _agent_cgids() -> set[int]:
-    """The agent's own cgroups, which `block clear` keeps in allow_cgroup: the running daemon's (under
-    systemd, its unit's cgroup) and the configured agent cgroup."""
-    from pybpfguard.agent.runtime import read_runtime
-
-    cgids = set()
-    running = read_runtime()
-    if running is not None:
-        cgids.add(running.agent_cgid)
-    try:
-        cgids.add(os.stat(config.agent_cgroup()).st_ino)
-    except OSError:
-        pass  # no agent cgroup on this host now
-    return cgids
-
-
 def _confirmed_but_unenforced(prog: str, key: InodeKey, code: int) -> int:
     """A daemon confirmed the edit, but may have found it cannot enforce this very rule (a file it cannot
     mark): then the rule is stored and not enforced, exit 4 with the daemon's reason (No-Pretend)."""
@@ -62,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             code = _confirmed_but_unenforced(args.prog, result.denied, code)
         return code
     if args.action == "clear":
-        return edit(args.prog, "block clear", lambda pins: rules.block_clear(pins, db, _agent_cgids()))[0]
+        return edit(args.prog, "block clear", lambda pins: rules.block_clear(pins, db, rules.agent_cgids()))[0]
     from pybpfguard.agent.runtime import read_runtime
 
     running = read_runtime()

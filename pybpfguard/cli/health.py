@@ -15,9 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tracer = Tracer(Logger(args.log_level, args.log_format))
-    with tracer.span("cli.health"):
-        report = check(tracer)
+    tracer = getattr(args, "tracer", None) or Tracer(Logger(args.log_level, args.log_format), enabled=False)
+    report = check(tracer)
     if args.json:
         print(json.dumps(report.as_json(), separators=(",", ":")))
     else:

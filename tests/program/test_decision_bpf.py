@@ -31,8 +31,8 @@ from tests.decision_table import KERNEL_CASES, Case, block_count, kernel_verdict
 
 pytestmark = pytest.mark.kernel
 
-MAPS = ("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup", "block_stats", "enforce_signal_state",
-        "events")
+MAPS = ("agent_config", *deny.rule_maps(*deny.FILE_RULE_MAPS), "survival_allowlist", "block_stats",
+        "enforce_signal_state", "events")
 KEY = INODE_KEY.value(ino=987654321, dev=271581186, pad=0)
 
 
@@ -62,6 +62,7 @@ def decision_steps_program() -> AgentProgram:
 def maps(kernel: None) -> Iterator[dict[str, Map]]:
     specs = pinned_specs(max_deny_inodes=64)
     made = {name: Map.create(specs[name]) for name in MAPS if name in specs}
+    made["rule_set"].update_elem(0, 0)
     made["enforce_signal_state"] = Map.create(MapSpec(MapType.BPF_MAP_TYPE_LRU_HASH, 64, name="sigstat",
                                                       key_layout=deny.SIGNAL_STATE_KEY,
                                                       value_layout=deny.SIGNAL_STATE))
@@ -101,3 +102,33 @@ def test_the_key_is_not_matched_under_another_inode(maps: dict[str, Map], progra
     ctx = INODE_KEY.pack(other)
     assert program.test_run(ctx=ctx, repeat=0).retval == 0
 
+
+
+def test_only_the_live_rule_set_decides(maps: dict[str, Map], program: Program) -> None:
+    """A rule in the idle set denies nothing; one write of ``rule_set`` makes it (and only it) live."""
+    case = next(c for c in KERNEL_CASES if c.name == "deny-always-enforce")
+    case.load_maps(maps, KEY, 0)  # set 0 denies KEY
+    maps["deny_inode"].delete_elem(KEY)
+    maps["deny_inode_1"].update_elem(KEY, 1)  # only set 1 does
+    ctx = INODE_KEY.pack(KEY)
+    assert program.test_run(ctx=ctx, repeat=0).retval == 0
+    maps["rule_set"].update_elem(0, 1)
+    assert program.test_run(ctx=ctx, repeat=0).retval == -errno.EPERM & 0xFFFFFFFF
+    maps["rule_set"].update_elem(0, 0)
+    assert program.test_run(ctx=ctx, repeat=0).retval == 0
+
+
+def test_a_cgroup_scoped_rule_is_not_exempted_by_allow_cgroup(maps: dict[str, Map], program: Program) -> None:
+    from pybpfguard.agent.maps import CGROUP_INODE_KEY
+
+    cgid = own_cgid()
+    next(c for c in KERNEL_CASES if c.name == "deny-always-enforce").load_maps(maps, KEY, cgid)
+    maps["deny_inode"].delete_elem(KEY)
+    maps["allow_cgroup"].update_elem(cgid, 1)
+    cg_key = CGROUP_INODE_KEY.value(cgid=cgid, ino=KEY.ino, dev=KEY.dev, pad=0)
+    maps["deny_cgroup_inode"].update_elem(cg_key, 1)
+    ctx = INODE_KEY.pack(KEY)
+    assert program.test_run(ctx=ctx, repeat=0).retval == -errno.EPERM & 0xFFFFFFFF
+    maps["deny_cgroup_inode"].delete_elem(cg_key)
+    maps["deny_cgroup_inode"].update_elem(CGROUP_INODE_KEY.value(cgid=cgid + 1, ino=KEY.ino, dev=KEY.dev, pad=0), 1)
+    assert program.test_run(ctx=ctx, repeat=0).retval == 0  # another cgroup's rule

@@ -7,6 +7,11 @@ record (sampling, a drop counter when the ring is full) before the verdict.
 
 Register contract of every routine here: R9 holds the ``agent_config`` value (set by
 :func:`load_config`), R6 is the caller's (not touched), R7 and R8 are scratch, R0..R5 are clobbered.
+
+Rule sets: every policy map exists twice (pybpfguard/agent/maps.py); :func:`load_config` reads the
+``rule_set`` selector once into :data:`SET_OFF` and :func:`lookup_rule` looks a key up in that set's map,
+so one run of a hook decides against one complete set even while ``policy apply`` switches sets. A
+program's ``fd_array`` lists both sets' maps (:func:`rule_maps`).
 Labels: the routines jump to ``allow`` (return 0, defined by :func:`block_event_and_verdict`) and
 define their own (``denied``, ``sig_*``; ``emit``, ``reserve``, ``fill``, ``verdict``, ``allow`` under a
 *scope* prefix): each routine once per program, :func:`block_event_and_verdict` once per scope.
@@ -21,7 +26,7 @@ from collections.abc import Callable
 
 from pybpfguard.agent.decision import RULE_FLAGS
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, ActionCode, RecordFlags, RecordType
-from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, INODE_KEY
+from pybpfguard.agent.maps import AGENT_CONFIG, BLOCK_STATS, CGROUP_INODE_KEY, INODE_KEY, RULE_SETS, set_map_name
 from pybpfguard.agent.programs.emit import Emitter, KernelLayout
 from pybpfguard.agent.programs.process import CNT_KEY_OFF, VAL_OFF, copy_identity, file_inode, proc_identity
 from pybpfguard.bpf.asm import (
@@ -66,7 +71,12 @@ CGID_OFF = INODE_OFF - 8
 SIGKEY_OFF = CGID_OFF - SIGNAL_STATE_KEY.size
 SIGVAL_OFF = SIGKEY_OFF - SIGNAL_STATE.size
 ACTION_OFF = SIGVAL_OFF - 8  # u64 slot: the ActionCode chosen
-STACK_END = ACTION_OFF  # callers' own slots go below this
+SET_OFF = ACTION_OFF - 8  # u64 slot: the live rule set, 0 or 1
+CG_KEY_OFF = SET_OFF - CGROUP_INODE_KEY.size  # deny_cgroup_inode key {cgid, ino, dev, pad}
+STACK_END = CG_KEY_OFF  # callers' own slots go below this
+
+#: The rule-set maps the file decision reads (both sets of each go in the program's ``fd_array``).
+FILE_RULE_MAPS = ("deny_inode", "allow_cgroup", "deny_cgroup_inode")
 
 #: Writes the record's path tail: called with the reserved record in R7; must set ``path_len``.
 PathWriter = Callable[[Emitter], None]
@@ -81,11 +91,41 @@ def config(e: Emitter, dst: int, field: str) -> None:
     e(Insn.ldx_mem(size, dst, R9, f.offset))
 
 
+def rule_maps(*names: str) -> tuple[str, ...]:
+    """The ``fd_array`` names of rule-set maps *names*: each in set 0 and set 1 (``deny_inode``,
+    ``deny_inode_1``), plus the ``rule_set`` selector."""
+    return (*(set_map_name(n, i) for n in names for i in range(RULE_SETS)), "rule_set")
+
+
 def load_config(e: Emitter) -> None:
-    """R9 = the ``agent_config`` value; no configuration jumps to ``allow``."""
+    """R9 = the ``agent_config`` value (no configuration jumps to ``allow``); the live rule set at SET_OFF
+    (no selector reads as set 0)."""
     e(Insn.st_mem(BPF_W, R10, CNT_KEY_OFF, 0))
     e.lookup("agent_config", CNT_KEY_OFF)
     e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="allow"), Insn.mov64_reg(R9, R0))
+    e.lookup("rule_set", CNT_KEY_OFF)
+    found = e.fresh("set_found")
+    e(Insn.mov64_imm(R1, 0), Insn.jmp_imm(BPF_JEQ, R0, 0, to=found), Insn.ldx_mem(BPF_W, R1, R0, 0))
+    e.label(found)
+    e(Insn.stx_mem(BPF_DW, R10, R1, SET_OFF).noted("the live rule set"))
+
+
+def lookup_rule(e: Emitter, name: str, key_off: int) -> None:
+    """``r0 = bpf_map_lookup_elem(&<name of the live set>, fp + key_off)``: set 1's map when SET_OFF holds
+    1, else set 0's (the selector is read once per run by :func:`load_config`)."""
+    other, join = e.fresh("set1"), e.fresh("set_map")
+    e(Insn.ldx_mem(BPF_DW, R1, R10, SET_OFF), Insn.jmp_imm(BPF_JNE, R1, 0, to=other))
+    e.map_ref(R1, set_map_name(name, 0))
+    e(Insn.ja(join))
+    e.label(other)
+    e.map_ref(R1, set_map_name(name, 1))
+    e.label(join)
+    e(Insn.mov64_reg(R2, R10), Insn.alu64_imm(BPF_ADD, R2, key_off), Insn.call(BpfFunc.map_lookup_elem))
+
+
+def current_cgid(e: Emitter) -> None:
+    """CGID_OFF = ``bpf_get_current_cgroup_id()``."""
+    e(Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R10, R0, CGID_OFF))
 
 
 def inode_key(e: Emitter, k: KernelLayout, file: int) -> None:
@@ -94,25 +134,29 @@ def inode_key(e: Emitter, k: KernelLayout, file: int) -> None:
     e(Insn.st_mem(BPF_W, R10, INODE_OFF + INODE_KEY.offset("pad"), 0))
 
 
-def survival_then_cgroup(e: Emitter) -> None:
-    """Steps 3 and 4: a survival inode or an ``allow_cgroup`` member jumps to ``allow``; CGID_OFF is set."""
-    e.lookup("survival_allowlist", INODE_OFF)
-    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"),
-      Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R10, R0, CGID_OFF))
-    e.lookup("allow_cgroup", CGID_OFF)
-    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
-
-
 def deny_inode_match(e: Emitter, miss: str) -> None:
-    """Step 2: ``deny_inode[key]`` with a rule bit (:data:`~pybpfguard.agent.decision.RULE_FLAGS`), else jump
-    to *miss*; then :func:`survival_then_cgroup`. A protect-only rule goes on as DENY_ALWAYS: its exemption
-    (VERIFIED_EXEC) applies to no process yet (pybpfguard/agent/decision.py), so no step checks it here."""
-    e.lookup("deny_inode", INODE_OFF)
+    """Steps 2 to 4 of the file decision (pybpfguard/agent/decision.py) on the inode key at INODE_OFF:
+    a cgroup-scoped rule (``deny_cgroup_inode[{cgid, inode}]``) or a global one (``deny_inode[key]`` with a
+    rule bit, :data:`~pybpfguard.agent.decision.RULE_FLAGS`), else jump to *miss*; an ``allow_cgroup``
+    member is exempt from the global rule only; a survival inode from both (jump to ``allow``). Falls
+    through on a match; CGID_OFF is set. A protect-only rule goes on as DENY_ALWAYS: its exemption
+    (VERIFIED_EXEC) applies to no process yet, so no step checks it here."""
+    current_cgid(e)
+    e(Insn.ldx_mem(BPF_DW, R2, R10, CGID_OFF), Insn.stx_mem(BPF_DW, R10, R2, CG_KEY_OFF),
+      Insn.ldx_mem(BPF_DW, R2, R10, INODE_OFF), Insn.stx_mem(BPF_DW, R10, R2, CG_KEY_OFF + 8),
+      Insn.ldx_mem(BPF_DW, R2, R10, INODE_OFF + 8), Insn.stx_mem(BPF_DW, R10, R2, CG_KEY_OFF + 16))
+    lookup_rule(e, "deny_cgroup_inode", CG_KEY_OFF)
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="cg_denied"))
+    lookup_rule(e, "deny_inode", INODE_OFF)
     e(Insn.jmp_imm(BPF_JEQ, R0, 0, to=miss),
       Insn.ldx_mem(BPF_B, R2, R0, 0), Insn.jmp_imm(BPF_JSET, R2, RULE_FLAGS, to="denied"),
       Insn.ja(miss))
     e.label("denied")
-    survival_then_cgroup(e)
+    lookup_rule(e, "allow_cgroup", CGID_OFF)
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
+    e.label("cg_denied")
+    e.lookup("survival_allowlist", INODE_OFF)
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
 
 
 def effective_audit(e: Emitter, to: str) -> None:

@@ -25,7 +25,7 @@ from pybpfguard.agent.programs.process import CNT_KEY_OFF, PROC_INFO, VAL_OFF
 from pybpfguard.bpf.asm import BPF_DW, BPF_JEQ, BPF_JNE, BPF_W, R1, R2, R7, R10, BpfFunc, Insn
 
 #: Maps the fallback reads, besides the exec program's own (``events``, ``block_stats``).
-MAPS = ("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup")
+MAPS = ("agent_config", *deny.rule_maps(*deny.FILE_RULE_MAPS), "survival_allowlist")
 
 #: Steps of the block record's path walk. The verifier walks every step of the bounded loop (about 170
 #: verified insns each): at 64 the exec program verifies about 50k insns instead of 40k (256 would be 82k,

@@ -11,6 +11,11 @@ Two rules, in this order:
    a cut name (tests/daemon/test_agent_cases.py, case 10). A survival binary is never denied. ``deny_comm``
    never signals: action
    ``BLOCK`` (enforce) or ``AUDIT``; the ``block`` record has ino = dev = 0 and path = ``bprm->filename``.
+3. Allowlist mode: when the live rule set's ``allow_exec_inode`` holds
+   :data:`~pybpfguard.agent.maps.ALLOWLIST_ON_KEY` (``policy apply`` of ``[allow_binary_hash]`` puts it
+   there, so the mode switches with the set), an executable whose inode is not in ``allow_exec_inode``
+   is denied unless the caller's cgroup is in ``allow_cgroup`` or the inode is on the survival allowlist;
+   never signalled, like ``deny_comm``; the record names the file.
 
 Returns ``-EPERM`` or 0. Needs BPF LSM (5.7) with ``bpf_d_path`` allowed in this hook (5.10).
 """
@@ -129,8 +134,8 @@ def _filename_args(e: Emitter) -> None:
 
 def bprm_check_program(k: KernelLayout) -> AgentProgram:
     """lsm/bprm_check_security: ctx = (struct linux_binprm *bprm). Returns 0 or -EPERM."""
-    e = Emitter(maps=("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup", "deny_comm",
-                      "block_stats", "enforce_signal_state", "events"))
+    e = Emitter(maps=("agent_config", *deny.rule_maps(*deny.FILE_RULE_MAPS, "deny_comm", "allow_exec_inode"),
+                      "survival_allowlist", "block_stats", "enforce_signal_state", "events"))
     e.arg(R7, 0, "struct linux_binprm *bprm")
     e.load(R2, R7, k, "linux_binprm", "filename")
     e(Insn.stx_mem(BPF_DW, R10, R2, _FILENAME))
@@ -142,24 +147,43 @@ def bprm_check_program(k: KernelLayout) -> AgentProgram:
     deny.deny_inode_match(e, miss="comm")
     deny.enforce_and_report(e, k, _record_path, path_args=_file_path_args(k))
 
-    # deny_comm: allow_cgroup first, then the name, then the survival allowlist
+    # deny_comm: allow_cgroup first (it exempts the allowlist too), then the name, then the survival allowlist
     e.label("comm")
-    e(Insn.call(BpfFunc.get_current_cgroup_id), Insn.stx_mem(BPF_DW, R10, R0, deny.CGID_OFF))
-    e.lookup("allow_cgroup", deny.CGID_OFF)
+    deny.current_cgid(e)
+    deny.lookup_rule(e, "allow_cgroup", deny.CGID_OFF)
     e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
-    _comm_key(e, no_match="allow")
-    e.lookup("deny_comm", _COMM_KEY)
-    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="allow"))
+    _comm_key(e, no_match="allowlist")
+    deny.lookup_rule(e, "deny_comm", _COMM_KEY)
+    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="allowlist"))
     e.lookup("survival_allowlist", deny.INODE_OFF)
     e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
-    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
-    e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
-    proc_identity(e, k, R7)
+    _count_and_identify(e, k)
     # the record names no inode: the rule is on the name
     e(Insn.st_mem(BPF_DW, R10, deny.INODE_OFF + INODE_KEY.offset("ino"), 0),
       Insn.st_mem(BPF_DW, R10, deny.INODE_OFF + INODE_KEY.offset("dev"), 0))
     deny.effective_audit(e, to="comm_emit")
     e(Insn.st_mem(BPF_DW, R10, deny.ACTION_OFF, ActionCode.BLOCK))  # never a signal
     deny.block_event_and_verdict(e, _record_path, scope="comm_", path_args=_filename_args, then="verdict")
+
+    # allowlist mode (the live set's allow_exec_inode holds ALLOWLIST_ON_KEY): an unlisted executable is denied
+    e.label("allowlist")
+    for off in range(0, INODE_KEY.size, 8):
+        e(Insn.st_mem(BPF_DW, R10, deny.CG_KEY_OFF + off, 0))
+    deny.lookup_rule(e, "allow_exec_inode", deny.CG_KEY_OFF)
+    e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="allow"))
+    deny.lookup_rule(e, "allow_exec_inode", deny.INODE_OFF)
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
+    e.lookup("survival_allowlist", deny.INODE_OFF)
+    e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
+    _count_and_identify(e, k)
+    deny.effective_audit(e, to="list_emit")
+    e(Insn.st_mem(BPF_DW, R10, deny.ACTION_OFF, ActionCode.BLOCK))  # never a signal
+    deny.block_event_and_verdict(e, _record_path, scope="list_", path_args=_file_path_args(k), then="verdict")
     return e.program("bprm_check", "lsm", "lsm/bprm_check_security")
 
+
+def _count_and_identify(e: Emitter, k: KernelLayout) -> None:
+    """Count the match in ``block_stats.blocks`` and read the current process's identity (PROC_INFO)."""
+    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
+    e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
+    proc_identity(e, k, R7)

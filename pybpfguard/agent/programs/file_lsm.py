@@ -1,6 +1,7 @@
 """The ``file_open`` LSM program: the file decision of docs/enforcement.md in the kernel.
 
-Order: policy-empty hint -> deny_inode lookup (no match: allow) -> survival allowlist -> allow_cgroup ->
+Order: policy-empty hint -> cgroup-scoped and global inode rules of the live rule set (no match: allow) ->
+allow_cgroup (global rules only) -> survival allowlist ->
 count -> (enforce) signal with TERM->KILL escalation -> event with the opened file's real path
 (``bpf_d_path(&file->f_path)``) -> ``-EPERM`` in enforce, 0 in audit. A full ring only increments
 ``block_stats.ringbuf_drops``; the decision never depends on the ring. The steps shared with
@@ -31,7 +32,7 @@ def d_path_of(k: KernelLayout, file: int) -> deny.PathWriter:
 
 def file_open_program(k: KernelLayout) -> AgentProgram:
     """lsm/file_open: ctx = (struct file *file). Returns 0 or -EPERM."""
-    e = Emitter(maps=("agent_config", "deny_inode", "survival_allowlist", "allow_cgroup", "block_stats",
+    e = Emitter(maps=("agent_config", *deny.rule_maps(*deny.FILE_RULE_MAPS), "survival_allowlist", "block_stats",
                       "enforce_signal_state", "events"))
     e.arg(R6, 0, "struct file *file")
     deny.load_config(e)

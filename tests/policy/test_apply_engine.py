@@ -1,0 +1,105 @@
+"""The apply engine on a private bpffs: fill the idle set, switch in one write, switch back intact."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pybpfguard.agent.maps import CGROUP_INODE_KEY, INODE_KEY, PinnedMaps
+from pybpfguard.agent.policy.apply import ApplyError, CapacityError, apply_content, read_set, switch_back
+from pybpfguard.agent.policy.resolve import RuleSetContent
+from pybpfguard.agent.rulesync import GENERATION, Outcome
+from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def pins(bpffs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PYBPFGUARD_STATE_DIR", str(tmp_path / "st"))
+    with PinnedMaps.open(bpffs / "pybpfguard", max_deny_inodes=64) as opened:
+        yield opened
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> DenyDb:
+    return DenyDb(tmp_path / "st" / "deny.db")
+
+
+def _content(*keys: tuple[int, int], cgroups: tuple[int, ...] = (), comm: tuple[bytes, ...] = (),
+             cg_rules: tuple[tuple[int, tuple[int, int]], ...] = ()) -> RuleSetContent:
+    return RuleSetContent(deny_inode={k: 1 for k in keys}, allow_cgroup=set(cgroups), deny_comm=set(comm),
+                          cgroup_deny_inode=set(cg_rules),
+                          paths=[DenyDbEntry(dev, ino, b"/x/%d" % ino) for ino, dev in keys])
+
+
+def test_reset_apply_makes_exactly_the_new_set_live_and_keeps_the_old_one_intact(pins, db):
+    first = apply_content(pins, _content((1, 9), (2, 9), comm=(b"xmrig",)), reset=True, agent_cgids={77}, db=db)
+    assert first.outcome is Outcome.STORED and first.live == 1 and pins.live_index() == 1
+    second = apply_content(pins, _content((2, 9), (3, 9), cg_rules=((5, (4, 9)),)), reset=True, agent_cgids={77},
+                           db=db)
+    assert second.live == 0 and second.previous == 1
+    live = read_set(pins.refresh_live(), db.read())
+    assert set(live.deny_inode) == {(2, 9), (3, 9)} and live.allow_cgroup == {77} and not live.deny_comm
+    assert live.cgroup_deny_inode == {(5, (4, 9))}
+    assert pins.deny_cgroup_inode.get(CGROUP_INODE_KEY.value(cgid=5, ino=4, dev=9)) == 1
+    old = read_set(pins.sets[1], [])
+    assert set(old.deny_inode) == {(1, 9), (2, 9)} and old.deny_comm == {b"xmrig"}  # intact, for a switch back
+    assert {e.key for e in db.read()} == {(2, 9), (3, 9)}
+    switch_back(pins, second.previous, db, second.previous_paths)
+    assert set(read_set(pins.refresh_live(), []).deny_inode) == {(1, 9), (2, 9)}
+    assert {e.key for e in db.read()} == {(1, 9), (2, 9)}
+
+
+def test_apply_without_reset_adds_to_the_live_rules(pins, db):
+    apply_content(pins, _content((1, 9), cgroups=(5,)), reset=True, agent_cgids=set(), db=db)
+    apply_content(pins, _content((2, 9)), reset=False, agent_cgids=set(), db=db)
+    live = read_set(pins.refresh_live(), db.read())
+    assert set(live.deny_inode) == {(1, 9), (2, 9)} and live.allow_cgroup == {5}
+    assert {e.key for e in db.read()} == {(1, 9), (2, 9)}
+
+
+def test_a_set_too_large_for_its_map_changes_nothing(pins, db):
+    apply_content(pins, _content((1, 9)), reset=True, agent_cgids=set(), db=db)
+    generation = pins.rule_sync.lookup_elem(GENERATION)
+    with pytest.raises(CapacityError, match="deny_inode: the new rule set needs 65 entries, the map holds 64"):
+        apply_content(pins, _content(*((i, 9) for i in range(100, 165))), reset=True, agent_cgids=set(), db=db)
+    assert pins.live_index() == 1 and pins.rule_sync.lookup_elem(GENERATION) == generation
+    assert set(read_set(pins.refresh_live(), []).deny_inode) == {(1, 9)}
+
+
+def test_a_failure_after_the_switch_switches_back(pins, db):
+    apply_content(pins, _content((1, 9)), reset=True, agent_cgids=set(), db=db)
+
+    def boom() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ApplyError, match="switched back to the previous rules"):
+        apply_content(pins, _content((2, 9)), reset=True, agent_cgids=set(), db=db, after_switch=boom)
+    assert pins.live_index() == 1 and set(read_set(pins.live, []).deny_inode) == {(1, 9)}
+    assert {e.key for e in db.read()} == {(1, 9)}
+
+
+def test_the_file_policy_empty_hint_follows_the_live_set(pins, db):
+    apply_content(pins, _content((1, 9)), reset=True, agent_cgids=set(), db=db)
+    assert pins.agent_config.lookup_elem(0).file_policy_empty == 0
+    apply_content(pins, _content(), reset=True, agent_cgids=set(), db=db)
+    assert pins.agent_config.lookup_elem(0).file_policy_empty == 1
+    apply_content(pins, _content(cg_rules=((5, (4, 9)),)), reset=True, agent_cgids=set(), db=db)
+    assert pins.agent_config.lookup_elem(0).file_policy_empty == 0  # cgroup-scoped rules count too
+
+
+def test_block_add_after_an_apply_edits_the_live_set(pins, db, tmp_path):
+    from pybpfguard.agent.rules import block_add
+
+    apply_content(pins, _content((1, 9)), reset=True, agent_cgids=set(), db=db)
+    target = tmp_path / "f"
+    target.write_text("x")
+    block_add(pins, db, str(target))
+    st = os.stat(target)
+    from pybpfguard.agent.paths import kernel_dev
+
+    assert pins.sets[1].deny_inode.get(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev))) == 1
+    assert pins.sets[0].deny_inode.get(INODE_KEY.value(ino=st.st_ino, dev=kernel_dev(st.st_dev))) is None
