@@ -151,13 +151,3 @@ def test_the_section_order_is_the_format_order():
     assert SECTION_ORDER[:3] == (Section.DENY_PATH, Section.DENY_INODE, Section.PROTECT_PATH)
     assert set(SECTION_ORDER) == set(Section) and len(SECTION_ORDER) == len(Section)
 
-
-def test_require_supported_refuses_the_first_unsupported_section():
-    from pybpfguard.agent.policy.model import PolicyError
-    from pybpfguard.agent.policy.support import require_supported
-
-    require_supported(_parse("version=6\n[deny_path]\n/x\n[deny_ip]\n[cgroup_deny_inode]\ncgid:1 1:2\n"), "p.conf")
-    with pytest.raises(PolicyError) as info:
-        require_supported(_parse("version=1\n[deny_path]\n/x\n[deny_bpf]\n[deny_port]\n22\n"), "p.conf")
-    assert str(info.value) == ("p.conf: line 4: [deny_bpf] is not enforced by this release (the kernel-tamper "
-                               "hooks are not in this release); remove it to apply this policy")

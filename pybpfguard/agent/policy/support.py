@@ -7,9 +7,9 @@ no rule is ever silently ignored.
 
 from __future__ import annotations
 
-from pybpfguard.agent.policy.model import Policy, PolicyError, Section
+from pybpfguard.agent.policy.model import Policy, Section
 
-__all__ = ["NOT_ENFORCED", "require_supported", "unsupported"]
+__all__ = ["NOT_ENFORCED", "unsupported"]
 
 _NETWORK = "network enforcement is not in this release"
 _VERIFIED_EXEC = "VERIFIED_EXEC (the exec-identity state protect_* rules rely on) is not computed yet"
@@ -44,12 +44,3 @@ def unsupported(policy: Policy) -> list[tuple[Section, int, str]]:
              if section in NOT_ENFORCED and policy.has(section)]
     return sorted(found, key=lambda item: item[1])
 
-
-def require_supported(policy: Policy, source: str) -> None:
-    """Refuse (for ``policy apply``) a policy holding any section this release does not enforce: raises
-    :class:`PolicyError` naming *source*, the first such section and the line of its header."""
-    found = unsupported(policy)
-    if found:
-        section, line, reason = found[0]
-        raise PolicyError(source, line, f"[{section.value}] is not enforced by this release ({reason}); "
-                                        "remove it to apply this policy")
