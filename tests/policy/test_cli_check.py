@@ -144,3 +144,32 @@ def test_validate_reports_errors_like_lint(env, tmp_path):
 def test_canonical_prints_the_canonical_form(env):
     out = _policy(env, "canonical", str(GOLDEN / "example.conf"))
     assert out.returncode == 0 and out.stdout == (GOLDEN / "example.canonical").read_text()
+
+
+def test_parse_and_validate_touch_nothing_but_the_file(monkeypatch, capsys):
+    import argparse
+    import builtins
+
+    from pybpfguard.agent.policy.lint import advisories
+    from pybpfguard.agent.policy.parse import parse_policy
+    from pybpfguard.cli import policy_check
+
+    data = (GOLDEN / "all_sections.conf").read_bytes()
+    real_open = builtins.open
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"filesystem access: {args}")
+
+    def open_only_the_policy(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path) != "policy.conf":
+            refuse(path)
+        return real_open(GOLDEN / "all_sections.conf", *args, **kwargs)
+
+    for name in ("stat", "lstat", "access", "listdir", "scandir", "readlink"):
+        monkeypatch.setattr(os, name, refuse)
+    monkeypatch.setattr(builtins, "open", open_only_the_policy)
+    policy = parse_policy(data, "p.conf")
+    advisories(policy, host=False)
+    args = argparse.Namespace(file="policy.conf", verbose=True, prog="pybpfguard", action="validate")
+    assert policy_check.validate(args) == 0
+    assert capsys.readouterr().out.startswith("policy.conf: version 6, 23 sections")

@@ -103,3 +103,22 @@ def test_mutated_golden_policies_give_a_policy_or_a_policy_error(data):
 def test_the_golden_policies_pass_the_same_checks():
     for data in GOLDEN:
         _check(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from("/ab*?[\0\u00e9:0123456789"), max_size=12))
+def test_the_fast_paths_accept_what_the_full_checks_accept(text):
+    from pybpfguard.agent.paths import PathRuleError, check_rule_path
+    from pybpfguard.agent.policy.parse import parse_entry
+
+    def outcome(fn):  # type: ignore[no-untyped-def]
+        try:
+            return fn()
+        except (ValueError, PathRuleError):
+            return "refused"
+
+    assert outcome(lambda: parse_entry(Section.DENY_PATH, text)) == outcome(lambda: check_rule_path(text.encode()))
+    dev, colon, ino = text.partition(":")
+    slow = outcome(lambda: (int(dev), int(ino)) if colon and dev.isdigit() and ino.isdigit() else int("x"))
+    fast = outcome(lambda: parse_entry(Section.DENY_INODE, text))
+    assert (fast == "refused") == (slow == "refused" or slow[0] >= 2**32 or slow[1] >= 2**64)

@@ -150,3 +150,4 @@ def test_canonical_of_an_empty_policy_is_its_version():
 def test_the_section_order_is_the_format_order():
     assert SECTION_ORDER[:3] == (Section.DENY_PATH, Section.DENY_INODE, Section.PROTECT_PATH)
     assert set(SECTION_ORDER) == set(Section) and len(SECTION_ORDER) == len(Section)
+

@@ -245,3 +245,18 @@ def test_the_first_error_is_the_one_reported():
 
 def test_a_utf8_bom_is_ignored():
     assert _parse(b"\xef\xbb\xbfversion=2\n").version == 2
+
+
+def test_an_error_before_a_line_that_is_not_utf8_is_reported_first():
+    with pytest.raises(PolicyError) as info:
+        _parse(b"[nope]\n\xff\n")
+    assert info.value.line == 1
+    with pytest.raises(PolicyError) as info:
+        _parse(b"[deny_comm]\nok\n  ab\xc3\n")
+    assert (info.value.line, info.value.reason) == (3, "not UTF-8 text (byte 5 of the line)")
+
+
+def test_a_large_policy_parses_every_entry():
+    text = "version=1\n[deny_inode]\n" + "".join(f"2049:{i}\n" for i in range(1, 65537))
+    p = _parse(text)
+    assert len(p.entries(S.DENY_INODE)) == 65536 and p.entries(S.DENY_INODE)[-1].value == InodeRef(2049, 65536)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pybpfguard.agent.paths import DENY_PATH_MAX_BYTES, PathRuleError, check_rule_path
 from pybpfguard.agent.policy.model import (
@@ -34,13 +34,15 @@ from pybpfguard.agent.policy.model import (
     SectionKind,
 )
 
-__all__ = ["COMM_MAX_BYTES", "DIRECTION_NAMES", "PROTOCOL_NAMES", "parse_policy"]
+__all__ = ["COMM_MAX_BYTES", "DIRECTION_NAMES", "PROTOCOL_NAMES", "parse_entry", "parse_policy"]
 
 COMM_MAX_BYTES = 15  # TASK_COMM_LEN 16 with the NUL (include/linux/sched.h)
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 _BOM = b"\xef\xbb\xbf"
-_DECIMAL = re.compile(r"[0-9]+")
+_PLAIN_PATH = re.compile(rb"/[^\0*?\[]*")  # absolute, no NUL, no glob character
+_INODE = re.compile(r"([0-9]{1,10}):([0-9]{1,20})")
+_WS = " \t\n\r\x0b\x0c"  # what bytes.strip() strips: ASCII whitespace
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HASH_PREFIX = "sha256:"
 _CGID_PREFIX = "cgid:"
@@ -71,19 +73,23 @@ class _Bad(ValueError):
 
 
 def _decimal(text: str, what: str, low: int, high: int) -> int:
-    if not _DECIMAL.fullmatch(text):
+    if not (text.isascii() and text.isdigit()):
         raise _Bad(f"{what} must be a decimal number, found {_q(text)}")
-    if len(text.lstrip("0")) > 20:  # beyond any u64 (and int() refuses over 4300 digits)
+    digits = text.lstrip("0") or "0"  # int() refuses more than 4300 digits, leading zeros included
+    if len(digits) > 20:  # beyond any u64
         raise _Bad(f"{what} {_q(text)} out of range {low}-{high}")
-    n = int(text)
+    n = int(digits)
     if not low <= n <= high:
         raise _Bad(f"{what} {n} out of range {low}-{high}")
     return n
 
 
 def _rule_path(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) <= DENY_PATH_MAX_BYTES and _PLAIN_PATH.fullmatch(raw):
+        return raw  # accepted by check_rule_path too, in one step; anything else gets its reason from it
     try:
-        return check_rule_path(text.encode())
+        return check_rule_path(raw)
     except PathRuleError as err:
         raise _Bad(err.reason) from None
 
@@ -142,10 +148,13 @@ def _hash(text: str) -> bytes:
 
 
 def _inode(text: str) -> InodeRef:
-    dev, colon, ino = text.partition(":")
+    match = _INODE.fullmatch(text)  # the common case in one step; the slow path below says what is wrong
+    if match is not None and (dev := int(match[1])) <= U32_MAX and (ino := int(match[2])) <= U64_MAX:
+        return InodeRef(dev, ino)
+    dev_text, colon, ino_text = text.partition(":")
     if not colon:
         raise _Bad(f"expected <dev>:<ino> (decimal), found {_q(text)}")
-    return InodeRef(_decimal(dev, "dev", 0, U32_MAX), _decimal(ino, "ino", 0, U64_MAX))
+    return InodeRef(_decimal(dev_text, "dev", 0, U32_MAX), _decimal(ino_text, "ino", 0, U64_MAX))
 
 
 def _cgroup(text: str) -> CgroupRef:
@@ -262,20 +271,24 @@ def parse_entry(section: Section, text: str) -> EntryValue:
 # --- the file ------------------------------------------------------------------------------------------
 
 
-def _lines(data: bytes, source: str) -> list[tuple[int, str]]:
-    """(line number, trimmed text) of every line that is neither blank nor a comment."""
+def _lines(data: bytes, source: str) -> Iterator[tuple[int, str]]:
+    """(line number, trimmed text) of every line that is neither blank nor a comment. Text that is not
+    UTF-8 raises PolicyError at its line, after the lines before it (so an earlier error is reported first)."""
     if data.startswith(_BOM):
         data = data[len(_BOM):]
-    out = []
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        raw = raw.strip()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise PolicyError(source, number, f"not UTF-8 text (byte {err.start + 1} of the line)") from None
-        if text and not text.startswith("#"):
-            out.append((number, text))
-    return out
+    bad: tuple[int, int] | None = None  # (line, byte in the line) of the first byte that is not UTF-8
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        cut = data.rfind(b"\n", 0, err.start) + 1
+        bad = (data.count(b"\n", 0, cut) + 1, err.start - cut + 1)
+        text = data[:cut].decode("utf-8")  # whole lines before the bad byte: valid
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.strip(_WS)
+        if line and line[0] != "#":
+            yield number, line
+    if bad is not None:
+        raise PolicyError(source, bad[0], f"not UTF-8 text (byte {bad[1]} of the line)")
 
 
 def _header(policy: Policy, source: str, number: int, text: str) -> None:
@@ -327,27 +340,34 @@ def parse_policy(data: bytes, source: str) -> Policy:
     """Parse policy text *data* (bytes, UTF-8) read from *source* (a file name, or ``<stdin>``; used in
     messages only). Returns the :class:`Policy`; raises :class:`PolicyError` for the first error."""
     policy = Policy()
+    # The current section, looked up once at its header: it may hold 65,536 entries.
     section: Section | None = None
-    seen: dict[object, int] = {}  # de-duplication key -> line of the entry kept, for the current section
+    parse: Callable[[str], EntryValue] | None = None  # None in the header and in a flag section
+    entries: list[Entry] = []
+    by_value = False
+    seen: dict[object, int] = {}  # de-duplication key -> line of the entry kept
     for number, text in _lines(data, source):
-        if text.startswith("[") and text.endswith("]"):
+        if text[0] == "[" and text[-1] == "]":
             section = _section(policy, source, number, text[1:-1])
+            parse = _ENTRY_PARSERS.get(section)
+            entries = policy.sections.get(section, [])
+            by_value = section in _DEDUP_BY_VALUE
             seen = {}
             continue
-        if section is None:
-            _header(policy, source, number, text)
-            continue
-        if section.kind is SectionKind.FLAG:
+        if parse is None:
+            if section is None:
+                _header(policy, source, number, text)
+                continue
             raise PolicyError(source, number, f"[{section.value}] is a flag section and takes no entries")
         try:
-            value = parse_entry(section, text)
+            value = parse(text)
         except ValueError as err:
             raise PolicyError(source, number, str(err)) from None
-        key = value if section in _DEDUP_BY_VALUE else text
-        if key in seen:
-            policy.duplicates.append((section, number, seen[key]))
+        key = value if by_value else text
+        first = seen.setdefault(key, number)
+        if first != number:
+            policy.duplicates.append((section, number, first))  # type: ignore[arg-type]
             continue
-        seen[key] = number
-        policy.sections[section].append(Entry(number, text, value))
+        entries.append(Entry(number, text, value))
     _cross_checks(policy, source)
     return policy

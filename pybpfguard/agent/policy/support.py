@@ -43,3 +43,4 @@ def unsupported(policy: Policy) -> list[tuple[Section, int, str]]:
     found = [(section, line, NOT_ENFORCED[section]) for section, line in policy.section_lines.items()
              if section in NOT_ENFORCED and policy.has(section)]
     return sorted(found, key=lambda item: item[1])
+
