@@ -44,6 +44,7 @@ def test_fanotify_tier_decides_every_case_of_the_table(make_guard: GuardFactory,
     rules.paths[resolved.key] = resolved.canonical
     rules.allow.update(want.allow_cgroups)
     rules.survival_keys.update(want.survival)
+    rules.cgroup_rules.update(want.cgroup_deny)
     guard.refresh()
 
     assert child_errno("open", str(target)) == EXPECT_ERRNO[case.expect]
