@@ -50,7 +50,7 @@ class PinnedRules:
     never stops enforcement: the paths last read stay in use, with those of every line that still parses,
     and :attr:`state_error` says what is wrong (file:line) until a read succeeds again."""
 
-    #: reads of the live set before giving up while ``policy apply`` keeps switching (about 0.3 s in all)
+    #: reads of the live set before giving up while ``policy apply`` keeps switching (0.3 s of backoff in all)
     READ_ATTEMPTS = 7
 
     def __init__(self, pins: PinnedMaps, db: DenyDb) -> None:
@@ -84,7 +84,8 @@ class PinnedRules:
             if rule_sync.lookup_elem(GENERATION) == before:
                 self._rules, self.read_error = rules, None
                 return rules
-            time.sleep(0.005 * (1 << attempt))
+            if attempt + 1 < self.READ_ATTEMPTS:
+                time.sleep(0.005 * (1 << attempt))
         self.read_error = (f"the live rule set changed during each of {self.READ_ATTEMPTS} reads "
                            "(policy apply in progress)")
         if self._rules is not None:
@@ -182,6 +183,7 @@ class GuardAdapter:
             identity=proc_identity(procs),
         )
         self.guard.start()
+        self._resynced = False
         self._blocks_seen = 0
         self._drops_seen = 0
 
@@ -202,11 +204,19 @@ class GuardAdapter:
         return self.rules.state_error
 
     def resync(self) -> Mapping[InodeKey, str]:
-        """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why."""
+        """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why.
+
+        Raises RuleSetChanging (the rules read before stay marked) when the live rule set kept changing, so
+        the daemon leaves the edit unacknowledged and retries, except at the daemon's first resync: no
+        editor waits for a daemon that has not beaten yet, and starting with the rules the guard read a
+        moment before beats not starting."""
+        first, self._resynced = not self._resynced, True
         try:
             result = self.guard.refresh()
         except RuleSetChanging as err:
             self.log.error("cannot read the live rule set; enforcing the rules read before", error=str(err))
+            if first:
+                return self.guard.coverage()[1]
             raise
         if self.rules.read_error is not None:
             self.log.warn("the live rule set changed while it was read; enforcing that read",
