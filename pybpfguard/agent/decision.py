@@ -64,12 +64,11 @@ class Mode(enum.Enum):
 
 
 class RuleKind(enum.Enum):
-    """What matched: a ``deny_inode`` entry (by its u8 flags, pybpfguard/agent/maps.py) or a
-    ``deny_cgroup_inode`` entry."""
+    """What a ``deny_inode`` entry asks (its u8 flags, pybpfguard/agent/maps.py)."""
 
     DENY_ALWAYS = DENY_ALWAYS
     PROTECT_VERIFIED_EXEC = PROTECT_VERIFIED_EXEC  # deny unless the opener is VERIFIED_EXEC
-    CGROUP_DENY_INODE = 0x100  # not a flag bit (beyond a u8 value): a rule on (cgid, inode)
+    CGROUP_DENY_INODE = "cgroup_deny_inode"  # a deny_cgroup_inode entry: no flag bit, so a text value
 
 
 class Operation(enum.Enum):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pybpfguard.agent.file_guard import EnforceSignal, FileGuard, MarkFlag, Mode
-from pybpfguard.agent.guard_adapter import PinnedRules, RuleSetChanging
+from pybpfguard.agent.guard_adapter import GuardAdapter, PinnedRules, RuleSetChanging
 from pybpfguard.agent.maps import CGROUP_INODE_KEY, DENY_ALWAYS, INODE_KEY, PinnedMaps
 from pybpfguard.agent.paths import InodeKey, inode_key
 from pybpfguard.agent.rulesync import GENERATION, bump_generation
@@ -196,3 +196,36 @@ def test_pinned_rules_keep_the_last_good_read_while_the_set_keeps_changing(pins:
     with pytest.raises(RuleSetChanging, match="read before stay enforced"):
         rules.deny_inodes()
     assert rules.allow_cgroups() == frozenset() and rules.deny_inodes() == first
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def error(self, msg: str, **_: object) -> None:
+        self.lines.append(("error", msg))
+
+    def warn(self, msg: str, **_: object) -> None:
+        self.lines.append(("warn", msg))
+
+
+def test_adapter_resync_leaves_a_changing_set_unacknowledged_except_at_start_up(pins: PinnedMaps, deny_db: DenyDb,
+                                                                                tmp_path: Path) -> None:
+    """The daemon acknowledges a generation only when resync returns: a read that never settled must raise,
+    except at its first resync (no editor waits for a daemon that has not beaten yet)."""
+    path, key = _file(tmp_path, "secret")
+    _record(deny_db, path, key)
+    _deny(pins, key)
+    adapter = GuardAdapter.__new__(GuardAdapter)  # the daemon's plumbing (procs, decoder) is not needed here
+    adapter.pins, adapter.log, adapter.rules = pins, _Log(), PinnedRules(pins, deny_db)
+    adapter.guard = FileGuard(adapter.rules, mode=Mode.ENFORCE, enforce_signal=EnforceSignal.NONE)
+    adapter._resynced = False
+    with adapter.guard:
+        _bumping_refresh(pins, PinnedRules.READ_ATTEMPTS)
+        assert adapter.resync() == {}  # start-up: the rules the guard read at start stay marked
+        assert adapter.log.lines[0][0] == "error"
+        _bumping_refresh(pins, PinnedRules.READ_ATTEMPTS)
+        with pytest.raises(RuleSetChanging):
+            adapter.resync()
+        assert adapter.guard.coverage() == (1, {})
+        assert child_errno("open", str(path)) == errno.EPERM
