@@ -20,11 +20,13 @@ APPLIES = 20
 
 
 def _policy(path: Path, shared: Path, only: Path, cgroup: Path, scope: str) -> Path:
-    st = os.stat(shared)
-    shared_rule = (f"[deny_path]\n{shared}\n" if scope == "deny_path"
-                   else f"[cgroup_deny_inode]\n{cgroup} {kernel_dev(st.st_dev)}:{st.st_ino}\n")
-    path.write_text(f"version=6\n{shared_rule}[deny_path]\n{only}\n" if scope != "deny_path"
-                    else f"version=6\n[deny_path]\n{shared}\n{only}\n")
+    """A policy denying *only* by path and *shared* by path, or to *cgroup* only by ``dev:ino`` (no path)."""
+    if scope == "deny_path":
+        body = f"[deny_path]\n{shared}\n{only}\n"
+    else:
+        st = os.stat(shared)
+        body = f"[deny_path]\n{only}\n[cgroup_deny_inode]\n{cgroup} {kernel_dev(st.st_dev)}:{st.st_ino}\n"
+    path.write_text(f"version=6\n{body}")
     return path
 
 
