@@ -119,8 +119,9 @@ class FileGuard:
     has ``deny_paths``). *identity(pid)* returns the opener's ProcessIdentity or None (default: /proc),
     *cgroup_id(pid)* its cgid or 0 when unknown (default: /proc/<pid>/cgroup through a cache).
     Decisions go to :attr:`decisions` (a ``queue.Queue`` of at most *queue_size* BlockDecision).
-    *reopen(key)* (optional) returns an ``O_PATH`` fd on a denied inode whose recorded path is gone or names
-    another inode (the guard closes it), or the reason it cannot (see :meth:`_mark`).
+    *reopen(key)* (optional) returns an ``O_PATH`` fd on a denied inode that has no recorded path, or whose
+    recorded path is gone or names another inode (the guard closes it), or the reason it cannot (see
+    :meth:`_mark`).
     *mode* and *enforce_signal* may be changed while running. Raises FanotifyError from ``start()``
     when the kernel refuses the group (EPERM without CAP_SYS_ADMIN).
     """
