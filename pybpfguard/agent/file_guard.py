@@ -10,9 +10,11 @@ decision record to a bounded queue: a full queue drops (and counts) the record, 
 Fail-open by construction: when the group closes (``stop()``, or the process dies) the kernel removes
 the marks and allows every pending open. The deadman and the metrics report that (docs/enforcement.md).
 
-Rules come from a :class:`RuleSource` (the daemon plugs in the pinned ``deny_inode``,
-``allow_cgroup`` and ``survival_allowlist`` maps; :class:`MemoryRules` is the in-process one), the path
-to mark each inode by from a :class:`PathSource` (``statefiles.DenyDb`` reads deny.db).
+Rules come from a :class:`RuleSource` (the daemon plugs in the pinned ``deny_inode``, ``allow_cgroup``,
+``deny_cgroup_inode`` and ``survival_allowlist`` maps of the live rule set; :class:`MemoryRules` is the
+in-process one), the path to mark each inode by from a :class:`PathSource` (``statefiles.DenyDb`` reads
+deny.db). An inode with a cgroup-scoped rule is marked like a globally denied one; the decision then
+looks at the opener's cgroup.
 
 Threading: the responder thread only needs the GIL and the *identity*/*cgroup_id* callables; those must
 never block on anything another thread of the agent may hold while it opens a file (a thread of the
@@ -117,8 +119,9 @@ class FileGuard:
     has ``deny_paths``). *identity(pid)* returns the opener's ProcessIdentity or None (default: /proc),
     *cgroup_id(pid)* its cgid or 0 when unknown (default: /proc/<pid>/cgroup through a cache).
     Decisions go to :attr:`decisions` (a ``queue.Queue`` of at most *queue_size* BlockDecision).
-    *reopen(key)* (optional) returns an ``O_PATH`` fd on a denied inode whose recorded path is gone or names
-    another inode (the guard closes it), or the reason it cannot (see :meth:`_mark`).
+    *reopen(key)* (optional) returns an ``O_PATH`` fd on a denied inode that has no recorded path, or whose
+    recorded path is gone or names another inode (the guard closes it), or the reason it cannot (see
+    :meth:`_mark`).
     *mode* and *enforce_signal* may be changed while running. Raises FanotifyError from ``start()``
     when the kernel refuses the group (EPERM without CAP_SYS_ADMIN).
     """
@@ -203,15 +206,20 @@ class FileGuard:
 
     # -- rules -----------------------------------------------------------------------------------
     def refresh(self) -> SyncResult:
-        """Re-read the rule source and the paths and bring the marks up to date (:meth:`sync`)."""
-        return self.sync(self.source.deny_inodes(), self.paths.deny_paths(),
-                         self.source.allow_cgroups(), self.source.survival())
+        """Re-read the rule source and the paths and bring the marks up to date (:meth:`sync`). The source's
+        ``deny_inodes()`` is read first (:class:`RuleSource`)."""
+        deny = self.source.deny_inodes()
+        return self.sync(deny, self.paths.deny_paths(), self.source.allow_cgroups(), self.source.survival(),
+                         self.source.cgroup_deny())
 
     def sync(self, deny: Mapping[InodeKey, int], paths: Mapping[InodeKey, bytes],
-             allow_cgroups: Set[int] = frozenset(), survival: Set[InodeKey] = frozenset()) -> SyncResult:
-        """Make *deny* the live rule set, then mark the inodes that gained a rule and unmark those that
-        lost it. An inode is marked through its recorded path, opened ``O_PATH`` (no open event) and
-        checked to still be that inode. Survival inodes are never marked (they always win).
+             allow_cgroups: Set[int] = frozenset(), survival: Set[InodeKey] = frozenset(),
+             cgroup_deny: Set[tuple[int, InodeKey]] = frozenset()) -> SyncResult:
+        """Make *deny* (and *cgroup_deny*, ``{(cgid, (ino, dev))}``) the live rule set, then mark the inodes
+        that gained a rule and only then unmark those that lost it: an inode ruled before and after keeps its
+        mark throughout, and no new rule waits for an old one's removal. An inode with a global or a
+        cgroup-scoped rule is marked through its recorded path, opened ``O_PATH`` (no open event) and checked
+        to still be that inode. Survival inodes are never marked (they always win).
         Returns what changed; inodes that could not be marked are in ``unmarked`` with the reason
         (they are not enforced, and :meth:`coverage` says so)."""
         group = self._group
@@ -220,17 +228,13 @@ class FileGuard:
         with self._sync_lock:
             deny = {k: f for k, f in deny.items() if f & RULE_FLAGS}  # other bits are no rule (decision.py)
             survival = frozenset(survival)
-            # Swap first: a new mark must find its rule; a removed rule must stop denying at once.
-            self._rules = FileRules(deny, frozenset(allow_cgroups), survival)
+            cgroup_deny = frozenset(cgroup_deny)
+            # Swap first (one reference): a new mark must find its rule; a removed rule must stop denying at once.
+            self._rules = FileRules(deny, frozenset(allow_cgroups), survival, cgroup_deny)
             self._proc.clear_cache()
             want = {k for k in deny if k not in survival}
+            want.update(k for _, k in cgroup_deny if k not in survival)
             added, removed = [], []
-            for key in [k for k in self._marked if k not in want]:
-                path = self._marked.pop(key)
-                if self._mark(group, MarkFlag.FAN_MARK_REMOVE, key, path) is None:
-                    removed.append(key)
-                else:
-                    self._stale_marks += 1  # left in place: answered ALLOW, since no rule matches
             self._unmarked = {k: r for k, r in self._unmarked.items() if k in want}
             for key in want:
                 if key in self._marked:
@@ -243,6 +247,12 @@ class FileGuard:
                     added.append(key)
                 else:
                     self._unmarked[key] = reason
+            for key in [k for k in self._marked if k not in want]:
+                path = self._marked.pop(key)
+                if self._mark(group, MarkFlag.FAN_MARK_REMOVE, key, path) is None:
+                    removed.append(key)
+                else:
+                    self._stale_marks += 1  # left in place: answered ALLOW, since no rule matches
             return SyncResult(tuple(added), tuple(removed), dict(self._unmarked))
 
     def _mark(self, group: FanotifyGroup, op: MarkFlag, key: InodeKey, path: bytes | None) -> str | None:

@@ -10,20 +10,24 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import time
 from collections.abc import Callable, Mapping, Set
 from pathlib import Path
 
 import msgspec
 
 from pybpfguard.agent import config
+from pybpfguard.agent.decision import FileRules
+from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.events.decode import RecordDecoder
 from pybpfguard.agent.file_guard import FileGuard, Mode, ProcessIdentity
-from pybpfguard.agent.handlestore import HandleDb, HandleError, HandleRecord, handles_path
+from pybpfguard.agent.handlestore import HandleDb, HandleError, HandleRecord, handles_path, reopen_by_number
 from pybpfguard.agent.handlestore import reopen as reopen_handle
 from pybpfguard.agent.logs import Logger
 from pybpfguard.agent.maps import PinnedMaps
 from pybpfguard.agent.options import RunOptions
 from pybpfguard.agent.paths import InodeKey
+from pybpfguard.agent.rulesync import GENERATION
 from pybpfguard.agent.statefiles import DenyDb, StateFileError
 from pybpfguard.agent.trust import UntrustedPathError
 from pybpfguard.bpf.errors import BPFError
@@ -32,29 +36,78 @@ from pybpfguard.bpf.maps import Map
 _DRAIN_MAX = 4096
 
 
+class RuleSetChanging(AgentError, RuntimeError):
+    """The live rule set kept changing while it was read (a ``policy apply`` in progress): the rules read
+    before stay in force; the daemon leaves the edit unacknowledged and retries."""
+
+
 class PinnedRules:
     """RuleSource + PathSource over the pinned maps and deny.db, and :meth:`reopen` over deny.handles.
 
-    A deny.db that cannot be read (malformed, or in a location another user could change) never stops
-    enforcement: the paths last read stay in use, with those of every line that still parses, and
-    :attr:`state_error` says what is wrong (file:line) until a read succeeds again."""
+    The rules are those of the live rule set (``rule_set``, pybpfguard/agent/maps.py), read as one
+    consistent set by :meth:`read` (which :meth:`deny_inodes` calls; the other rule accessors answer from
+    that read). A deny.db that cannot be read (malformed, or in a location another user could change)
+    never stops enforcement: the paths last read stay in use, with those of every line that still parses,
+    and :attr:`state_error` says what is wrong (file:line) until a read succeeds again."""
+
+    #: reads of the live set before giving up while ``policy apply`` keeps switching (0.3 s of backoff in all)
+    READ_ATTEMPTS = 7
 
     def __init__(self, pins: PinnedMaps, db: DenyDb) -> None:
         self.pins = pins
         self.db = db
         self.state_error: Exception | None = None
+        #: why the last :meth:`read` could not get a consistent set (None when it did)
+        self.read_error: str | None = None
+        self._rules: FileRules | None = None  # the last set read consistently
         self._last_paths: Mapping[InodeKey, bytes] = {}
         self.handles = HandleDb(handles_path(db.path))
         self._records: dict[InodeKey, HandleRecord] = {}
 
+    def read(self) -> FileRules:
+        """The live rule set and the survival allowlist, read consistently: rule_sync ``GENERATION``, then the
+        ``rule_set`` selector (``PinnedMaps.refresh_live``), the set's ``deny_inode``, ``allow_cgroup`` and
+        ``deny_cgroup_inode``, then ``GENERATION`` again; ``policy apply`` bumps it before it rewrites the
+        idle set and after it switches, so an unchanged generation means no switch or rewrite overlapped
+        the read. Retried (with backoff) while it changes; after :attr:`READ_ATTEMPTS`, raises
+        RuleSetChanging when an earlier consistent read exists (it stays in force), else returns the last
+        read and says so in :attr:`read_error` (at start-up there is nothing better to enforce).
+        Raises BPFError when a map cannot be read."""
+        rule_sync = self.pins.rule_sync
+        for attempt in range(self.READ_ATTEMPTS):
+            before = rule_sync.lookup_elem(GENERATION)
+            live = self.pins.refresh_live()
+            rules = FileRules({(k.ino, k.dev): flags for k, flags in live.deny_inode.items()},
+                              frozenset(live.allow_cgroup),
+                              frozenset((k.ino, k.dev) for k in self.pins.survival_allowlist),
+                              frozenset((k.cgid, (k.ino, k.dev)) for k in live.deny_cgroup_inode))
+            if rule_sync.lookup_elem(GENERATION) == before:
+                self._rules, self.read_error = rules, None
+                return rules
+            if attempt + 1 < self.READ_ATTEMPTS:
+                time.sleep(0.005 * (1 << attempt))
+        self.read_error = (f"the live rule set changed during each of {self.READ_ATTEMPTS} reads "
+                           "(policy apply in progress)")
+        if self._rules is not None:
+            raise RuleSetChanging(f"{self.read_error}; the rules read before stay enforced")
+        self._rules = rules
+        return rules
+
+    def _current(self) -> FileRules:
+        return self._rules if self._rules is not None else self.read()
+
     def deny_inodes(self) -> Mapping[InodeKey, int]:
-        return {(k.ino, k.dev): flags for k, flags in self.pins.deny_inode.items()}
+        """Reads the live set (:meth:`read`); returns its ``deny_inode`` entries."""
+        return self.read().deny
 
     def allow_cgroups(self) -> Set[int]:
-        return frozenset(self.pins.allow_cgroup.keys())
+        return self._current().allow_cgroups
 
     def survival(self) -> Set[InodeKey]:
-        return frozenset((k.ino, k.dev) for k in self.pins.survival_allowlist)
+        return self._current().survival
+
+    def cgroup_deny(self) -> Set[tuple[int, InodeKey]]:
+        return self._current().cgroup_deny
 
     def deny_paths(self) -> Mapping[InodeKey, bytes]:
         # deny.handles too, for :meth:`reopen`; records of removed rules stay in memory, so a mark can still
@@ -78,14 +131,14 @@ class PinnedRules:
         return paths
 
     def reopen(self, key: InodeKey) -> int | str:
-        """An ``O_PATH`` fd on inode *key* from its recorded file handle, or why there is none."""
+        """An ``O_PATH`` fd on inode *key* from its recorded file handle, or, with none recorded (a rule given
+        as ``dev:ino``), found by its number (:func:`~pybpfguard.agent.handlestore.reopen_by_number`); else
+        why there is none."""
         record = self._records.get(key)
-        if record is None:
-            return "no file handle recorded for this inode"
         try:
-            return reopen_handle(record)
+            return reopen_handle(record) if record is not None else reopen_by_number(key)
         except HandleError as err:
-            return str(err)
+            return str(err) if record is not None else f"no file handle recorded for this inode; {err}"
 
 
 def proc_identity(procs: Map) -> Callable[[int], ProcessIdentity | None]:
@@ -130,6 +183,7 @@ class GuardAdapter:
             identity=proc_identity(procs),
         )
         self.guard.start()
+        self._resynced = False
         self._blocks_seen = 0
         self._drops_seen = 0
 
@@ -150,8 +204,23 @@ class GuardAdapter:
         return self.rules.state_error
 
     def resync(self) -> Mapping[InodeKey, str]:
-        """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why."""
-        result = self.guard.refresh()
+        """Re-mark from the rules; returns the denied inodes left unmarked (not enforced), with why.
+
+        Raises RuleSetChanging (the rules read before stay marked) when the live rule set kept changing, so
+        the daemon leaves the edit unacknowledged and retries, except at the daemon's first resync: no
+        editor waits for a daemon that has not beaten yet, and starting with the rules the guard read a
+        moment before beats not starting."""
+        first, self._resynced = not self._resynced, True
+        try:
+            result = self.guard.refresh()
+        except RuleSetChanging as err:
+            self.log.error("cannot read the live rule set; enforcing the rules read before", error=str(err))
+            if first:
+                return self.guard.coverage()[1]
+            raise
+        if self.rules.read_error is not None:
+            self.log.warn("the live rule set changed while it was read; enforcing that read",
+                          error=self.rules.read_error)
         if self.rules.state_error is not None:
             self.log.error("cannot read the rules' paths; enforcing those last read",
                                   error=str(self.rules.state_error))

@@ -156,10 +156,16 @@ class ProcReader:
 
 
 class RuleSource(Protocol):
-    """Where the rules live (the pinned maps in the daemon)."""
+    """Where the rules live (the pinned maps in the daemon). :meth:`FileGuard.refresh` calls
+    :meth:`deny_inodes` first and then the others, so a source that reads one consistent rule set
+    (``guard_adapter.PinnedRules``) reads it there and answers the others from that read."""
 
     def deny_inodes(self) -> Mapping[InodeKey, int]:
         """``{(ino, dev): flags}``, flags per ``deny_inode`` (1 DENY_ALWAYS, 2 PROTECT_VERIFIED_EXEC)."""
+        ...
+
+    def cgroup_deny(self) -> Set[tuple[int, InodeKey]]:
+        """``{(cgid, (ino, dev))}``: inodes denied to one cgroup only (``deny_cgroup_inode``)."""
         ...
 
     def allow_cgroups(self) -> Set[int]:
@@ -185,6 +191,7 @@ class MemoryRules:
     paths: dict[InodeKey, bytes] = field(default_factory=dict)
     allow: set[int] = field(default_factory=set)
     survival_keys: set[InodeKey] = field(default_factory=set)
+    cgroup_rules: set[tuple[int, InodeKey]] = field(default_factory=set)
 
     def add(self, path: str | bytes, flags: int = DENY_ALWAYS) -> InodeKey:
         """``block add``: validate, canonicalize and stat *path* (raises PathRuleError); ``deny |= flags``."""
@@ -193,9 +200,18 @@ class MemoryRules:
         self.paths.setdefault(resolved.key, resolved.canonical)
         return resolved.key
 
+    def add_cgroup_rule(self, cgid: int, path: str | bytes) -> InodeKey:
+        """A ``deny_cgroup_inode`` entry: deny *path*'s inode to cgroup *cgid* only (resolved as :meth:`add`)."""
+        resolved = resolve_rule_path(path)
+        self.cgroup_rules.add((cgid, resolved.key))
+        self.paths.setdefault(resolved.key, resolved.canonical)
+        return resolved.key
+
     def remove(self, key: InodeKey) -> None:
+        """Drop every rule on *key* (global and cgroup-scoped) and its path."""
         self.deny.pop(key, None)
         self.paths.pop(key, None)
+        self.cgroup_rules = {rule for rule in self.cgroup_rules if rule[1] != key}
 
     def deny_inodes(self) -> Mapping[InodeKey, int]:
         return dict(self.deny)
@@ -208,3 +224,6 @@ class MemoryRules:
 
     def survival(self) -> Set[InodeKey]:
         return frozenset(self.survival_keys)
+
+    def cgroup_deny(self) -> Set[tuple[int, InodeKey]]:
+        return frozenset(self.cgroup_rules)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,13 @@ from pybpfguard.agent.fhandle import FileHandle, name_to_handle_at, open_by_hand
 from pybpfguard.agent.mountinfo import read_mountinfo
 from pybpfguard.agent.paths import InodeKey, inode_key
 from pybpfguard.agent.statefiles import StateFileError, escape_path, unescape_path, write_atomic
+
+#: ``FILEID_INO32_GEN`` (include/linux/exportfs.h): ``{u32 ino; u32 gen}``.
+FILEID_INO32_GEN = 1
+_BY_HANDLE = "file handle"
+_BY_NUMBER = "inode by number"
+_STALE_REASON = {_BY_HANDLE: "the file was deleted",
+                 _BY_NUMBER: "no such inode, or its filesystem cannot find an inode by number alone"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,21 +149,20 @@ def mount_points() -> dict[int, bytes]:
     return {m.mount_id: m.mount_point for m in read_mountinfo()}
 
 
-def _mount_candidates(record: HandleRecord) -> list[bytes]:
-    """The recorded mount point first, then every mount of the same device (the recorded one may be gone
+def _mount_candidates(dev: int, first: bytes | None = None) -> list[bytes]:
+    """*first* (the recorded mount point), then every mount of device *dev* (the recorded one may be gone
     or, in another mount namespace, name something else)."""
+    head = [] if first is None else [first]
     with contextlib.suppress(OSError):
-        others = [m.mount_point for m in read_mountinfo() if m.dev == record.dev]
-        return [record.mount_point, *[m for m in others if m != record.mount_point]]
-    return [record.mount_point]
+        return [*head, *[m.mount_point for m in read_mountinfo() if m.dev == dev and m.mount_point != first]]
+    return head
 
 
-def reopen(record: HandleRecord) -> int:
-    """An ``O_PATH`` fd on the inode *record* names (the caller closes it), decoded against a mount whose
-    device is the rule's and checked by fstat to be that very inode. Raises HandleError with the reason
-    (ESTALE: the inode is gone)."""
+def _open_on_device(dev: int, handle: FileHandle, key: InodeKey, mounts: list[bytes], what: str) -> int:
+    """Decode *handle* against the first of *mounts* that is still device *dev*; the fd must be inode *key*.
+    *what* names the handle in reasons. Raises HandleError."""
     last = "no mount of its filesystem is visible"
-    for mount in _mount_candidates(record):
+    for mount in mounts:
         try:
             # not O_PATH: open_by_handle_at looks the fd up with fdget, which skips O_PATH files (EBADF)
             mount_fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -163,19 +170,43 @@ def reopen(record: HandleRecord) -> int:
             last = f"mount point {os.fsdecode(mount)}: {os.strerror(err.errno or errno.EIO)}"
             continue
         try:
-            if inode_key(os.fstat(mount_fd))[1] != record.dev:
+            if inode_key(os.fstat(mount_fd))[1] != dev:
                 last = f"mount point {os.fsdecode(mount)} is now another filesystem"
                 continue
             try:
-                fd = open_by_handle_at(mount_fd, record.handle)
+                fd = open_by_handle_at(mount_fd, handle)
             except OSError as err:
                 code = err.errno or errno.EIO
-                reason = "the file was deleted" if code == errno.ESTALE else os.strerror(code)
-                raise HandleError(code, f"file handle: {reason}") from err
+                reason = _STALE_REASON[what] if code == errno.ESTALE else os.strerror(code)
+                raise HandleError(code, f"{what}: {reason}") from err
         finally:
             os.close(mount_fd)
-        if inode_key(os.fstat(fd)) != record.key:
+        if inode_key(os.fstat(fd)) != key:
             os.close(fd)
-            raise HandleError(errno.ESTALE, "file handle names another inode")
+            raise HandleError(errno.ESTALE, f"{what} names another inode")
         return fd
-    raise HandleError(errno.ENOENT, f"file handle: {last}")
+    raise HandleError(errno.ENOENT, f"{what}: {last}")
+
+
+def reopen(record: HandleRecord) -> int:
+    """An ``O_PATH`` fd on the inode *record* names (the caller closes it), decoded against a mount whose
+    device is the rule's and checked by fstat to be that very inode. Raises HandleError with the reason
+    (ESTALE: the inode is gone)."""
+    return _open_on_device(record.dev, record.handle, record.key, _mount_candidates(record.dev, record.mount_point),
+                           _BY_HANDLE)
+
+
+def reopen_by_number(key: InodeKey) -> int:
+    """An ``O_PATH`` fd on inode *key* ``(ino, dev)`` found by its number alone (a rule given as ``dev:ino``,
+    with no path or handle recorded): a ``FILEID_INO32_GEN`` handle with generation 0, decoded against a
+    mount of *dev* and checked by fstat to be that inode.
+
+    Generation 0 means "any generation" to ext2/3/4 (fs/ext4/super.c ``ext4_nfs_get_inode``) and f2fs, so
+    they find any live inode by number. XFS takes 0 as a real generation and tmpfs has its own handle
+    format: there, and for numbers beyond 32 bits, this fails (the rule then stays unenforced and is reported).
+    Needs CAP_DAC_READ_SEARCH. Raises HandleError with the reason."""
+    ino, dev = key
+    if not 0 < ino < 1 << 32:
+        raise HandleError(errno.EOVERFLOW, f"{_BY_NUMBER}: {ino} does not fit a 32-bit file handle")
+    handle = FileHandle(FILEID_INO32_GEN, struct.pack("=II", ino, 0))
+    return _open_on_device(dev, handle, key, _mount_candidates(dev), _BY_NUMBER)

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from pybpfguard.agent.file_guard import EnforceSignal, FileGuard, MemoryRules, Mode
+from pybpfguard.agent.maps import PinnedMaps
+from pybpfguard.agent.statefiles import DenyDb
 from tests.decision_table import own_cgid
 
-__all__ = ["OPENER", "GuardFactory", "child_errno", "make_guard", "own_cgid", "parse_result", "run_child", "take"]
+__all__ = ["OPENER", "GuardFactory", "child_errno", "deny_db", "in_cgroup", "make_guard", "own_cgid", "parse_result",
+           "pins", "run_child", "take", "two_cgroups"]
 
 OPENER = Path(__file__).with_name("opener.py")
 CHILD_TIMEOUT_S = 20
@@ -81,3 +84,37 @@ def take(guard: FileGuard, n: int, timeout_s: float = 5.0) -> list:
     assert stats.blocks - stats.dropped == n, (stats, out)
     assert guard.decisions.empty()
     return out
+
+
+def in_cgroup(cgroup: Path) -> list[str]:
+    """A :func:`run_child` prefix that moves the child into *cgroup* before it acts."""
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup)]
+
+
+@pytest.fixture
+def two_cgroups(test_cgroup: Path) -> Iterator[tuple[Path, Path]]:
+    """Cgroups A and B inside the test cgroup (which holds no process itself); removed after the test (every
+    child run in them has exited by then)."""
+    pair = (test_cgroup / "a", test_cgroup / "b")
+    for cg in pair:
+        cg.mkdir()
+    try:
+        yield pair
+    finally:
+        for cg in pair:
+            cg.rmdir()
+
+
+@pytest.fixture
+def pins(bpffs: Path) -> Iterator[PinnedMaps]:
+    """The agent's pinned maps under this test's private bpffs."""
+    with PinnedMaps.open(bpffs / "pins") as opened:
+        yield opened
+
+
+@pytest.fixture
+def deny_db(tmp_path: Path) -> DenyDb:
+    """An empty deny.db in a private state directory of this test."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    return DenyDb(state / "deny.db")

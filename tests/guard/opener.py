@@ -1,9 +1,10 @@
 """Child-side actions for the file guard tests; prints one JSON result line on stdout.
 
 Usage: opener.py open PATH | openat DIR NAME | exec PATH | fexec PATH | uring_open PATH
-                 | loop PATH SECONDS | repeat PATH N
+                 | loop PATH SECONDS | repeat PATH N | until_usr1 PATH
 Paths are passed hex-encoded (any bytes survive argv and JSON). Result: {"errno": 0|E} for one action,
-{"denied": N, "allowed": M, "other": K} for loops.
+{"denied": N, "allowed": M, "other": K} for loops. ``until_usr1`` first prints {"ready": true} after its
+first open, then loops until SIGUSR1.
 """
 
 import json
@@ -45,6 +46,18 @@ def main() -> None:
         if res >= 0:
             os.close(res)
         out = {"errno": -res if res < 0 else 0}
+    elif op == "until_usr1":
+        stop: list[int] = []
+        signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
+        counts = {"denied": 0, "allowed": 0, "other": 0}
+        first = True
+        while not stop:
+            e = _try(lambda: _open(args[0]))
+            counts["denied" if e == 1 else "allowed" if e == 0 else "other"] += 1
+            if first:
+                first = False
+                print(json.dumps({"ready": True}), flush=True)
+        out = counts
     elif op in ("loop", "repeat"):
         if op == "repeat":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # survive TERM strikes until KILL

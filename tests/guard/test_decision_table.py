@@ -44,6 +44,7 @@ def test_fanotify_tier_decides_every_case_of_the_table(make_guard: GuardFactory,
     rules.paths[resolved.key] = resolved.canonical
     rules.allow.update(want.allow_cgroups)
     rules.survival_keys.update(want.survival)
+    rules.cgroup_rules.update(want.cgroup_deny)
     guard.refresh()
 
     assert child_errno("open", str(target)) == EXPECT_ERRNO[case.expect]
@@ -58,22 +59,15 @@ def test_fanotify_tier_decides_every_case_of_the_table(make_guard: GuardFactory,
         assert (d.ino, d.dev) == resolved.key
 
 
-@pytest.fixture
-def pins(bpffs: Path):  # type: ignore[no-untyped-def]
-    with PinnedMaps.open(bpffs / "pins") as opened:
-        yield opened
-
-
 @pytest.mark.parametrize("verified, expect", [(False, errno.EPERM), (True, 0)])
 def test_protect_only_rule_written_into_the_pinned_map_is_enforced(kernel: None, pins: PinnedMaps, tmp_path: Path,
-                                                                   verified: bool, expect: int) -> None:
+                                                                   deny_db: DenyDb, verified: bool,
+                                                                   expect: int) -> None:
     """Both tiers agree (tests/program/test_decision_bpf.py): an unverified opener is denied, not let through."""
     secret = tmp_path / "secret"
     secret.write_bytes(b"s3cret")
     resolved = resolve_rule_path(str(secret))
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    db = DenyDb(state / "deny.db")
+    db = deny_db
     db.add(DenyDbEntry(resolved.dev, resolved.ino, resolved.canonical))
     pins.deny_inode.update_elem(INODE_KEY.value(ino=resolved.ino, dev=resolved.dev, pad=0), PROTECT_VERIFIED_EXEC)
     with FileGuard(PinnedRules(pins, db), mode=Mode.ENFORCE, enforce_signal=EnforceSignal.NONE,

@@ -24,7 +24,7 @@ from pybpfguard.agent.maps import PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.paths import inode_key, resolve_rule_path
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry
 
-from .conftest import OPENER, child_errno, own_cgid, parse_result, run_child, take
+from .conftest import OPENER, child_errno, in_cgroup, own_cgid, parse_result, run_child, take
 
 pytestmark = pytest.mark.kernel
 
@@ -193,8 +193,7 @@ def test_allow_cgroup_exempts_child_in_test_cgroup(make_guard, secret, test_cgro
     rules.add(str(secret))
     rules.allow.add(os.stat(test_cgroup).st_ino)
     guard.refresh()
-    prefix = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(test_cgroup)]
-    assert child_errno("open", str(secret), prefix=prefix) == 0
+    assert child_errno("open", str(secret), prefix=in_cgroup(test_cgroup)) == 0
     assert take(guard, 0) == [] and guard.stats().allowed_cgroup == 1
     # the same open outside the cgroup is not exempt
     assert child_errno("open", str(secret)) == EXPECT_ERRNO[mode]

@@ -122,8 +122,10 @@ class FileSensor(Sensor):
         return Mechanism.SIGNAL
 
     def resync(self) -> RuleGaps:
-        """Re-mark from the rules (fanotify only): a deny rule fanotify cannot mark (no path on record for
-        the inode) is not enforced."""
+        """Re-mark from the live rule set (fanotify only): a global or cgroup-scoped inode rule fanotify
+        cannot mark (its path is gone and its inode cannot be reopened by handle or by number) is not enforced.
+        Raises RuleSetChanging (pybpfguard.agent.guard_adapter) when the live set kept changing while it was
+        read: the rules marked before stay in force and the edit stays unacknowledged."""
         if self.guard is None:
             return RuleGaps()
         unmarked = dict(self.guard.resync())
