@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from pybpfguard.agent.rules import agent_cgids
 from pybpfguard.agent.rulesync import Outcome, edit_lock
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry
 from tests.daemon.helpers import denied
+from tests.rule_switch import assert_denied_throughout
 
 pytestmark = pytest.mark.kernel
 
@@ -53,25 +53,10 @@ def test_policy_applied_before_the_daemon_starts_is_enforced_and_survives_restar
     assert denied(test_cgroup, secret) and not denied(test_cgroup, other)
 
 
-# Opens PATH in a loop until STOP exists; prints how many opens succeeded and how many were tried.
-_LOOP = """
-import os, sys
-path, stop, ready = sys.argv[1:4]
-ok = tries = 0
-open(ready, "w").close()
-while not os.path.exists(stop):
-    tries += 1
-    try:
-        os.close(os.open(path, os.O_RDONLY))
-        ok += 1
-    except PermissionError:
-        pass
-print(ok, tries)
-"""
-
-
 def test_a_rule_both_policies_share_never_lapses_during_100_applies(start_agent, agent_env, tmp_path: Path,
                                                                     test_cgroup: Path, monkeypatch):
+    """100 applies through the apply engine (each confirmed by the daemon) while a child opens the shared file
+    in a tight loop; tests/daemon/test_policy_switch_host.py does the same through the CLI."""
     for key, value in agent_env.items():
         monkeypatch.setenv(key, value)
     files = {name: tmp_path / name for name in ("shared", "only-x", "only-y")}
@@ -83,34 +68,21 @@ def test_a_rule_both_policies_share_never_lapses_during_100_applies(start_agent,
         return RuleSetContent(deny_inode={k: 1 for k in keys.values()},
                               paths=[DenyDbEntry(k[1], k[0], os.fsencode(files[n])) for n, k in keys.items()])
 
-    x, y = content("shared", "only-x"), content("shared", "only-y")
+    policies = (content("shared", "only-x"), content("shared", "only-y"))
     agent = start_agent("--enforce", "--enforce-signal=none")
     db = DenyDb(Path(agent_env["PYBPFGUARD_STATE_DIR"]) / "deny.db")
     root = Path(agent_env["PYBPFGUARD_PIN_ROOT"])
 
-    def apply(new: RuleSetContent) -> None:
+    def apply(i: int) -> None:
         with edit_lock(db.path), PinnedMaps.open(root) as pins:
-            result = apply_content(pins, new, reset=True, agent_cgids=agent_cgids(), db=db, confirm_timeout_s=10)
+            result = apply_content(pins, policies[(i + 1) % 2], reset=True, agent_cgids=agent_cgids(), db=db,
+                                   confirm_timeout_s=10)
         assert result.outcome is Outcome.ENFORCED, result.why
+        if i % 10 == 0:  # from the moment apply returns: the new policy's own rule holds, the old one's is gone
+            now_y = i % 2 == 0
+            assert denied(test_cgroup, files["only-y"]) is now_y
+            assert denied(test_cgroup, files["only-x"]) is not now_y
 
-    apply(x)
-    stop, ready = tmp_path / "stop", tmp_path / "ready"
-    enter = lambda: (test_cgroup / "cgroup.procs").write_text(str(os.getpid()))  # noqa: E731
-    child = subprocess.Popen([sys.executable, "-c", _LOOP, str(files["shared"]), str(stop), str(ready)],
-                             stdout=subprocess.PIPE, text=True, preexec_fn=enter)
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        for i in range(100):
-            apply(y if i % 2 == 0 else x)
-            if i % 10 == 0:  # from the moment apply returns: the new policy's own rule holds, the old one's is gone
-                now_y = i % 2 == 0
-                assert denied(test_cgroup, files["only-y"]) is now_y
-                assert denied(test_cgroup, files["only-x"]) is not now_y
-    finally:
-        stop.touch()
-        out, _ = child.communicate(timeout=60)
-    ok, tries = map(int, out.split())
-    assert ok == 0 and tries > 100, (ok, tries)
+    apply(1)
+    assert_denied_throughout(files["shared"], apply, switches=100, cgroup=test_cgroup)
     agent.stop()

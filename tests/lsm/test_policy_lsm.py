@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,27 +31,11 @@ from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_lsm
 from pybpfguard.bpf.maps import Map
 from tests.decision_table import own_cgid
+from tests.rule_switch import assert_denied_throughout
 
 pytestmark = pytest.mark.kernel
 
 TRUE = shutil.which("true") or "/bin/true"
-
-# Opens PATH in a loop until STOP exists; prints how many opens succeeded (each must fail with EPERM).
-_LOOP = """
-import os, sys
-path, stop, ready = sys.argv[1:4]
-ok = tries = 0
-open(ready, "w").close()
-while not os.path.exists(stop):
-    tries += 1
-    try:
-        os.close(os.open(path, os.O_RDONLY))
-        ok += 1
-    except PermissionError:
-        pass
-print(ok, tries)
-"""
-
 
 class Rig:
     def __init__(self, pins: PinnedMaps, db: DenyDb) -> None:
@@ -106,26 +89,16 @@ def _opens(path: Path, cgroup: Path) -> bool:
 def test_a_rule_both_policies_share_never_lapses_during_100_applies(rig: Rig, tmp_path: Path,
                                                                     test_cgroup: Path) -> None:
     shared, only_x, only_y = _files(tmp_path, "shared", "only-x", "only-y")
-    x, y = _content(shared, only_x), _content(shared, only_y)
-    rig.apply(x)
-    stop, ready = tmp_path / "stop", tmp_path / "ready"
-    child = subprocess.Popen([sys.executable, "-c", _LOOP, str(shared), str(stop), str(ready)],
-                             stdout=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: (test_cgroup / "cgroup.procs").write_text(str(os.getpid())))
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        for i in range(100):
-            rig.apply(y if i % 2 == 0 else x)
-            if i % 20 == 0:  # the new policy's own rule from the moment apply returns; the old one's gone
-                now_y = i % 2 == 0
-                assert _opens(only_y, test_cgroup) is not now_y and _opens(only_x, test_cgroup) is now_y
-    finally:
-        stop.touch()
-        out, _ = child.communicate(timeout=60)
-    ok, tries = map(int, out.split())
-    assert ok == 0 and tries > 100, (ok, tries)
+    policies = (_content(shared, only_x), _content(shared, only_y))
+
+    def apply(i: int) -> None:
+        rig.apply(policies[(i + 1) % 2])
+        if i % 20 == 0:  # the new policy's own rule from the moment apply returns; the old one's is gone
+            now_y = i % 2 == 0
+            assert _opens(only_y, test_cgroup) is not now_y and _opens(only_x, test_cgroup) is now_y
+
+    apply(1)
+    assert_denied_throughout(shared, apply, switches=100, cgroup=test_cgroup)
 
 
 def test_a_cgroup_scoped_rule_denies_only_its_cgroup_and_allow_cgroup_does_not_exempt_it(
