@@ -88,6 +88,7 @@ class Daemon:
         self._btf: btfcache.KernelBtf | None = None  # layout and attach ids for the generators (start-up)
         self._rule_sync: DaemonSync | None = None  # edits by any process, acknowledged (rulesync)
         self._unenforced: dict[str, str] = {}  # "<dev>:<ino>" -> why that denied inode is not enforced
+        self._rule_faults: list[str] = []  # posture faults of the last resync (replaced by the next)
         self._rules_retry_at = 0.0  # monotonic time before which a failed rule edit is not retried
 
     # ---- start-up ----------------------------------------------------------------------------------
@@ -339,19 +340,21 @@ class Daemon:
         if self.cgroup is not None and self.pins is not None:
             self._exempt_cgroup()
         unmarked: dict[tuple[int, int], str] = {}
-        state_faults: list[str] = []
+        rule_faults: list[str] = []
         for sensor in self.sensors:
             gaps = sensor.resync()
             unmarked |= gaps.unenforced
             if gaps.state_fault is not None:
-                state_faults.append(gaps.state_fault)
+                rule_faults.append(gaps.state_fault)
+            rule_faults += gaps.faults
         self._unenforced = {f"{dev}:{ino}": reason for (ino, dev), reason in unmarked.items()}
-        self.report.faults = [f for f in self.report.faults
-                              if not f.startswith(("unenforced_inode_rules=", "state_file_unreadable"))]
         if unmarked:
-            self.report.faults.append(f"unenforced_inode_rules={len(unmarked)}")
-        self.report.faults += state_faults
-        self._publish(reason_code or ("HOOK_ATTACH_FAILED" if unmarked else "RECOVERED"))
+            rule_faults.insert(0, f"unenforced_inode_rules={len(unmarked)}")
+        # the faults of the previous resync are replaced by this one's: the rules they were about changed
+        self.report.faults = [f for f in self.report.faults if f not in self._rule_faults] + rule_faults
+        self._rule_faults = rule_faults
+        gaps = [f for f in rule_faults if not f.startswith("state_file_unreadable")]
+        self._publish(reason_code or ("HOOK_ATTACH_FAILED" if gaps else "RECOVERED"))
         if self._rule_sync is not None:
             self._rule_sync.acknowledge(generation)
 

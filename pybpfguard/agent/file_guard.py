@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import queue
 import select
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Set
@@ -58,6 +57,7 @@ from pybpfguard.agent.guard_model import (
 )
 from pybpfguard.agent.options import EnforceSignal
 from pybpfguard.agent.paths import InodeKey, inode_key
+from pybpfguard.agent.signalaction import enforce_signal_action
 
 __all__ = [
     "Action",
@@ -104,9 +104,6 @@ class Escalation:
         return Action.KILL if st[1] >= self.threshold else Action.TERM
 
 
-_SIGNALS = {Action.TERM: signal.SIGTERM, Action.KILL: signal.SIGKILL, Action.INT: signal.SIGINT}
-_FIXED_ACTION = {EnforceSignal.NONE: Action.BLOCK, EnforceSignal.TERM: Action.TERM,
-                 EnforceSignal.INT: Action.INT}
 _OPERATION = (Operation.OPEN, Operation.EXEC)  # by is_exec
 _ALLOW_COUNTER = {AllowReason.SURVIVAL: "allowed_survival", AllowReason.ALLOW_CGROUP: "allowed_cgroup",
                   AllowReason.VERIFIED_EXEC: "allowed_verified"}
@@ -402,17 +399,4 @@ class FileGuard:
 
     def _signal(self, pid: int, ident: ProcessIdentity | None, sig: EnforceSignal) -> Action:
         """Send *sig* (docs/enforcement.md; KILL escalates from TERM) and return the action actually taken."""
-        if sig is EnforceSignal.KILL:
-            start = ident.start_time if ident is not None else 0
-            action = self.escalation.strike((pid, start), time.monotonic_ns())
-        else:
-            action = _FIXED_ACTION[sig]
-        signum = _SIGNALS.get(action)
-        if signum is not None and pid > 0:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass  # ESRCH: killed while waiting for our answer; the action was still taken
-            except OSError:
-                return Action.BLOCK  # the signal was refused (e.g. by an LSM policy): still deny, say no signal
-        return action
+        return enforce_signal_action(self.escalation, pid, ident, sig)

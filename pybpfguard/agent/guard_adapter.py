@@ -20,6 +20,8 @@ from pybpfguard.agent import config
 from pybpfguard.agent.decision import FileRules
 from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.events.decode import RecordDecoder
+from pybpfguard.agent.exec_guard import ExecGuard
+from pybpfguard.agent.execdecision import ExecRules
 from pybpfguard.agent.file_guard import FileGuard, Mode, ProcessIdentity
 from pybpfguard.agent.handlestore import HandleDb, HandleError, HandleRecord, handles_path, reopen_by_number
 from pybpfguard.agent.handlestore import reopen as reopen_handle
@@ -34,6 +36,7 @@ from pybpfguard.bpf.errors import BPFError
 from pybpfguard.bpf.maps import Map
 
 _DRAIN_MAX = 4096
+_ALLOWLIST_ON = (0, 0)  # maps.ALLOWLIST_ON_KEY as (ino, dev): allowlist mode on in the set
 
 
 class RuleSetChanging(AgentError, RuntimeError):
@@ -60,6 +63,7 @@ class PinnedRules:
         #: why the last :meth:`read` could not get a consistent set (None when it did)
         self.read_error: str | None = None
         self._rules: FileRules | None = None  # the last set read consistently
+        self._exec = ExecRules()  # its exec rules
         self._last_paths: Mapping[InodeKey, bytes] = {}
         self.handles = HandleDb(handles_path(db.path))
         self._records: dict[InodeKey, HandleRecord] = {}
@@ -81,8 +85,12 @@ class PinnedRules:
                               frozenset(live.allow_cgroup),
                               frozenset((k.ino, k.dev) for k in self.pins.survival_allowlist),
                               frozenset((k.cgid, (k.ino, k.dev)) for k in live.deny_cgroup_inode))
+            allow_exec = frozenset((k.ino, k.dev) for k in live.allow_exec_inode)
+            exec_rules = ExecRules(deny_comm=frozenset(bytes(k).rstrip(b"\0") for k in live.deny_comm),
+                                   allow_exec=allow_exec - {_ALLOWLIST_ON}, allowlist=_ALLOWLIST_ON in allow_exec,
+                                   allow_cgroups=rules.allow_cgroups, survival=frozenset(rules.survival))
             if rule_sync.lookup_elem(GENERATION) == before:
-                self._rules, self.read_error = rules, None
+                self._rules, self._exec, self.read_error = rules, exec_rules, None
                 return rules
             if attempt + 1 < self.READ_ATTEMPTS:
                 time.sleep(0.005 * (1 << attempt))
@@ -90,8 +98,14 @@ class PinnedRules:
                            "(policy apply in progress)")
         if self._rules is not None:
             raise RuleSetChanging(f"{self.read_error}; the rules read before stay enforced")
-        self._rules = rules
+        self._rules, self._exec = rules, exec_rules
         return rules
+
+    def exec_rules(self) -> ExecRules:
+        """The exec rules (``deny_comm``, allowlist mode) of the set :meth:`read` read last."""
+        if self._rules is None:
+            self.read()
+        return self._exec
 
     def _current(self) -> FileRules:
         return self._rules if self._rules is not None else self.read()
@@ -183,6 +197,12 @@ class GuardAdapter:
             identity=proc_identity(procs),
         )
         self.guard.start()
+        # deny_comm and allowlist mode: a second group, holding filesystem exec marks only while such a rule
+        # is live (pybpfguard/agent/exec_guard.py); it shares the escalation windows and identities
+        self.exec_guard = ExecGuard(self.rules.exec_rules, mode=self.guard.mode,
+                                    enforce_signal=options.enforce_signal, escalation=self.guard.escalation,
+                                    identity=proc_identity(procs))
+        self.exec_gaps: dict[bytes, str] = {}  # mount point -> why exec rules are not enforced on its filesystem
         self._resynced = False
         self._blocks_seen = 0
         self._drops_seen = 0
@@ -221,6 +241,10 @@ class GuardAdapter:
         if self.rules.read_error is not None:
             self.log.warn("the live rule set changed while it was read; enforcing that read",
                           error=self.rules.read_error)
+        coverage = self.exec_guard.refresh()
+        self.exec_gaps = dict(coverage.unmarked) if self.rules.exec_rules().active else {}
+        for mount, reason in self.exec_gaps.items():
+            self.log.warn("exec rules are not enforced on a filesystem", mount=mount, reason=reason)
         if self.rules.state_error is not None:
             self.log.error("cannot read the rules' paths; enforcing those last read",
                                   error=str(self.rules.state_error))
@@ -241,13 +265,22 @@ class GuardAdapter:
             n += 1
             if not self.sampled_out():
                 emit(decision(d))
+        while n < _DRAIN_MAX:
+            try:
+                x = self.exec_guard.decisions.get_nowait()
+            except queue.Empty:
+                break
+            n += 1
+            if not self.sampled_out():
+                emit(decision(x.block))
         self._count()
 
     def _count(self) -> None:
-        """Add the guard's new matches and lost decisions to the pinned ``block_stats`` (this process is its
+        """Add the guards' new matches and lost decisions to the pinned ``block_stats`` (this process is its
         only writer without LSM): every match counts, also those whose event a full queue dropped."""
-        st = self.guard.stats()
-        blocks, drops = st.blocks - self._blocks_seen, st.dropped - self._drops_seen
+        st, xs = self.guard.stats(), self.exec_guard.stats()
+        total_blocks, total_dropped = st.blocks + xs.blocks, st.dropped + xs.dropped
+        blocks, drops = total_blocks - self._blocks_seen, total_dropped - self._drops_seen
         if not blocks and not drops:
             return
         stats = self.pins.block_stats
@@ -260,19 +293,22 @@ class GuardAdapter:
         except BPFError as err:
             self.log.warn("cannot update block_stats", error=str(err))
             return
-        self._blocks_seen, self._drops_seen = st.blocks, st.dropped
+        self._blocks_seen, self._drops_seen = total_blocks, total_dropped
 
     @property
     def running(self) -> bool:
-        """False once the responder stopped: every marked file then opens (fail-open)."""
-        return self.guard.running
+        """False once a responder stopped: every marked file (or filesystem's execs) then passes (fail-open).
+        The exec guard holds no group while no exec rule is live; that is not a stop."""
+        exec_ok = self.exec_guard.running or not self.rules.exec_rules().active
+        return self.guard.running and exec_ok
 
     @property
     def errors(self) -> int:
         """Permission events answered ALLOW because handling them failed (fail-open), so far."""
-        return self.guard.stats().errors
+        return self.guard.stats().errors + self.exec_guard.stats().errors
 
     def close(self) -> None:
-        """Stop answering (the marks go with the group) and count what was decided meanwhile. Idempotent."""
+        """Stop answering (the marks go with the groups) and count what was decided meanwhile. Idempotent."""
+        self.exec_guard.stop()
         self.guard.stop()
         self._count()

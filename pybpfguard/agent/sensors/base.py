@@ -77,11 +77,13 @@ class SensorPosture:
 
 @dataclass
 class RuleGaps:
-    """After a resync: denied inodes the sensor cannot enforce (-> why), and the state-file fault
-    (``state_file_unreadable=...``) or None."""
+    """After a resync: denied inodes the sensor cannot enforce (-> why), the state-file fault
+    (``state_file_unreadable=...``) or None, and other posture faults of the rules just synced (a rule
+    class it cannot enforce right now: ``exec_rules_unenforced=<n filesystems>``)."""
 
     unenforced: dict[InodeKey, str] = field(default_factory=dict)
     state_fault: str | None = None
+    faults: list[str] = field(default_factory=list)
 
 
 class Sensor:

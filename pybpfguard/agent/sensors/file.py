@@ -82,7 +82,8 @@ class FileSensor(Sensor):
                 file_mech, exec_mech = Mechanism.NONE, self._without_fanotify(ctx, err, posture)
         posture.classes = {"file": file_mech, "exec": exec_mech}
         if next(iter(ctx.pins.deny_comm.keys()), None) is not None:
-            posture.classes["deny_comm"] = Mechanism.BPF_LSM if "bprm_check" in attached else Mechanism.NONE
+            posture.classes["deny_comm"] = (Mechanism.BPF_LSM if "bprm_check" in attached else
+                                            Mechanism.FANOTIFY if self.guard is not None else Mechanism.NONE)
         def state(name: str) -> HookState:
             return HookState.ATTACHED if name in attached else HookState.MISSING
 
@@ -129,7 +130,8 @@ class FileSensor(Sensor):
         if self.guard is None:
             return RuleGaps()
         unmarked = dict(self.guard.resync())
-        return RuleGaps(unenforced=unmarked, state_fault=self.guard.state_fault)
+        faults = [f"exec_rules_unenforced={len(self.guard.exec_gaps)}"] if self.guard.exec_gaps else []
+        return RuleGaps(unenforced=unmarked, state_fault=self.guard.state_fault, faults=faults)
 
     def poll(self, emit: Emit) -> None:
         if self.guard is not None:
