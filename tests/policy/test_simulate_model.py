@@ -1,0 +1,234 @@
+"""Rule sets from a policy (pybpfguard.agent.policy.ruleset) and block events replayed against them
+(pybpfguard.agent.policy.replay): the file decision is decide_file's, for every case of its table."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from pybpfguard.agent import decision
+from pybpfguard.agent.decision import AllowReason, FileRequest, Mode, Verdict, decide_file
+from pybpfguard.agent.events.model import Action
+from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
+from pybpfguard.agent.netdecision import NetRules
+from pybpfguard.agent.paths import PathRuleError, ResolvedPath
+from pybpfguard.agent.policy import replay as replay_mod
+from pybpfguard.agent.policy.model import (
+    CgroupDenyInode,
+    CgroupDenyIp,
+    CgroupDenyPort,
+    CgroupRef,
+    Direction,
+    InodeRef,
+    IpPortRule,
+    PolicyError,
+    PortRule,
+    Protocol,
+    Section,
+)
+from pybpfguard.agent.policy.replay import Outcome, read_event, read_events, replay
+from pybpfguard.agent.policy.ruleset import (
+    FileRuleSet,
+    NetRuleSet,
+    RuleSets,
+    file_rules_from_policy,
+    net_rules_from_policy,
+    rule_sets_from_policy,
+)
+from pybpfguard.agent.rules import RuleError
+from tests.decision_table import CASES, Case
+from tests.policy.replay_events import block_event, lines, net_event, policy
+
+DEV = 271581186
+FILES = {b"/etc/shadow": (b"/etc/shadow", 100), b"/etc/passwd-link": (b"/etc/passwd", 101),
+         b"/srv/protected": (b"/srv/protected", 102)}
+CGROUPS = {b"/sys/fs/cgroup/ok.slice": 9001}
+
+
+def fake_resolve(raw: bytes) -> ResolvedPath:
+    if raw not in FILES:
+        raise PathRuleError(raw, "cannot resolve: No such file or directory", 2)
+    canonical, ino = FILES[raw]
+    return ResolvedPath(raw, canonical, ino, DEV, 0o100644)
+
+
+def fake_cgroup(path: bytes) -> int:
+    if path not in CGROUPS:
+        raise RuleError(f"{path.decode()}: No such file or directory")
+    return CGROUPS[path]
+
+
+def sets_for(p) -> RuleSets:  # type: ignore[no-untyped-def]
+    return rule_sets_from_policy(p, fake_resolve, resolve_cgroup=fake_cgroup)
+
+
+POLICY = policy(
+    deny_path=[("/etc/shadow", b"/etc/shadow"), ("/etc/passwd-link", b"/etc/passwd-link"),
+               ("/gone/file", b"/gone/file")],
+    protect_path=[("/srv/protected", b"/srv/protected")],
+    deny_inode=[(f"{DEV}:555", InodeRef(DEV, 555))],
+    allow_cgroup=[("/sys/fs/cgroup/ok.slice", CgroupRef(path=b"/sys/fs/cgroup/ok.slice")),
+                  ("cgid:77", CgroupRef(cgid=77)),
+                  ("/sys/fs/cgroup/elsewhere", CgroupRef(path=b"/sys/fs/cgroup/elsewhere"))],
+    deny_comm=[("xmrig", b"xmrig")],
+    cgroup_deny_inode=[(f"cgid:77 {DEV}:600", CgroupDenyInode(CgroupRef(cgid=77), InodeRef(DEV, 600)))],
+    deny_ip=[("10.0.0.1", ipaddress.ip_address("10.0.0.1"))],
+    deny_cidr=[("10.0.0.0/8", ipaddress.ip_network("10.0.0.0/8"))],
+    deny_port=[("443:tcp:egress", PortRule(443, Protocol.TCP, Direction.EGRESS))],
+    deny_ip_port=[("10.0.0.1:8443:tcp", IpPortRule(ipaddress.ip_address("10.0.0.1"), 8443, Protocol.TCP))],
+    cgroup_deny_ip=[("cgid:5 192.0.2.1", CgroupDenyIp(CgroupRef(cgid=5), ipaddress.ip_address("192.0.2.1"))),
+                    ("/nope 192.0.2.2", CgroupDenyIp(CgroupRef(path=b"/nope"), ipaddress.ip_address("192.0.2.2")))],
+    cgroup_deny_port=[("cgid:5 22", CgroupDenyPort(CgroupRef(cgid=5), PortRule(22)))],
+)
+
+
+# --- rule sets --------------------------------------------------------------------------------------------
+
+
+def test_file_rules_resolve_paths_to_inodes_and_keep_the_paths() -> None:
+    fs = file_rules_from_policy(POLICY, fake_resolve, resolve_cgroup=fake_cgroup)
+    assert dict(fs.rules.deny) == {(100, DEV): DENY_ALWAYS, (101, DEV): DENY_ALWAYS, (102, DEV): PROTECT_VERIFIED_EXEC,
+                                   (555, DEV): DENY_ALWAYS}
+    # as written and canonical; an unresolved path is still matched by path
+    assert dict(fs.paths) == {b"/etc/shadow": 1, b"/etc/passwd-link": 1, b"/etc/passwd": 1, b"/gone/file": 1,
+                              b"/srv/protected": 2}
+    assert fs.rules.allow_cgroups == {9001, 77}
+    assert fs.cgroup_paths == {b"/sys/fs/cgroup/elsewhere"}
+    assert fs.comms == {b"xmrig"}
+    assert dict(fs.cgroup_inodes) == {(77, (600, DEV)): DENY_ALWAYS}
+    assert not fs.rules.survival
+    assert [(u.section, u.entry.line) for u in fs.unresolved] == [(Section.DENY_PATH, 5),
+                                                                  (Section.ALLOW_CGROUP, 13)]
+    assert fs.origins[(Section.DENY_PATH, (101, DEV))].text == "/etc/passwd-link"
+    assert fs.origins[(Section.DENY_INODE, (555, DEV))].line == 9
+
+
+def test_net_rules_from_the_policy_sections() -> None:
+    ns = net_rules_from_policy(POLICY, resolve_cgroup=fake_cgroup)
+    ip = ipaddress.ip_address
+    assert ns.rules == NetRules(
+        ips=frozenset({ip("10.0.0.1")}), cidrs=frozenset({ipaddress.ip_network("10.0.0.0/8")}),
+        ports=frozenset({(443, 6, 0)}), ip_ports=frozenset({(ip("10.0.0.1"), 8443, 6)}),
+        cgroup_ips=frozenset({(5, ip("192.0.2.1"))}), cgroup_ports=frozenset({(5, 22, 0, 2)}),
+        allow_cgroups=frozenset({9001, 77}))
+    assert [(u.section, u.entry.text) for u in ns.unresolved] == [
+        (Section.CGROUP_DENY_IP, "/nope 192.0.2.2"), (Section.ALLOW_CGROUP, "/sys/fs/cgroup/elsewhere")]
+    assert not net_rules_from_policy(policy(), resolve_cgroup=fake_cgroup).rules.protect_connect
+    flagged = policy(flags=(Section.PROTECT_CONNECT,))
+    assert net_rules_from_policy(flagged, resolve_cgroup=fake_cgroup).rules.protect_connect
+
+
+def test_strict_mode_names_the_file_and_line_of_the_first_unresolved_entry() -> None:
+    with pytest.raises(PolicyError) as err:
+        file_rules_from_policy(POLICY, fake_resolve, resolve_cgroup=fake_cgroup, strict=True, source="cand.conf")
+    assert (err.value.source, err.value.line) == ("cand.conf", 5)
+    assert "/gone/file" in str(err.value) and str(err.value).startswith("cand.conf: line 5: ")
+
+
+def test_the_default_resolver_stats_the_canonical_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.policy.replay_events import stat_key
+
+    target = tmp_path / "real"
+    target.write_text("x")
+    (tmp_path / "link").symlink_to(target)
+    link = bytes(tmp_path / "link")
+    fs = file_rules_from_policy(policy(deny_path=[(link.decode(), link)]), resolve_cgroup=fake_cgroup)
+    assert dict(fs.rules.deny) == {stat_key(target): DENY_ALWAYS}
+    assert set(fs.paths) == {link, bytes(target)}
+
+
+# --- reading events ---------------------------------------------------------------------------------------
+
+
+def test_bad_lines_are_skipped_not_raised() -> None:
+    good = lines(block_event(1, 2)).rstrip(b"\n")
+    data = [b"{not json", b"[1,2]", b"42", b'{"type":7}', b'{"type":"block","pid":1}', b'{"type":"exec"}',
+            good + b" trailing", b"", b"   ", good.replace(b'"ino":1', b'"ino":-1'), good.replace(b'"cgid"', b'"cg"'),
+            lines(net_event("connect", "10.0.0.1", 443)).replace(b"10.0.0.1", b"example.com").rstrip(),
+            lines(net_event("connect", "10.0.0.1", 443)).replace(b'"tcp"', b'"sctp"').rstrip(),
+            b"\xff\xfe", good]
+    got = [(r.line, r.skipped) for r in read_events(data)]
+    inv, non = Outcome.SKIPPED_INVALID, Outcome.SKIPPED_NON_BLOCK
+    assert got == [(1, inv), (2, inv), (3, inv), (4, inv), (5, inv), (6, non), (7, inv), (10, inv), (11, inv),
+                   (12, inv), (13, inv), (14, inv), (15, None)]
+
+
+def test_every_event_type_of_the_agent_reads_back() -> None:
+    from tests.events.conftest import make_sample_events
+
+    for ev in make_sample_events():
+        r = read_event(lines(ev))
+        tag = ev.__struct_config__.tag
+        if tag == "block" or tag.startswith("net_"):
+            assert r.event is not None and lines(r.event) == lines(ev), tag
+        else:
+            assert r.skipped is Outcome.SKIPPED_NON_BLOCK, tag
+
+
+# --- block events against the policy ----------------------------------------------------------------------
+
+
+def _one(sets: RuleSets, ev) -> replay_mod.Replayed:  # type: ignore[no-untyped-def]
+    return next(replay(sets, POLICY, read_events([lines(ev)])))
+
+
+@pytest.mark.parametrize("ev, outcome, rule", [
+    (block_event(100, DEV, path=b"/etc/shadow"), Outcome.WOULD_BLOCK_INODE, "[deny_path] /etc/shadow (line 3)"),
+    (block_event(555, DEV, path=b"/x"), Outcome.WOULD_BLOCK_INODE, f"[deny_inode] {DEV}:555 (line 9)"),
+    (block_event(101, DEV, path=b"/etc/passwd"), Outcome.WOULD_BLOCK_INODE, "[deny_path] /etc/passwd-link (line 4)"),
+    # the inode changed since the event (file replaced): the path still names a rule
+    (block_event(999, DEV, path=b"/etc/passwd"), Outcome.WOULD_BLOCK_PATH, "[deny_path] /etc/passwd-link (line 4)"),
+    (block_event(999, DEV, path=b"/gone/file"), Outcome.WOULD_BLOCK_PATH, "[deny_path] /gone/file (line 5)"),
+    (block_event(102, DEV, path=b"/srv/protected"), Outcome.WOULD_BLOCK_INODE,
+     "[protect_path] /srv/protected (line 7)"),
+    (block_event(100, DEV, cgid=9001), Outcome.WOULD_ALLOW, "[deny_path] /etc/shadow (line 3)"),
+    (block_event(999, DEV, cgid=77, path=b"/etc/shadow"), Outcome.WOULD_ALLOW, "[deny_path] /etc/shadow (line 3)"),
+    # an allow_cgroup directory that does not exist here still names the event's cgroup by path
+    (block_event(100, DEV, cgid=31337, cgroup_path="/sys/fs/cgroup/elsewhere"), Outcome.WOULD_ALLOW,
+     "[deny_path] /etc/shadow (line 3)"),
+    (block_event(100, DEV + 1, path=b"/other"), Outcome.NO_MATCH, None),
+    (block_event(600, DEV, cgid=77), Outcome.WOULD_BLOCK_INODE, f"[cgroup_deny_inode] cgid:77 {DEV}:600 (line 17)"),
+    (block_event(600, DEV, cgid=78), Outcome.NO_MATCH, None),
+    (block_event(0, 0, path=b"/opt/miner/xmrig", action=Action.BLOCK), Outcome.WOULD_BLOCK_COMM,
+     "[deny_comm] xmrig (line 15)"),
+    (block_event(0, 0, path=b"/opt/miner/xmrig", cgid=77, action=Action.BLOCK), Outcome.WOULD_ALLOW,
+     "[deny_comm] xmrig (line 15)"),
+    (block_event(0, 0, path=b"/usr/bin/true", action=Action.BLOCK), Outcome.NO_MATCH, None),
+], ids=lambda v: v if isinstance(v, (str, Outcome)) else "")
+def test_block_events(ev, outcome, rule) -> None:  # type: ignore[no-untyped-def]
+    r = _one(sets_for(POLICY), ev)
+    assert (r.outcome, replay_mod.rule_text(r.rule)) == (outcome, rule)
+
+
+def test_the_replay_calls_the_enforcement_model_itself() -> None:
+    assert replay_mod.decide_file is decision.decide_file
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_simulate_decides_every_case_of_the_file_table_as_decide_file(case: Case) -> None:
+    key, cgid = (1234, DEV), 4242
+    rules = case.rules(key, cgid)
+    sets = RuleSets(FileRuleSet(rules), NetRuleSet(NetRules()))
+    r = next(replay(sets, policy(), read_events([lines(block_event(*key, cgid=cgid))])))
+    # events do not say whether the process was VERIFIED_EXEC; simulate asks what enforce would do
+    expected = decide_file(rules, FileRequest(key, cgid), Mode.ENFORCE)
+    assert r.decision is expected
+    if expected.verdict is Verdict.DENY:
+        assert r.outcome is Outcome.WOULD_BLOCK_INODE
+    elif expected.reason is AllowReason.NO_RULE:
+        assert r.outcome is Outcome.NO_MATCH
+    else:
+        assert r.outcome is Outcome.WOULD_ALLOW and r.reason == expected.reason.value
+
+
+def test_counts_sum_and_cover_every_outcome() -> None:
+    evs = [block_event(100, DEV), block_event(999, DEV, path=b"/gone/file"), block_event(100, DEV, cgid=77),
+           block_event(7, 7), block_event(0, 0, path=b"/x/xmrig"), net_event("connect", "10.0.0.1", 443)]
+    data = [*lines(*evs).splitlines(), b"nope", b'{"type":"exec"}']
+    counts = replay_mod.Counts()
+    for r in replay(sets_for(POLICY), POLICY, read_events(data)):
+        counts.add(r.outcome)
+    assert counts.as_dict() == {"would_block": 4, "would_block_inode": 1, "would_block_path": 1,
+                                "would_block_comm": 1, "would_block_net": 1, "would_allow": 1, "no_match": 1,
+                                "skipped_non_block": 1, "skipped_invalid": 1}
