@@ -4,18 +4,25 @@ explain tests. ``block`` events come from the agent's own constructor for fanoti
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from msgspec import UNSET
 
 from pybpfguard.agent.events import model as m
 from pybpfguard.agent.events.decode import RecordDecoder
 from pybpfguard.agent.events.encode import LineEncoder
+from pybpfguard.agent.events.model import Action
 from pybpfguard.agent.guard_model import BlockDecision, ProcessIdentity
+from pybpfguard.agent.paths import inode_key
 from pybpfguard.agent.policy.model import Entry, Policy, Section
 
 CGROUP_PATH = "/sys/fs/cgroup/test.slice/app"
@@ -91,6 +98,47 @@ def policy(version: int = 6, flags: tuple[Section, ...] = (), **sections: list[t
 
 
 def stat_key(path: str | os.PathLike[str]) -> tuple[int, int]:
-    from pybpfguard.agent.paths import inode_key
-
     return inode_key(os.stat(path))
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+needs_parser = pytest.mark.skipif(
+    importlib.util.find_spec("pybpfguard.agent.policy.parse") is None,
+    reason="the policy parser (pybpfguard.agent.policy.parse) is not in this tree yet")
+
+
+def cli(*args: str, env: dict[str, str], stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    raw = subprocess.run([sys.executable, "-m", "pybpfguard", *args], input=stdin, capture_output=True, env=env,
+                         timeout=60)
+    out = subprocess.CompletedProcess(raw.args, raw.returncode, raw.stdout.decode(), raw.stderr.decode())
+    assert "Traceback" not in out.stderr, out.stderr
+    return out
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, PYBPFGUARD_STATE_DIR=str(tmp_path / "state"),
+                PYBPFGUARD_CONFIG_DIR=str(tmp_path / "config"))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Path]:
+    """A denied file, a free file, a candidate policy naming the first and a path absent from this host."""
+    denied, free = tmp_path / "denied", tmp_path / "free"
+    denied.write_text("x")
+    free.write_text("y")
+    policy = tmp_path / "cand.conf"
+    policy.write_text(f"version=6\n[deny_path]\n{denied}\n/nonexistent/pybpfguard/gone\n[allow_cgroup]\ncgid:77\n"
+                      "[deny_cidr]\n10.0.0.0/8\n[deny_port]\n443:tcp:egress\n")
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(lines(
+        block_event(*inode_key(os.stat(denied)), path=os.fsencode(denied)),
+        block_event(*inode_key(os.stat(denied)), path=os.fsencode(denied), cgid=77, action=Action.AUDIT),
+        block_event(*inode_key(os.stat(free)), path=os.fsencode(free)),
+        block_event(5, 5, path=b"/nonexistent/pybpfguard/gone"),
+        net_event("connect", "10.9.9.9", 80, rule_type="cidr"),
+        net_event("connect", "192.0.2.1", 443, rule_type="port"),
+        net_event("bind", local_port=8080, rule_type="port"),
+    ) + b'not json\n{"type":"exec","pid":1}\n\n[]\n')
+    return {"denied": denied, "free": free, "policy": policy, "events": events, "tmp": tmp_path}

@@ -44,6 +44,7 @@ from pybpfguard.agent.policy.model import Entry, Policy, Section, SectionKind
 from pybpfguard.agent.policy.ruleset import RuleSets, Unresolved
 
 __all__ = [
+    "ALL_SECTIONS",
     "FILE_SECTIONS",
     "NET_SECTIONS",
     "Counts",
@@ -69,6 +70,8 @@ FILE_SECTIONS = (Section.ALLOW_CGROUP, Section.CGROUP_DENY_INODE, Section.DENY_P
                  Section.DENY_INODE, Section.DENY_COMM)
 NET_SECTIONS = (Section.ALLOW_CGROUP, Section.PROTECT_CONNECT, Section.DENY_IP_PORT, Section.DENY_IP,
                 Section.DENY_CIDR, Section.DENY_PORT, Section.CGROUP_DENY_IP, Section.CGROUP_DENY_PORT)
+#: Every section explain reports on (the ``matches`` keys of its JSON).
+ALL_SECTIONS = (*FILE_SECTIONS, *NET_SECTIONS[1:])
 #: NetRules field holding each network section's keys.
 _NET_FIELDS = {Section.DENY_IP_PORT: "ip_ports", Section.DENY_IP: "ips", Section.DENY_CIDR: "cidrs",
                Section.DENY_PORT: "ports", Section.CGROUP_DENY_IP: "cgroup_ips",
@@ -356,7 +359,7 @@ class Explanation:
         return {
             "event_type": self.event_type,
             "outcome": self.outcome.value,
-            "matches": {s.value: bool(e) for s, e in self.matches.items()},
+            "matches": {s.value: bool(self.matches.get(s)) for s in ALL_SECTIONS},
             "matched_entries": [{"section": s.value, "line": e.line, "text": e.text}
                                 for s, es in self.matches.items() for e in es],
             "inferred_rule": rule_text(self.inferred_rule),
@@ -456,8 +459,8 @@ def _notes(ctx: _Context, ev: Any, tag: str, replayed: Replayed, matches: dict[S
         _file_notes(ctx, ev, replayed, matches, notes)
     else:
         _net_notes(ev, replayed, notes)
-    for u in ctx.sets.file.unresolved:
-        notes.append(unresolved_text(u))
+    relevant = (*FILE_SECTIONS,) if tag == BLOCK_TYPE else NET_SECTIONS
+    notes.extend(unresolved_text(u) for u in ctx.sets.file.unresolved if u.section in relevant)
     return notes
 
 

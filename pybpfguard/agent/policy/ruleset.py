@@ -65,6 +65,12 @@ def _host_cgroup(path: bytes) -> int:
     return resolve_cgroup(os.fsdecode(path))
 
 
+def _reason(err: Exception) -> str:
+    """What a resolver said, without the path it was given (the entry names it already)."""
+    reason = getattr(err, "reason", None)
+    return reason if isinstance(reason, str) else str(err)
+
+
 @dataclass(frozen=True, slots=True)
 class Unresolved:
     """An entry the host could not resolve (a missing file or cgroup): left out of the rule set."""
@@ -134,7 +140,7 @@ class _Builder:
                 self._cgids[ref.path] = self.resolve_cgroup(ref.path)
             except (AgentError, OSError) as err:
                 self._cgids[ref.path] = None
-                self.fail(section, entry, str(err))
+                self.fail(section, entry, _reason(err))
                 return None
         return self._cgids[ref.path]
 
@@ -165,7 +171,7 @@ def _file_rules(policy: Policy, b: _Builder, resolve: PathResolver) -> FileRuleS
             try:
                 resolved = resolve(raw)
             except (AgentError, OSError) as err:
-                b.fail(section, entry, str(err))
+                b.fail(section, entry, _reason(err))
                 continue
             paths[resolved.canonical] = paths.get(resolved.canonical, 0) | flag
             b.origin(section, resolved.canonical, entry)

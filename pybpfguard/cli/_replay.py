@@ -1,0 +1,61 @@
+"""What ``simulate`` and ``explain`` share: reading a policy file into its rule sets, and an input file or
+stdin, each failure a one-line message naming the file (docs/policy.md, "Simulate and explain")."""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO
+
+from pybpfguard.agent.logs import Tracer
+from pybpfguard.agent.policy.model import Policy, PolicyError
+from pybpfguard.agent.policy.ruleset import RuleSets, rule_sets_from_policy
+
+
+class InputError(Exception):
+    """A file cannot be read or parsed; the message names it (exit 1)."""
+
+
+def read_bytes(path: str, what: str) -> bytes:
+    """The content of *path* (``-``: stdin). Raises InputError naming the file."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise InputError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def open_input(path: str, what: str) -> BinaryIO:
+    """*path* opened for reading in binary (``-``: stdin). Raises InputError naming the file."""
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise InputError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def load_policy(path: str, tracer: Tracer) -> tuple[Policy, RuleSets]:
+    """Parse the policy file *path* and resolve its rule sets on this host, leniently: an entry that does
+    not resolve is listed in ``unresolved``, not an error. Raises InputError (unreadable file, parse error
+    naming the line, or no parser in this build)."""
+    data = read_bytes(path, "policy")
+    try:
+        from pybpfguard.agent.policy.parse import parse_policy
+    except ImportError:
+        raise InputError("the policy parser is not available in this build") from None
+    try:
+        with tracer.span("policy.parse"):
+            policy = parse_policy(data, path)
+    except PolicyError as err:
+        raise InputError(str(err)) from None
+    return policy, rule_sets_from_policy(policy, source=path)
+
+
+def warn_unresolved(prog: str, command: str, sets: RuleSets) -> None:
+    """One warning per policy entry that did not resolve on this host."""
+    from pybpfguard.agent.policy.replay import unresolved_text
+
+    for u in sets.file.unresolved:
+        print(f"{prog} {command}: warning: {unresolved_text(u)}", file=sys.stderr)
