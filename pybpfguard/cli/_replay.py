@@ -36,15 +36,14 @@ def open_input(path: str, what: str) -> BinaryIO:
         raise InputError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
-def load_policy(path: str, tracer: Tracer) -> tuple[Policy, RuleSets]:
-    """Parse the policy file *path* and resolve its rule sets on this host, leniently: an entry that does
-    not resolve is listed in ``unresolved``, not an error. Raises InputError (unreadable file, parse error
-    naming the line, or no parser in this build)."""
-    data = read_bytes(path, "policy")
-    try:
-        from pybpfguard.agent.policy.parse import parse_policy
-    except ImportError:
-        raise InputError("the policy parser is not available in this build") from None
+def load_policy(path: str, tracer: Tracer, data: bytes | None = None) -> tuple[Policy, RuleSets]:
+    """Parse the policy *data* (default: the content of the file *path*) and resolve its rule sets on this
+    host, leniently: an entry that does not resolve is listed in ``unresolved``, not an error. Raises
+    InputError (unreadable file, or the parse error naming file and line)."""
+    from pybpfguard.agent.policy.parse import parse_policy
+
+    if data is None:
+        data = read_bytes(path, "policy")
     try:
         with tracer.span("policy.parse"):
             policy = parse_policy(data, path)
@@ -53,9 +52,14 @@ def load_policy(path: str, tracer: Tracer) -> tuple[Policy, RuleSets]:
     return policy, rule_sets_from_policy(policy, source=path)
 
 
-def warn_unresolved(prog: str, command: str, sets: RuleSets) -> None:
-    """One warning per policy entry that did not resolve on this host."""
+def warn_policy(prog: str, command: str, policy: Policy, sets: RuleSets) -> None:
+    """A notice per section this release does not enforce yet (simulated all the same), and a warning per
+    entry that did not resolve on this host."""
     from pybpfguard.agent.policy.replay import unresolved_text
+    from pybpfguard.agent.policy.support import unsupported
 
+    for section, line, reason in unsupported(policy):
+        print(f"{prog} {command}: notice: line {line}: [{section.value}] is not enforced by this release "
+              f"({reason}); it is simulated as its enforcement will decide", file=sys.stderr)
     for u in sets.file.unresolved:
         print(f"{prog} {command}: warning: {unresolved_text(u)}", file=sys.stderr)

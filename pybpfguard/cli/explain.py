@@ -36,19 +36,32 @@ def _one_json(data: bytes) -> bytes:
         return next((line for line in data.splitlines() if line.strip()), data)
 
 
+def _applied() -> tuple[str, bytes]:
+    """The applied snapshot's path and text. Raises InputError when there is none."""
+    from pybpfguard.agent.policy.apply import read_snapshot
+
+    try:
+        text, path = read_snapshot()
+    except FileNotFoundError:
+        raise InputError(f"no applied policy ({config.state_file('policy.applied')}); give one with --policy") \
+            from None
+    except OSError as err:
+        raise InputError(f"cannot read the applied policy {config.state_file('policy.applied')}: {err.strerror}") \
+            from None
+    return str(path), text
+
+
 def run(args: argparse.Namespace) -> int:
     tracer = Tracer(Logger(args.log_level, args.log_format))
     with tracer.span("cli.explain"):
-        policy_path = args.policy or str(config.state_file("policy.applied"))
         try:
             data = read_bytes(args.event, "event")
-            if args.policy is None and not config.state_file("policy.applied").exists():
-                raise InputError(f"no applied policy ({policy_path}); give one with --policy")
             read = read_event(_one_json(data))
             if read.event is None:
                 kind = "not a block or net_*_block event" if read.skipped is Outcome.SKIPPED_NON_BLOCK else "invalid"
                 raise InputError(f"event {args.event}: {kind}: {read.reason}")
-            policy, sets = load_policy(policy_path, tracer)
+            policy_path, text = (args.policy, None) if args.policy else _applied()
+            policy, sets = load_policy(policy_path, tracer, text)
         except InputError as err:
             print(f"{args.prog} explain: {err}", file=sys.stderr)
             return 1

@@ -14,7 +14,7 @@ from typing import Any
 
 from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.policy.replay import Counts, Outcome, Replayed, read_events, replay, rule_text
-from pybpfguard.cli._replay import InputError, load_policy, open_input, warn_unresolved
+from pybpfguard.cli._replay import InputError, load_policy, open_input, warn_policy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         except InputError as err:
             print(f"{args.prog} simulate: {err}", file=sys.stderr)
             return 1
-        warn_unresolved(args.prog, "simulate", sets)
+        warn_policy(args.prog, "simulate", policy, sets)
         counts = Counts()
         per_event: list[dict[str, Any]] = []
         try:

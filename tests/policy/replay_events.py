@@ -4,7 +4,6 @@ explain tests. ``block`` events come from the agent's own constructor for fanoti
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import os
 import socket
@@ -102,11 +101,6 @@ def stat_key(path: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 # --- command line -------------------------------------------------------------------------------------------
-
-needs_parser = pytest.mark.skipif(
-    importlib.util.find_spec("pybpfguard.agent.policy.parse") is None,
-    reason="the policy parser (pybpfguard.agent.policy.parse) is not in this tree yet")
-
 
 def cli(*args: str, env: dict[str, str], stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
     raw = subprocess.run([sys.executable, "-m", "pybpfguard", *args], input=stdin, capture_output=True, env=env,

@@ -14,7 +14,7 @@ from pybpfguard.agent.paths import inode_key
 from pybpfguard.agent.policy.model import Section
 from pybpfguard.agent.policy.replay import ALL_SECTIONS, Outcome, explain, read_event
 from tests.policy import replay_events
-from tests.policy.replay_events import block_event, cli, lines, needs_parser, net_event
+from tests.policy.replay_events import block_event, cli, lines, net_event
 from tests.policy.test_simulate_model import DEV, POLICY, sets_for
 
 env, world = replay_events.env, replay_events.world  # the shared fixtures
@@ -73,7 +73,6 @@ def test_no_match_says_the_event_would_not_occur() -> None:
 # --- command line -------------------------------------------------------------------------------------------
 
 
-@needs_parser
 def test_explain_against_a_file_text_and_json(world, env) -> None:  # type: ignore[no-untyped-def]
     ev = lines(block_event(*inode_key(os.stat(world["denied"])), path=os.fsencode(world["denied"])))
     out = cli("explain", "-", "--policy", str(world["policy"]), env=env, stdin=ev)
@@ -90,7 +89,6 @@ def test_explain_against_a_file_text_and_json(world, env) -> None:  # type: igno
     assert doc["matches"]["deny_cidr"] and doc["matches"]["deny_port"] and not doc["matches"]["deny_path"]
 
 
-@needs_parser
 def test_explain_reads_the_applied_snapshot_by_default(world, env) -> None:  # type: ignore[no-untyped-def]
     ev = lines(block_event(*inode_key(os.stat(world["denied"])), path=os.fsencode(world["denied"])))
     out = cli("explain", "-", env=env, stdin=ev)

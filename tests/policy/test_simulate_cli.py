@@ -9,7 +9,7 @@ import pytest
 
 from pybpfguard.agent.events.records import BLOCK, ActionCode
 from tests.policy import replay_events
-from tests.policy.replay_events import block_event, cli, lines, needs_parser, net_event
+from tests.policy.replay_events import block_event, cli, lines, net_event
 
 env, world = replay_events.env, replay_events.world  # the shared fixtures
 
@@ -17,18 +17,17 @@ EXPECTED = {"would_block": 4, "would_block_inode": 1, "would_block_path": 1, "wo
             "would_block_net": 2, "would_allow": 1, "no_match": 2, "skipped_non_block": 1, "skipped_invalid": 2}
 
 
-@needs_parser
 def test_counts_as_text_and_json(world, env) -> None:  # type: ignore[no-untyped-def]
     out = cli("simulate", str(world["events"]), "--policy", str(world["policy"]), env=env)
     assert out.returncode == 0, out.stderr
     assert dict((k, int(v)) for k, v in (line.split() for line in out.stdout.splitlines())) == EXPECTED
     assert "line 4: [deny_path] /nonexistent/pybpfguard/gone does not resolve" in out.stderr  # a warning only
+    assert "notice: line 7: [deny_cidr] is not enforced by this release" in out.stderr
     out = cli("simulate", str(world["events"]), "--policy", str(world["policy"]), "--json", env=env)
     doc = json.loads(out.stdout)
     assert doc.pop("policy") == str(world["policy"]) and doc == EXPECTED
 
 
-@needs_parser
 def test_per_event_and_stdin(world, env) -> None:  # type: ignore[no-untyped-def]
     out = cli("simulate", "-", "--policy", str(world["policy"]), "--per-event", "--json", env=env,
               stdin=world["events"].read_bytes())
@@ -44,7 +43,6 @@ def test_per_event_and_stdin(world, env) -> None:  # type: ignore[no-untyped-def
     assert "would_block 4" in text.splitlines()
 
 
-@needs_parser
 def test_bad_input_is_counted_never_a_traceback(world, env) -> None:  # type: ignore[no-untyped-def]
     junk = b"\xff\xfe\n" + b"{" * 5000 + b"\n" + b'{"type":"block"}\n' + b'{"type":"net_connect_block"}\n' + b"null\n"
     out = cli("simulate", "-", "--policy", str(world["policy"]), "--json", env=env, stdin=junk)
@@ -53,7 +51,6 @@ def test_bad_input_is_counted_never_a_traceback(world, env) -> None:  # type: ig
     assert json.loads(empty.stdout)["would_block"] == 0
 
 
-@needs_parser
 @pytest.mark.parametrize("which", ["events", "policy"])
 def test_a_missing_file_is_exit_1_naming_it(world, env, which) -> None:  # type: ignore[no-untyped-def]
     files = {"events": str(world["events"]), "policy": str(world["policy"])}
@@ -63,12 +60,11 @@ def test_a_missing_file_is_exit_1_naming_it(world, env, which) -> None:  # type:
     assert f"cannot read {which} /nonexistent/pybpfguard/x: No such file or directory" in out.stderr
 
 
-def test_missing_policy_file_without_a_parser_is_exit_1(env) -> None:  # type: ignore[no-untyped-def]
+def test_missing_policy_file_is_exit_1(env) -> None:  # type: ignore[no-untyped-def]
     out = cli("simulate", "/nonexistent.jsonl", "--policy", "/nonexistent.conf", env=env)
     assert out.returncode == 1 and "cannot read policy /nonexistent.conf" in out.stderr
 
 
-@needs_parser
 def test_a_policy_error_names_file_and_line(world, env) -> None:  # type: ignore[no-untyped-def]
     bad = world["tmp"] / "bad.conf"
     bad.write_text("version=1\n[deny_ip]\nexample.com\n")

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from pybpfguard.agent.decision import AllowReason, Decision, FileRequest, FileRules, Mode, decide_file
+from pybpfguard.agent.decision import AllowReason, Decision, FileRequest, FileRules, Mode, RuleKind, decide_file
 from pybpfguard.agent.events.model import BY_TAG, NET_TYPES, Action, strict_class
 from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.netdecision import (
@@ -41,7 +41,7 @@ from pybpfguard.agent.netdecision import (
 )
 from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.policy.model import Entry, Policy, Section, SectionKind
-from pybpfguard.agent.policy.ruleset import RuleSets, Unresolved
+from pybpfguard.agent.policy.ruleset import SCOPED_IN_MODEL, RuleSets, Unresolved
 
 __all__ = [
     "ALL_SECTIONS",
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 BLOCK_TYPE = "block"
+_CGROUP_KIND = getattr(RuleKind, "CGROUP_DENY_INODE", None)  # what decide_file reports for a cgroup-scoped rule
 _STRICT = {tag: strict_class(BY_TAG[tag]) for tag in (BLOCK_TYPE, *NET_TYPES)}
 _PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
@@ -288,13 +289,14 @@ def _replay_block(ctx: _Context, line: int, event: Any) -> Replayed:
             return Replayed(line, tag, Outcome.WOULD_ALLOW, rule, reason=AllowReason.ALLOW_CGROUP.value)
         return Replayed(line, tag, Outcome.WOULD_BLOCK_COMM, rule)
     ckey = (event.cgid, key)
-    if ckey in ctx.sets.file.cgroup_inodes:  # checked with the global rules, never exempted by allow_cgroup
-        return Replayed(line, tag, Outcome.WOULD_BLOCK_INODE, (Section.CGROUP_DENY_INODE,
-                                                                ctx.entry(Section.CGROUP_DENY_INODE, ckey)))
+    scoped = (Section.CGROUP_DENY_INODE, ctx.entry(Section.CGROUP_DENY_INODE, ckey))
+    if not SCOPED_IN_MODEL and ckey in ctx.sets.file.cgroup_inodes:  # never exempted by allow_cgroup
+        return Replayed(line, tag, Outcome.WOULD_BLOCK_INODE, scoped)
     req = FileRequest(key, event.cgid)
     d = decide_file(rules, req, Mode.ENFORCE)
     if d.matched:
-        return Replayed(line, tag, Outcome.WOULD_BLOCK_INODE, _inode_entry(ctx, key), d)
+        rule = scoped if d.rule is _CGROUP_KIND else _inode_entry(ctx, key)
+        return Replayed(line, tag, Outcome.WOULD_BLOCK_INODE, rule, d)
     if d.reason is not AllowReason.NO_RULE:
         return Replayed(line, tag, Outcome.WOULD_ALLOW, _inode_entry(ctx, key), d, d.reason.value)  # type: ignore[union-attr]
     hit = _path_rule(ctx, event)

@@ -16,6 +16,7 @@ as apply must.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from pybpfguard.agent.policy.model import (
 )
 
 __all__ = [
+    "SCOPED_IN_MODEL",
     "CgroupResolver",
     "FileRuleSet",
     "NetRuleSet",
@@ -57,6 +59,11 @@ CgroupResolver = Callable[[bytes], int]
 """cgroup v2 directory path -> cgid; raises an AgentError (RuleError) when it cannot."""
 Origins = dict[tuple[Section, Hashable], Entry]
 """(section, the key the entry put in the model) -> the first entry that did."""
+
+
+#: decide_file decides ``cgroup_deny_inode`` itself when FileRules has ``cgroup_deny``; until then the
+#: replay checks those rules before it (pybpfguard/agent/policy/replay.py).
+SCOPED_IN_MODEL = "cgroup_deny" in {f.name for f in dataclasses.fields(FileRules)}
 
 
 def _host_cgroup(path: bytes) -> int:
@@ -198,8 +205,9 @@ def _file_rules(policy: Policy, b: _Builder, resolve: PathResolver) -> FileRuleS
         comms.add(entry.value)
         b.origin(Section.DENY_COMM, entry.value, entry)
     allow, missing = b.allow_cgroups(policy)
-    return FileRuleSet(FileRules(deny, allow, frozenset()), paths, frozenset(comms), cgroup_inodes, missing,
-                       b.origins, tuple(b.unresolved))
+    scoped = {"cgroup_deny": frozenset(cgroup_inodes)} if SCOPED_IN_MODEL else {}
+    return FileRuleSet(FileRules(deny, allow, frozenset(), **scoped), paths, frozenset(comms), cgroup_inodes,
+                       missing, b.origins, tuple(b.unresolved))
 
 
 def _net_rules(policy: Policy, b: _Builder) -> NetRuleSet:
