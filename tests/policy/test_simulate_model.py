@@ -14,19 +14,8 @@ from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.netdecision import NetRules
 from pybpfguard.agent.paths import PathRuleError, ResolvedPath
 from pybpfguard.agent.policy import replay as replay_mod
-from pybpfguard.agent.policy.model import (
-    CgroupDenyInode,
-    CgroupDenyIp,
-    CgroupDenyPort,
-    CgroupRef,
-    Direction,
-    InodeRef,
-    IpPortRule,
-    PolicyError,
-    PortRule,
-    Protocol,
-    Section,
-)
+from pybpfguard.agent.policy.model import PolicyError, Section
+from pybpfguard.agent.policy.parse import parse_policy
 from pybpfguard.agent.policy.replay import Outcome, read_event, read_events, replay
 from pybpfguard.agent.policy.ruleset import (
     FileRuleSet,
@@ -63,24 +52,39 @@ def sets_for(p) -> RuleSets:  # type: ignore[no-untyped-def]
     return rule_sets_from_policy(p, fake_resolve, resolve_cgroup=fake_cgroup)
 
 
-POLICY = policy(
-    deny_path=[("/etc/shadow", b"/etc/shadow"), ("/etc/passwd-link", b"/etc/passwd-link"),
-               ("/gone/file", b"/gone/file")],
-    protect_path=[("/srv/protected", b"/srv/protected")],
-    deny_inode=[(f"{DEV}:555", InodeRef(DEV, 555))],
-    allow_cgroup=[("/sys/fs/cgroup/ok.slice", CgroupRef(path=b"/sys/fs/cgroup/ok.slice")),
-                  ("cgid:77", CgroupRef(cgid=77)),
-                  ("/sys/fs/cgroup/elsewhere", CgroupRef(path=b"/sys/fs/cgroup/elsewhere"))],
-    deny_comm=[("xmrig", b"xmrig")],
-    cgroup_deny_inode=[(f"cgid:77 {DEV}:600", CgroupDenyInode(CgroupRef(cgid=77), InodeRef(DEV, 600)))],
-    deny_ip=[("10.0.0.1", ipaddress.ip_address("10.0.0.1"))],
-    deny_cidr=[("10.0.0.0/8", ipaddress.ip_network("10.0.0.0/8"))],
-    deny_port=[("443:tcp:egress", PortRule(443, Protocol.TCP, Direction.EGRESS))],
-    deny_ip_port=[("10.0.0.1:8443:tcp", IpPortRule(ipaddress.ip_address("10.0.0.1"), 8443, Protocol.TCP))],
-    cgroup_deny_ip=[("cgid:5 192.0.2.1", CgroupDenyIp(CgroupRef(cgid=5), ipaddress.ip_address("192.0.2.1"))),
-                    ("/nope 192.0.2.2", CgroupDenyIp(CgroupRef(path=b"/nope"), ipaddress.ip_address("192.0.2.2")))],
-    cgroup_deny_port=[("cgid:5 22", CgroupDenyPort(CgroupRef(cgid=5), PortRule(22)))],
-)
+# The candidate policy: parsed from text like any policy file (line numbers are those of the text).
+POLICY_TEXT = f"""version=6
+[deny_path]
+/etc/shadow
+/etc/passwd-link
+/gone/file
+[protect_path]
+/srv/protected
+[deny_inode]
+{DEV}:555
+[allow_cgroup]
+/sys/fs/cgroup/ok.slice
+cgid:77
+/sys/fs/cgroup/elsewhere
+[deny_comm]
+xmrig
+[cgroup_deny_inode]
+cgid:77 {DEV}:600
+[deny_ip]
+10.0.0.1
+[deny_cidr]
+10.0.0.0/8
+[deny_port]
+443:tcp:egress
+[deny_ip_port]
+10.0.0.1:8443:tcp
+[cgroup_deny_ip]
+cgid:5 192.0.2.1
+/nope 192.0.2.2
+[cgroup_deny_port]
+cgid:5 22
+"""
+POLICY = parse_policy(POLICY_TEXT.encode(), "cand.conf")
 
 
 # --- rule sets --------------------------------------------------------------------------------------------
