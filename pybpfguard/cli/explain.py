@@ -84,12 +84,13 @@ def run(args: argparse.Namespace) -> int:
 def _canonical_record(data: bytes) -> bytes:
     """A raw ring record (docs/records.md) -> its event as one JSON line."""
     from pybpfguard.agent.cgroups import CgroupCache
+    from pybpfguard.agent.errors import AgentError
     from pybpfguard.agent.events.decode import RecordDecoder, RecordError
     from pybpfguard.agent.events.encode import LineEncoder
 
     try:
         event = RecordDecoder(CgroupCache()).decode(memoryview(data))
-    except RecordError as err:
+    except (RecordError, AgentError) as err:  # a bad record, or no cgroup2 mount to name its cgroup
         raise InputError(str(err)) from None
     return LineEncoder().lines([event])
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pybpfguard.agent import decision
 from pybpfguard.agent.decision import AllowReason, FileRequest, Mode, Verdict, decide_file
@@ -16,7 +19,7 @@ from pybpfguard.agent.paths import PathRuleError, ResolvedPath
 from pybpfguard.agent.policy import replay as replay_mod
 from pybpfguard.agent.policy.model import PolicyError, Section
 from pybpfguard.agent.policy.parse import parse_policy
-from pybpfguard.agent.policy.replay import Outcome, read_event, read_events, replay
+from pybpfguard.agent.policy.replay import Outcome, explain, read_event, read_events, replay
 from pybpfguard.agent.policy.ruleset import (
     FileRuleSet,
     NetRuleSet,
@@ -85,6 +88,7 @@ cgid:5 192.0.2.1
 cgid:5 22
 """
 POLICY = parse_policy(POLICY_TEXT.encode(), "cand.conf")
+SETS = rule_sets_from_policy(POLICY, fake_resolve, resolve_cgroup=fake_cgroup)
 
 
 # --- rule sets --------------------------------------------------------------------------------------------
@@ -236,3 +240,25 @@ def test_counts_sum_and_cover_every_outcome() -> None:
     assert counts.as_dict() == {"would_block": 4, "would_block_inode": 1, "would_block_path": 1,
                                 "would_block_comm": 1, "would_block_net": 1, "would_allow": 1, "no_match": 1,
                                 "skipped_non_block": 1, "skipped_invalid": 1}
+
+
+_VALID = [json.loads(lines(e)) for e in (block_event(100, DEV, path=b"/etc/shadow"), block_event(0, 0, path=b"/x"),
+                                          net_event("connect", "10.0.0.1", 443), net_event("bind", local_port=80),
+                                          net_event("accept", "::ffff:10.0.0.1", 5, local_port=22))]
+_JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=20),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.sampled_from(_VALID), changes=st.dictionaries(st.sampled_from(
+    ["path", "path_b64", "ino", "dev", "cgid", "cgroup_path", "cgroup_path_b64", "remote_ip", "remote_port",
+     "local_port", "protocol", "family", "action", "rule_type", "type", "extra"]), _JSON_VALUES, max_size=4),
+    junk=st.binary(max_size=64))
+def test_any_line_is_an_outcome_never_an_exception(base, changes, junk) -> None:  # type: ignore[no-untyped-def]
+    line = json.dumps({**base, **changes}).encode()
+    outcomes = [r.outcome for r in replay(SETS, POLICY, read_events([line, junk, line[: len(line) // 2]]))]
+    assert all(isinstance(o, Outcome) for o in outcomes)
+    for r in read_events([line]):
+        if r.event is not None:
+            explain(SETS, POLICY, r.event)

@@ -16,6 +16,8 @@ the survival allowlist (that list is the host's, not the policy's).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
 import ipaddress
@@ -150,7 +152,7 @@ def _net_request(event: Any) -> NetRequest:
     hook = Hook(_tag(event)[len("net_"):-len("_block")])
     proto = _PROTOCOLS.get(event.protocol)
     if proto is None:
-        if not event.protocol.isdigit() or int(event.protocol) > 255:
+        if not (event.protocol.isascii() and event.protocol.isdigit()) or int(event.protocol) > 255:
             raise ValueError(f"protocol {event.protocol!r} is not tcp, udp or a number 0-255")
         proto = int(event.protocol)
     remote = None
@@ -169,12 +171,14 @@ def _tag(event: msgspec.Struct) -> str:
 
 
 def _text(event: Any, name: str) -> bytes | None:
-    """A text field as the raw bytes the kernel gave (its ``_b64`` sibling when there is one)."""
+    """A text field as the raw bytes the kernel gave: its ``_b64`` sibling when there is one (and it is
+    base64), else the text."""
     b64 = getattr(event, f"{name}_b64", None)
     if isinstance(b64, str):
-        import base64
-
-        return base64.b64decode(b64)
+        try:
+            return base64.b64decode(b64, validate=True)
+        except binascii.Error:
+            pass  # not what the agent writes: the text is all there is
     value = getattr(event, name, None)
     return os.fsencode(value) if isinstance(value, str) and value else None
 
