@@ -3,6 +3,7 @@ stdin, each failure a one-line message naming the file (docs/policy.md, "Simulat
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import BinaryIO
 
@@ -36,16 +37,17 @@ def open_input(path: str, what: str) -> BinaryIO:
         raise InputError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
-def load_policy(path: str, tracer: Tracer, data: bytes | None = None) -> tuple[Policy, RuleSets]:
+def load_policy(path: str, tracer: Tracer | None, data: bytes | None = None) -> tuple[Policy, RuleSets]:
     """Parse the policy *data* (default: the content of the file *path*) and resolve its rule sets on this
     host, leniently: an entry that does not resolve is listed in ``unresolved``, not an error. Raises
-    InputError (unreadable file, or the parse error naming file and line)."""
+    InputError (unreadable file, or the parse error naming file and line). *tracer*: the invocation's
+    (``args.tracer``), for the ``policy.parse`` span; None when span logs are off."""
     from pybpfguard.agent.policy.parse import parse_policy
 
     if data is None:
         data = read_bytes(path, "policy")
     try:
-        with tracer.span("policy.parse"):
+        with tracer.span("policy.parse") if tracer is not None else contextlib.nullcontext():
             policy = parse_policy(data, path)
     except PolicyError as err:
         raise InputError(str(err)) from None

@@ -16,7 +16,6 @@ import sys
 import msgspec
 
 from pybpfguard.agent import config
-from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.policy.replay import Outcome, explain, read_event, rule_text
 from pybpfguard.cli._replay import InputError, load_policy, read_bytes
 
@@ -52,20 +51,18 @@ def _applied() -> tuple[str, bytes]:
 
 
 def run(args: argparse.Namespace) -> int:
-    tracer = Tracer(Logger(args.log_level, args.log_format))
-    with tracer.span("cli.explain"):
-        try:
-            data = read_bytes(args.event, "event")
-            read = read_event(_one_json(data))
-            if read.event is None:
-                kind = "not a block or net_*_block event" if read.skipped is Outcome.SKIPPED_NON_BLOCK else "invalid"
-                raise InputError(f"event {args.event}: {kind}: {read.reason}")
-            policy_path, text = (args.policy, None) if args.policy else _applied()
-            policy, sets = load_policy(policy_path, tracer, text)
-        except InputError as err:
-            print(f"{args.prog} explain: {err}", file=sys.stderr)
-            return 1
-        result = explain(sets, policy, read.event)
+    try:
+        data = read_bytes(args.event, "event")
+        read = read_event(_one_json(data))
+        if read.event is None:
+            kind = "not a block or net_*_block event" if read.skipped is Outcome.SKIPPED_NON_BLOCK else "invalid"
+            raise InputError(f"event {args.event}: {kind}: {read.reason}")
+        policy_path, text = (args.policy, None) if args.policy else _applied()
+        policy, sets = load_policy(policy_path, getattr(args, "tracer", None), text)
+    except InputError as err:
+        print(f"{args.prog} explain: {err}", file=sys.stderr)
+        return 1
+    result = explain(sets, policy, read.event)
     if args.json:
         print(json.dumps({"policy": policy_path, **result.as_dict()}, separators=(",", ":")))
         return 0

@@ -12,7 +12,6 @@ import json
 import sys
 from typing import Any
 
-from pybpfguard.agent.logs import Logger, Tracer
 from pybpfguard.agent.policy.replay import Counts, Outcome, Replayed, read_events, replay, rule_text
 from pybpfguard.cli._replay import InputError, load_policy, open_input, warn_policy
 
@@ -47,30 +46,28 @@ def _text_line(r: Replayed) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    tracer = Tracer(Logger(args.log_level, args.log_format))
-    with tracer.span("cli.simulate"):
-        try:
-            policy, sets = load_policy(args.policy, tracer)
-            source = open_input(args.events, "events")
-        except InputError as err:
-            print(f"{args.prog} simulate: {err}", file=sys.stderr)
-            return 1
-        warn_policy(args.prog, "simulate", policy, sets)
-        counts = Counts()
-        per_event: list[dict[str, Any]] = []
-        try:
-            for r in replay(sets, policy, read_events(source)):
-                counts.add(r.outcome)
-                if args.per_event and args.json:
-                    per_event.append(_per_event(r))
-                elif args.per_event:
-                    print(_text_line(r))
-        except OSError as err:
-            print(f"{args.prog} simulate: cannot read events {args.events}: {err.strerror}", file=sys.stderr)
-            return 1
-        finally:
-            if source is not sys.stdin.buffer:
-                source.close()
+    try:
+        policy, sets = load_policy(args.policy, getattr(args, "tracer", None))
+        source = open_input(args.events, "events")
+    except InputError as err:
+        print(f"{args.prog} simulate: {err}", file=sys.stderr)
+        return 1
+    warn_policy(args.prog, "simulate", policy, sets)
+    counts = Counts()
+    per_event: list[dict[str, Any]] = []
+    try:
+        for r in replay(sets, policy, read_events(source)):
+            counts.add(r.outcome)
+            if args.per_event and args.json:
+                per_event.append(_per_event(r))
+            elif args.per_event:
+                print(_text_line(r))
+    except OSError as err:
+        print(f"{args.prog} simulate: cannot read events {args.events}: {err.strerror}", file=sys.stderr)
+        return 1
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
     totals = counts.as_dict()
     if args.json:
         doc: dict[str, Any] = {"policy": args.policy, **totals}
