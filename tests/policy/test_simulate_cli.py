@@ -112,3 +112,13 @@ def test_event_canonical_bad_input_is_exit_1(tmp_path, env, content) -> None:  #
     src.write_bytes(content)
     out = cli("policy", "event-canonical", str(src), env=env)
     assert out.returncode == 1 and str(src) in out.stderr and not out.stdout
+
+
+def test_span_logs_name_the_command_and_the_parse(world, env) -> None:  # type: ignore[no-untyped-def]
+    out = cli("--log-format=json", "simulate", str(world["events"]), "--policy", str(world["policy"]),
+              env=dict(env, PYBPFGUARD_OTEL_SPANS="1"))
+    spans = [json.loads(line) for line in out.stderr.splitlines() if '"otel_span_' in line]
+    starts = {s["span_name"]: s for s in spans if s["message"] == "otel_span_start"}
+    assert set(starts) == {"cli.simulate", "policy.parse"}
+    assert starts["policy.parse"]["parent_span_id"] == starts["cli.simulate"]["span_id"]
+    assert all(s["status"] == "ok" for s in spans if s["message"] == "otel_span_end")
