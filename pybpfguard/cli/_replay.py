@@ -55,13 +55,15 @@ def load_policy(path: str, tracer: Tracer | None, data: bytes | None = None) -> 
 
 
 def warn_policy(prog: str, command: str, policy: Policy, sets: RuleSets) -> None:
-    """A notice per section this release does not enforce yet (simulated all the same), and a warning per
-    entry that did not resolve on this host."""
-    from pybpfguard.agent.policy.replay import unresolved_text
+    """A notice per section this release does not enforce yet (simulated all the same) and per section the
+    replay cannot decide, and a warning per entry that did not resolve on this host."""
+    from pybpfguard.agent.policy.replay import not_simulated, unresolved_text
     from pybpfguard.agent.policy.support import unsupported
 
     for section, line, reason in unsupported(policy):
         print(f"{prog} {command}: notice: line {line}: [{section.value}] is not enforced by this release "
               f"({reason}); it is simulated as its enforcement will decide", file=sys.stderr)
+    for note in not_simulated(policy):
+        print(f"{prog} {command}: notice: {note}", file=sys.stderr)
     for u in sets.file.unresolved:
         print(f"{prog} {command}: warning: {unresolved_text(u)}", file=sys.stderr)

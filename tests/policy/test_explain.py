@@ -117,3 +117,13 @@ def test_missing_files_are_exit_1(env) -> None:  # type: ignore[no-untyped-def]
     assert out.returncode == 1 and "cannot read event /nonexistent/ev.json" in out.stderr
     out = cli("explain", "-", "--policy", "/nonexistent/p.conf", env=env, stdin=lines(block_event(1, 2)))
     assert out.returncode == 1 and "cannot read policy /nonexistent/p.conf" in out.stderr
+
+
+def test_hash_sections_are_named_as_not_simulated() -> None:
+    from pybpfguard.agent.policy.parse import parse_policy
+
+    p = parse_policy(b"version=5\n[deny_path]\n/etc/shadow\n[allow_binary_hash]\nsha256:" + b"ab" * 32 + b"\n",
+                     "h.conf")
+    read = read_event(lines(block_event(100, DEV, path=b"/etc/shadow")))
+    x = explain(sets_for(p), p, read.event)  # type: ignore[arg-type]
+    assert "line 4: [allow_binary_hash] is not simulated: an event only it would deny counts as no_match" in x.notes

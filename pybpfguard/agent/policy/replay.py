@@ -55,6 +55,7 @@ __all__ = [
     "ReadEvent",
     "Replayed",
     "explain",
+    "not_simulated",
     "read_event",
     "read_events",
     "replay",
@@ -465,9 +466,23 @@ def _notes(ctx: _Context, ev: Any, tag: str, replayed: Replayed, matches: dict[S
         _file_notes(ctx, ev, replayed, matches, notes)
     else:
         _net_notes(ev, replayed, notes)
+    if tag == BLOCK_TYPE:
+        notes.extend(not_simulated(ctx.policy))
     relevant = (*FILE_SECTIONS,) if tag == BLOCK_TYPE else NET_SECTIONS
     notes.extend(unresolved_text(u) for u in ctx.sets.file.unresolved if u.section in relevant)
     return notes
+
+
+#: Sections whose rules simulate and explain cannot decide from an event: hashes become inodes only by
+#: scanning (apply's job), and allowlist and IMA decisions need the exec'd file's identity.
+NOT_SIMULATED = (Section.DENY_BINARY_HASH, Section.ALLOW_BINARY_HASH, Section.TRUSTED_EXEC_HASH,
+                 Section.IMA_FAIL_CLOSED)
+
+
+def not_simulated(policy: Policy) -> list[str]:
+    """A note per section of *policy* that the replay does not decide, with its header line."""
+    return [f"line {policy.section_lines.get(s, 0)}: [{s.value}] is not simulated: an event only it would deny "
+            "counts as no_match" for s in NOT_SIMULATED if policy.has(s)]
 
 
 def unresolved_text(u: Unresolved) -> str:
