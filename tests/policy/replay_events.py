@@ -27,7 +27,7 @@ from pybpfguard.agent.policy.model import Entry, Policy, Section
 CGROUP_PATH = "/sys/fs/cgroup/test.slice/app"
 
 
-class _Cgroups:
+class FixedCgroups:
     """The decoder's cgid -> path lookup, fixed: every cgid is CGROUP_PATH (no host cgroup tree needed)."""
 
     def __init__(self, path: str = CGROUP_PATH) -> None:
@@ -43,7 +43,7 @@ def block_event(ino: int, dev: int, cgid: int = 4242, path: bytes = b"/srv/data/
     ident = ProcessIdentity(pid=4242, ppid=1, start_time=5_000_000_123, parent_start_time=10, comm=b"cat")
     decision = BlockDecision(pid=4242, ino=ino, dev=dev, path=path, path_complete=True, action=action, cgid=cgid,
                              ts_ns=1, exec=False, identity=ident)
-    return RecordDecoder(_Cgroups(cgroup_path)).decision(decision)  # type: ignore[arg-type]
+    return RecordDecoder(FixedCgroups(cgroup_path)).decision(decision)  # type: ignore[arg-type]
 
 
 def _process(cgid: int, cgroup_path: str = CGROUP_PATH) -> dict[str, Any]:

@@ -262,3 +262,16 @@ def test_any_line_is_an_outcome_never_an_exception(base, changes, junk) -> None:
     for r in read_events([line]):
         if r.event is not None:
             explain(SETS, POLICY, r.event)
+
+
+def test_a_kernel_ring_record_replays_like_a_fanotify_decision() -> None:
+    from pybpfguard.agent.events.decode import RecordDecoder
+    from pybpfguard.agent.events.records import BLOCK, ActionCode
+    from tests.policy.replay_events import FixedCgroups
+
+    rec = BLOCK.pack(pid=4242, ppid=1, start_time=5_000_000_123, parent_start_time=10, cgid=4242, comm=b"cat",
+                     ino=100, dev=DEV, action=ActionCode.TERM, path=b"/etc/shadow")
+    from_ring = RecordDecoder(FixedCgroups()).decode(memoryview(rec))  # type: ignore[arg-type]
+    from_guard = block_event(100, DEV, path=b"/etc/shadow")
+    got = [(r.outcome, r.rule) for r in replay(SETS, POLICY, read_events([lines(from_ring), lines(from_guard)]))]
+    assert got[0] == got[1] and got[0][0] is Outcome.WOULD_BLOCK_INODE
