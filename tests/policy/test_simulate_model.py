@@ -209,8 +209,11 @@ def test_block_events(ev, outcome, rule) -> None:  # type: ignore[no-untyped-def
     assert (r.outcome, replay_mod.rule_text(r.rule)) == (outcome, rule)
 
 
-def test_the_replay_calls_the_enforcement_model_itself() -> None:
+def test_the_replay_calls_the_enforcement_models_themselves() -> None:
+    from pybpfguard.agent import execdecision
+
     assert replay_mod.decide_file is decision.decide_file
+    assert replay_mod.decide_exec is execdecision.decide_exec
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -8,7 +8,8 @@ for ``net_*_block``, always in enforce mode (the question is what the policy wou
 A ``block`` event is decided on its inode first; when no inode rule matches, a ``deny_path`` or
 ``protect_path`` naming the event's ``path``/``resolved_path`` is decided on that inode the same way (the
 file at that path now is what the policy would deny, even if the event saw an older inode). A ``block``
-with ``ino`` 0 and ``dev`` 0 is a ``deny_comm`` denial, matched on the basename of its ``path``.
+with ``ino`` 0 and ``dev`` 0 is a ``deny_comm`` denial, decided by
+:func:`~pybpfguard.agent.execdecision.decide_exec` on the basename of its ``path``.
 ``cgroup_deny_inode`` is checked together with the global rules and is not exempted by ``allow_cgroup``.
 What an event does not carry is assumed: the process is not VERIFIED_EXEC, the opened inode is not on
 the survival allowlist (that list is the host's, not the policy's).
@@ -31,6 +32,7 @@ import msgspec
 
 from pybpfguard.agent.decision import AllowReason, Decision, FileRequest, FileRules, Mode, RuleKind, decide_file
 from pybpfguard.agent.events.model import BY_TAG, NET_TYPES, Action, strict_class
+from pybpfguard.agent.execdecision import ExecRequest, ExecRules, decide_exec, exec_rule
 from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.netdecision import (
     Hook,
@@ -243,6 +245,10 @@ class _Context:
         extra = self.allowed(event.cgid, _text(event, "cgroup_path"))
         return rules if extra is None else dataclasses.replace(rules, allow_cgroups=extra)
 
+    def exec_rules(self, rules: FileRules) -> ExecRules:
+        """The policy's ``deny_comm`` with *rules*' exemptions (allowlist mode is not simulated)."""
+        return ExecRules(deny_comm=self.sets.file.comms, allow_cgroups=rules.allow_cgroups)
+
     def entry(self, section: Section, key: object) -> Entry | None:
         return self.sets.file.origins.get((section, key)) or self.sets.net.origins.get((section, key))  # type: ignore[arg-type]
 
@@ -253,6 +259,11 @@ class _Context:
 
 def _file_key(event: Any) -> InodeKey:
     return (event.ino, event.dev)
+
+
+def _basename(event: Any) -> bytes:
+    """The exec'd file's basename: a ``deny_comm`` denial's ``path`` is the exec'd filename."""
+    return (_text(event, "path") or b"").rpartition(b"/")[2]
 
 
 def _path_rule(ctx: _Context, event: Any) -> tuple[bytes, int] | None:
@@ -284,15 +295,15 @@ def _replay_block(ctx: _Context, line: int, event: Any) -> Replayed:
     rules = ctx.file_rules(event)
     key = _file_key(event)
     tag = BLOCK_TYPE
-    if key == (0, 0):  # a deny_comm exec denial: the rule is on the name, after the allow_cgroup exemption
-        path = _text(event, "path") or b""
-        name = path.rpartition(b"/")[2]
-        if name not in ctx.sets.file.comms:
-            return Replayed(line, tag, Outcome.NO_MATCH)
+    if key == (0, 0):  # a deny_comm exec denial: decided on the exec'd file's basename
+        name = _basename(event)
+        d = decide_exec(ctx.exec_rules(rules), ExecRequest(key, name, event.cgid), Mode.ENFORCE)
+        if d.reason is AllowReason.NO_RULE:
+            return Replayed(line, tag, Outcome.NO_MATCH, None, d)
         rule = (Section.DENY_COMM, ctx.entry(Section.DENY_COMM, name))
-        if event.cgid in rules.allow_cgroups:
-            return Replayed(line, tag, Outcome.WOULD_ALLOW, rule, reason=AllowReason.ALLOW_CGROUP.value)
-        return Replayed(line, tag, Outcome.WOULD_BLOCK_COMM, rule)
+        if d.matched:
+            return Replayed(line, tag, Outcome.WOULD_BLOCK_COMM, rule, d)
+        return Replayed(line, tag, Outcome.WOULD_ALLOW, rule, d, d.reason.value)  # type: ignore[union-attr]
     ckey = (event.cgid, key)
     scoped = (Section.CGROUP_DENY_INODE, ctx.entry(Section.CGROUP_DENY_INODE, ckey))
     if not SCOPED_IN_MODEL and ckey in ctx.sets.file.cgroup_inodes:  # never exempted by allow_cgroup
@@ -407,9 +418,9 @@ def _file_matches(ctx: _Context, event: Any) -> dict[Section, list[Entry]]:
     if entry is not None:
         matches[Section.CGROUP_DENY_INODE].append(entry)
     if key == (0, 0):
-        name = (_text(event, "path") or b"").rpartition(b"/")[2]
-        if (entry := ctx.entry(Section.DENY_COMM, name)) is not None:
-            matches[Section.DENY_COMM].append(entry)
+        name = _basename(event)
+        if exec_rule(ctx.exec_rules(no_exemption), key, name) is RuleKind.DENY_COMM:
+            matches[Section.DENY_COMM].append(ctx.entry(Section.DENY_COMM, name))  # type: ignore[arg-type]
     return matches
 
 
