@@ -9,7 +9,7 @@ import pytest
 
 from pybpfguard.agent.events.records import BLOCK, ActionCode
 from tests.policy import replay_events
-from tests.policy.replay_events import block_event, cli, lines, net_event
+from tests.policy.replay_events import block_event, cli, lines, net_event, stat_key
 
 env, world = replay_events.env, replay_events.world  # the shared fixtures
 
@@ -122,3 +122,20 @@ def test_span_logs_name_the_command_and_the_parse(world, env) -> None:  # type: 
     assert set(starts) == {"cli.simulate", "policy.parse"}
     assert starts["policy.parse"]["parent_span_id"] == starts["cli.simulate"]["span_id"]
     assert all(s["status"] == "ok" for s in spans if s["message"] == "otel_span_end")
+
+
+def test_a_binary_hash_rule_is_simulated_on_the_events_file(tmp_path, env) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    miner, fine = tools / "miner", tools / "fine"
+    miner.write_bytes(b"mine mine mine")
+    fine.write_bytes(b"harmless")
+    policy = tmp_path / "hash.conf"
+    policy.write_text(f"version=3\n[deny_binary_hash]\nsha256:{hashlib.sha256(b'mine mine mine').hexdigest()}\n"
+                      f"[scan_paths]\n{tools}\n")
+    events = lines(block_event(*stat_key(miner), path=bytes(miner)), block_event(*stat_key(fine), path=bytes(fine)))
+    out = cli("simulate", "-", "--policy", str(policy), "--json", env=env, stdin=events)
+    doc = json.loads(out.stdout)
+    assert (doc["would_block_inode"], doc["no_match"]) == (1, 1), out.stderr

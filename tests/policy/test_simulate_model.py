@@ -278,3 +278,54 @@ def test_a_kernel_ring_record_replays_like_a_fanotify_decision() -> None:
     from_guard = block_event(100, DEV, path=b"/etc/shadow")
     got = [(r.outcome, r.rule) for r in replay(SETS, POLICY, read_events([lines(from_ring), lines(from_guard)]))]
     assert got[0] == got[1] and got[0][0] is Outcome.WOULD_BLOCK_INODE
+
+
+# --- deny_binary_hash: the event's file, where apply's scan would find it ---------------------------------
+
+DIGEST = bytes(range(32))
+HASH_POLICY = parse_policy(f"version=3\n[deny_binary_hash]\nsha256:{DIGEST.hex()}\n[allow_cgroup]\ncgid:77\n"
+                           "[scan_paths]\n/opt/tools\n".encode(), "hash.conf")
+
+
+def test_a_binary_hash_denies_the_events_inode_through_the_file_model() -> None:
+    sets = sets_for(HASH_POLICY)
+    assert sets.file.deny_hashes == {DIGEST} and sets.file.scan_roots[-1] == b"/opt/tools"
+    asked = []
+
+    def hash_of(path: bytes, key: tuple[int, int], dirs: tuple[bytes, ...]) -> bytes | None:
+        asked.append((path, key))
+        return DIGEST if path.startswith(b"/opt/tools/") else b"\0" * 32
+
+    evs = [block_event(7, DEV, path=b"/opt/tools/miner"), block_event(7, DEV, path=b"/opt/tools/miner", cgid=77),
+           block_event(8, DEV, path=b"/srv/other")]
+    got = [(r.outcome, replay_mod.rule_text(r.rule))
+           for r in replay(sets, HASH_POLICY, read_events(lines(*evs).splitlines()), hash_of)]
+    rule = f"[deny_binary_hash] sha256:{DIGEST.hex()} (line 3)"
+    assert got == [(Outcome.WOULD_BLOCK_INODE, rule), (Outcome.WOULD_ALLOW, rule), (Outcome.NO_MATCH, None)]
+    assert asked == [(b"/opt/tools/miner", (7, DEV)), (b"/srv/other", (8, DEV))]  # once per inode
+    x = explain(sets, HASH_POLICY, read_event(lines(evs[0])).event, hash_of)  # type: ignore[arg-type]
+    assert x.matches[Section.DENY_BINARY_HASH] and x.as_dict()["inferred_rule"] == rule
+
+
+def test_host_hash_is_the_scans_view_of_one_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from pybpfguard.agent.policy.hashscan import scan_roots
+    from pybpfguard.agent.policy.replay import host_hash
+    from tests.policy.replay_events import stat_key
+
+    root, other = tmp_path / "root", tmp_path / "other"
+    (root / "sub").mkdir(parents=True)
+    other.mkdir()
+    tool = root / "sub" / "tool"
+    tool.write_bytes(b"\x7fELF pretend")
+    outside = other / "tool"
+    outside.write_bytes(b"\x7fELF pretend")
+    (root / "link").symlink_to(outside)
+    dirs = scan_roots([bytes(root)])[0]
+    digest = hashlib.sha256(b"\x7fELF pretend").digest()
+    assert host_hash(bytes(tool), stat_key(tool), dirs) == digest
+    assert host_hash(bytes(outside), stat_key(outside), dirs) is None  # not under a scanned directory
+    assert host_hash(bytes(root / "link"), stat_key(outside), dirs) is None  # the scan follows no symlink
+    assert host_hash(bytes(tool), (stat_key(tool)[0] + 1, stat_key(tool)[1]), dirs) is None  # another inode now
+    assert host_hash(bytes(root / "gone"), (1, 1), dirs) is None

@@ -11,6 +11,7 @@ file at that path now is what the policy would deny, even if the event saw an ol
 with ``ino`` 0 and ``dev`` 0 is a ``deny_comm`` denial, decided by
 :func:`~pybpfguard.agent.execdecision.decide_exec` on the basename of its ``path``.
 ``cgroup_deny_inode`` is checked together with the global rules and is not exempted by ``allow_cgroup``.
+A ``deny_binary_hash`` is checked on the event's file (:func:`host_hash`) where apply's scan would find it.
 What an event does not carry is assumed: the process is not VERIFIED_EXEC, the opened inode is not on
 the survival allowlist (that list is the host's, not the policy's).
 """
@@ -24,7 +25,8 @@ import enum
 import ipaddress
 import os
 import socket
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,8 @@ from pybpfguard.agent.netdecision import (
     NetRuleType,
     decide_net,
 )
-from pybpfguard.agent.paths import InodeKey
+from pybpfguard.agent.paths import InodeKey, inode_key
+from pybpfguard.agent.policy.hashscan import hash_file, scan_roots
 from pybpfguard.agent.policy.model import Entry, Policy, Section, SectionKind
 from pybpfguard.agent.policy.ruleset import SCOPED_IN_MODEL, RuleSets, Unresolved
 
@@ -53,10 +56,12 @@ __all__ = [
     "NET_SECTIONS",
     "Counts",
     "Explanation",
+    "HashOf",
     "Outcome",
     "ReadEvent",
     "Replayed",
     "explain",
+    "host_hash",
     "not_simulated",
     "read_event",
     "read_events",
@@ -73,7 +78,7 @@ _FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 #: The sections explain reports on, per event kind, in decision order.
 FILE_SECTIONS = (Section.ALLOW_CGROUP, Section.CGROUP_DENY_INODE, Section.DENY_PATH, Section.PROTECT_PATH,
-                 Section.DENY_INODE, Section.DENY_COMM)
+                 Section.DENY_INODE, Section.DENY_BINARY_HASH, Section.DENY_COMM)
 NET_SECTIONS = (Section.ALLOW_CGROUP, Section.PROTECT_CONNECT, Section.DENY_IP_PORT, Section.DENY_IP,
                 Section.DENY_CIDR, Section.DENY_PORT, Section.CGROUP_DENY_IP, Section.CGROUP_DENY_PORT)
 #: Every section explain reports on (the ``matches`` keys of its JSON).
@@ -86,6 +91,29 @@ _RULE_SECTIONS = {NetRuleType.IP_PORT: Section.DENY_IP_PORT, NetRuleType.IP: Sec
                   NetRuleType.CIDR: Section.DENY_CIDR, NetRuleType.PORT: Section.DENY_PORT,
                   NetRuleType.CG_IP: Section.CGROUP_DENY_IP, NetRuleType.CG_PORT: Section.CGROUP_DENY_PORT,
                   NetRuleType.IDENTITY: Section.PROTECT_CONNECT}
+
+
+HashOf = Callable[[bytes, InodeKey, tuple[bytes, ...]], "bytes | None"]
+"""(event path, its inode key, the directories apply's scan walks) -> the SHA-256 the scan would find for
+that inode, or None (not under those directories, no longer that inode, unreadable)."""
+
+
+def host_hash(path: bytes, key: InodeKey, scan_dirs: tuple[bytes, ...]) -> bytes | None:
+    """:data:`HashOf` on this host: the file's directory, resolved, must lie under one of *scan_dirs*
+    (canonical, as :func:`~pybpfguard.agent.policy.hashscan.scan_roots` gives them), and *path* must still
+    be the regular file *key*; hashed with the scan's own checks
+    (:func:`~pybpfguard.agent.policy.hashscan.hash_file`)."""
+    parent = os.path.realpath(os.path.dirname(path))
+    if not any(parent == d or parent.startswith(d.rstrip(b"/") + b"/") for d in scan_dirs):
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or inode_key(st) != key:
+        return None
+    got = hash_file(path, key, st.st_size, st.st_mtime_ns)
+    return got[0] if isinstance(got, tuple) else None
 
 
 class Outcome(enum.Enum):
@@ -218,9 +246,12 @@ class Counts:
 class _Context:
     """A rule set prepared for replay: the allow set per event, the per-section rules for explain."""
 
-    def __init__(self, sets: RuleSets, policy: Policy) -> None:
+    def __init__(self, sets: RuleSets, policy: Policy, hash_of: HashOf) -> None:
         self.sets = sets
         self.policy = policy
+        self.hash_of = hash_of
+        self._digests: dict[InodeKey, bytes | None] = {}
+        self._scan_dirs: tuple[bytes, ...] | None = None
         origins = sets.file.origins
         self.section_inodes: dict[Section, dict[InodeKey, int]] = {}
         for (section, key), _entry in origins.items():
@@ -244,6 +275,22 @@ class _Context:
         rules = self.sets.net.rules
         extra = self.allowed(event.cgid, _text(event, "cgroup_path"))
         return rules if extra is None else dataclasses.replace(rules, allow_cgroups=extra)
+
+    def hash_rule(self, event: Any, key: InodeKey) -> tuple[Section, Entry | None] | None:
+        """The ``deny_binary_hash`` entry apply's scan would turn into a rule on *key*: the event's file,
+        hashed once per inode, when it lies under a scanned root and still is that inode."""
+        hashes = self.sets.file.deny_hashes
+        path = _text(event, "path")
+        if not hashes or path is None:
+            return None
+        if key not in self._digests:
+            if self._scan_dirs is None:
+                self._scan_dirs = scan_roots(self.sets.file.scan_roots)[0]
+            self._digests[key] = self.hash_of(path, key, self._scan_dirs)
+        digest = self._digests[key]
+        if digest is None or digest not in hashes:
+            return None
+        return Section.DENY_BINARY_HASH, self.entry(Section.DENY_BINARY_HASH, digest)
 
     def exec_rules(self, rules: FileRules) -> ExecRules:
         """The policy's ``deny_comm`` with *rules*' exemptions (allowlist mode is not simulated)."""
@@ -315,16 +362,25 @@ def _replay_block(ctx: _Context, line: int, event: Any) -> Replayed:
         return Replayed(line, tag, Outcome.WOULD_BLOCK_INODE, rule, d)
     if d.reason is not AllowReason.NO_RULE:
         return Replayed(line, tag, Outcome.WOULD_ALLOW, _inode_entry(ctx, key), d, d.reason.value)  # type: ignore[union-attr]
+    hashed = ctx.hash_rule(event, key)
+    if hashed is not None:  # apply would put the inode in deny_inode
+        return _decided_as(line, rules, req, DENY_ALWAYS, hashed, Outcome.WOULD_BLOCK_INODE)
     hit = _path_rule(ctx, event)
     if hit is None:
         return Replayed(line, tag, Outcome.NO_MATCH, None, d)
     path, flags = hit
-    # The path's rule decided as if it were on the event's inode: the file at that path is what it denies.
-    d = decide_file(dataclasses.replace(rules, deny={key: flags}), req, Mode.ENFORCE)
-    rule = _path_entry(ctx, path)
+    return _decided_as(line, rules, req, flags, _path_entry(ctx, path), Outcome.WOULD_BLOCK_PATH)
+
+
+def _decided_as(line: int, rules: FileRules, req: FileRequest, flags: int, rule: tuple[Section, Entry | None],
+                blocked: Outcome) -> Replayed:
+    """A rule found for the event's inode outside ``rules.deny`` (a path rule, a binary hash), decided by
+    the file model as if it were that inode's ``deny_inode`` entry: the file at that path, or with that
+    hash, is what the policy denies."""
+    d = decide_file(dataclasses.replace(rules, deny={req.key: flags}), req, Mode.ENFORCE)
     if d.matched:
-        return Replayed(line, tag, Outcome.WOULD_BLOCK_PATH, rule, d)
-    return Replayed(line, tag, Outcome.WOULD_ALLOW, rule, d, d.reason.value)  # type: ignore[union-attr]
+        return Replayed(line, BLOCK_TYPE, blocked, rule, d)
+    return Replayed(line, BLOCK_TYPE, Outcome.WOULD_ALLOW, rule, d, d.reason.value)  # type: ignore[union-attr]
 
 
 def _replay_net(ctx: _Context, line: int, event: Any) -> Replayed:
@@ -346,9 +402,11 @@ def _replay_net(ctx: _Context, line: int, event: Any) -> Replayed:
     return Replayed(line, tag, Outcome.NO_MATCH, None, d, d.reason.value if d.reason else "")
 
 
-def replay(sets: RuleSets, policy: Policy, events: Iterable[ReadEvent]) -> Iterator[Replayed]:
-    """Each read event decided under *sets* (made from *policy*); skipped lines pass through."""
-    ctx = _Context(sets, policy)
+def replay(sets: RuleSets, policy: Policy, events: Iterable[ReadEvent], hash_of: HashOf | None = None
+           ) -> Iterator[Replayed]:
+    """Each read event decided under *sets* (made from *policy*); skipped lines pass through. *hash_of*
+    checks an event's file against ``deny_binary_hash`` (default :func:`host_hash`)."""
+    ctx = _Context(sets, policy, hash_of or host_hash)
     for read in events:
         if read.event is None:
             assert read.skipped is not None
@@ -414,6 +472,8 @@ def _file_matches(ctx: _Context, event: Any) -> dict[Section, list[Entry]]:
             entry = ctx.entry(section, path) if path is not None else None
             if entry is not None and entry not in matches[section]:
                 matches[section].append(entry)
+    if (hashed := ctx.hash_rule(event, key)) is not None and hashed[1] is not None:
+        matches[Section.DENY_BINARY_HASH].append(hashed[1])
     entry = ctx.entry(Section.CGROUP_DENY_INODE, (event.cgid, key))
     if entry is not None:
         matches[Section.CGROUP_DENY_INODE].append(entry)
@@ -448,10 +508,10 @@ def _allow_entry(ctx: _Context, event: Any) -> Entry | None:
     return entry
 
 
-def explain(sets: RuleSets, policy: Policy, event: msgspec.Struct) -> Explanation:
+def explain(sets: RuleSets, policy: Policy, event: msgspec.Struct, hash_of: HashOf | None = None) -> Explanation:
     """Why *event* would (or would not) happen under *policy*: each section that matches it, the entry
     that decides in decision order, and notes on what the event leaves open."""
-    ctx = _Context(sets, policy)
+    ctx = _Context(sets, policy, hash_of or host_hash)
     tag = _tag(event)
     ev: Any = event
     replayed = _replay_block(ctx, 1, ev) if tag == BLOCK_TYPE else _replay_net(ctx, 1, ev)
@@ -484,10 +544,9 @@ def _notes(ctx: _Context, ev: Any, tag: str, replayed: Replayed, matches: dict[S
     return notes
 
 
-#: Sections whose rules simulate and explain cannot decide from an event: hashes become inodes only by
-#: scanning (apply's job), and allowlist and IMA decisions need the exec'd file's identity.
-NOT_SIMULATED = (Section.DENY_BINARY_HASH, Section.ALLOW_BINARY_HASH, Section.TRUSTED_EXEC_HASH,
-                 Section.IMA_FAIL_CLOSED)
+#: Sections whose rules simulate and explain cannot decide from an event: allowlist mode and IMA need to
+#: know the event was an exec, and of what.
+NOT_SIMULATED = (Section.ALLOW_BINARY_HASH, Section.TRUSTED_EXEC_HASH, Section.IMA_FAIL_CLOSED)
 
 
 def not_simulated(policy: Policy) -> list[str]:

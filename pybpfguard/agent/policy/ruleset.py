@@ -26,6 +26,7 @@ from pybpfguard.agent.errors import AgentError
 from pybpfguard.agent.maps import DENY_ALWAYS, PROTECT_VERIFIED_EXEC
 from pybpfguard.agent.netdecision import NetRules
 from pybpfguard.agent.paths import InodeKey, ResolvedPath, resolve_rule_path
+from pybpfguard.agent.policy.hashscan import DEFAULT_ROOTS
 from pybpfguard.agent.policy.model import (
     CgroupDenyInode,
     CgroupDenyIp,
@@ -93,7 +94,9 @@ class FileRuleSet:
     host's, not the policy's); ``paths``: every ``deny_path``/``protect_path`` as written and canonical ->
     its ``deny_inode`` flags; ``comms``: ``deny_comm`` names; ``cgroup_inodes``: ``cgroup_deny_inode``
     ``{(cgid, (ino, dev)): flags}``; ``cgroup_paths``: ``allow_cgroup`` directories that did not resolve
-    (an event's ``cgroup_path`` can still name them); ``origins``, ``unresolved``."""
+    (an event's ``cgroup_path`` can still name them); ``origins``, ``unresolved``; ``deny_hashes``: the
+    ``deny_binary_hash`` digests (32 bytes), which apply turns into inodes by scanning ``scan_roots`` (the
+    standard executable directories, then ``[scan_paths]``): the replay checks one event's file instead."""
 
     rules: FileRules
     paths: Mapping[bytes, int] = field(default_factory=dict)
@@ -102,6 +105,8 @@ class FileRuleSet:
     cgroup_paths: frozenset[bytes] = frozenset()
     origins: Origins = field(default_factory=dict)
     unresolved: tuple[Unresolved, ...] = ()
+    deny_hashes: frozenset[bytes] = frozenset()
+    scan_roots: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +209,16 @@ def _file_rules(policy: Policy, b: _Builder, resolve: PathResolver) -> FileRuleS
         assert isinstance(entry.value, bytes)
         comms.add(entry.value)
         b.origin(Section.DENY_COMM, entry.value, entry)
+    hashes = set()
+    for entry in policy.entries(Section.DENY_BINARY_HASH):
+        assert isinstance(entry.value, bytes)
+        hashes.add(entry.value)
+        b.origin(Section.DENY_BINARY_HASH, entry.value, entry)
+    roots = (*DEFAULT_ROOTS, *(e.value for e in policy.entries(Section.SCAN_PATHS) if isinstance(e.value, bytes)))
     allow, missing = b.allow_cgroups(policy)
     scoped = {"cgroup_deny": frozenset(cgroup_inodes)} if SCOPED_IN_MODEL else {}
     return FileRuleSet(FileRules(deny, allow, frozenset(), **scoped), paths, frozenset(comms), cgroup_inodes,
-                       missing, b.origins, tuple(b.unresolved))
+                       missing, b.origins, tuple(b.unresolved), frozenset(hashes), roots if hashes else ())
 
 
 def _net_rules(policy: Policy, b: _Builder) -> NetRuleSet:
