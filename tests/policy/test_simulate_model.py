@@ -104,7 +104,7 @@ def test_file_rules_resolve_paths_to_inodes_and_keep_the_paths() -> None:
     assert fs.rules.allow_cgroups == {9001, 77}
     assert fs.cgroup_paths == {b"/sys/fs/cgroup/elsewhere"}
     assert fs.comms == {b"xmrig"}
-    assert dict(fs.cgroup_inodes) == {(77, (600, DEV)): DENY_ALWAYS}
+    assert fs.rules.cgroup_deny == {(77, (600, DEV))}
     assert not fs.rules.survival
     assert [(u.section, u.entry.line) for u in fs.unresolved] == [(Section.DENY_PATH, 5),
                                                                   (Section.ALLOW_CGROUP, 13)]

@@ -48,7 +48,7 @@ from pybpfguard.agent.netdecision import (
 from pybpfguard.agent.paths import InodeKey, inode_key
 from pybpfguard.agent.policy.hashscan import hash_file, scan_roots
 from pybpfguard.agent.policy.model import Entry, Policy, Section, SectionKind
-from pybpfguard.agent.policy.ruleset import SCOPED_IN_MODEL, RuleSets, Unresolved
+from pybpfguard.agent.policy.ruleset import RuleSets, Unresolved
 
 __all__ = [
     "ALL_SECTIONS",
@@ -71,7 +71,6 @@ __all__ = [
 ]
 
 BLOCK_TYPE = "block"
-_CGROUP_KIND = getattr(RuleKind, "CGROUP_DENY_INODE", None)  # what decide_file reports for a cgroup-scoped rule
 _STRICT = {tag: strict_class(BY_TAG[tag]) for tag in (BLOCK_TYPE, *NET_TYPES)}
 _PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 _FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
@@ -351,14 +350,11 @@ def _replay_block(ctx: _Context, line: int, event: Any) -> Replayed:
         if d.matched:
             return Replayed(line, tag, Outcome.WOULD_BLOCK_COMM, rule, d)
         return Replayed(line, tag, Outcome.WOULD_ALLOW, rule, d, d.reason.value)  # type: ignore[union-attr]
-    ckey = (event.cgid, key)
-    scoped = (Section.CGROUP_DENY_INODE, ctx.entry(Section.CGROUP_DENY_INODE, ckey))
-    if not SCOPED_IN_MODEL and ckey in ctx.sets.file.cgroup_inodes:  # never exempted by allow_cgroup
-        return Replayed(line, tag, Outcome.WOULD_BLOCK_INODE, scoped)
     req = FileRequest(key, event.cgid)
     d = decide_file(rules, req, Mode.ENFORCE)
     if d.matched:
-        rule = scoped if d.rule is _CGROUP_KIND else _inode_entry(ctx, key)
+        rule = ((Section.CGROUP_DENY_INODE, ctx.entry(Section.CGROUP_DENY_INODE, (event.cgid, key)))
+                if d.rule is RuleKind.CGROUP_DENY_INODE else _inode_entry(ctx, key))
         return Replayed(line, tag, Outcome.WOULD_BLOCK_INODE, rule, d)
     if d.reason is not AllowReason.NO_RULE:
         return Replayed(line, tag, Outcome.WOULD_ALLOW, _inode_entry(ctx, key), d, d.reason.value)  # type: ignore[union-attr]

@@ -16,7 +16,6 @@ as apply must.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ from pybpfguard.agent.policy.model import (
 )
 
 __all__ = [
-    "SCOPED_IN_MODEL",
     "CgroupResolver",
     "FileRuleSet",
     "NetRuleSet",
@@ -60,11 +58,6 @@ CgroupResolver = Callable[[bytes], int]
 """cgroup v2 directory path -> cgid; raises an AgentError (RuleError) when it cannot."""
 Origins = dict[tuple[Section, Hashable], Entry]
 """(section, the key the entry put in the model) -> the first entry that did."""
-
-
-#: decide_file decides ``cgroup_deny_inode`` itself when FileRules has ``cgroup_deny``; until then the
-#: replay checks those rules before it (pybpfguard/agent/policy/replay.py).
-SCOPED_IN_MODEL = "cgroup_deny" in {f.name for f in dataclasses.fields(FileRules)}
 
 
 def _host_cgroup(path: bytes) -> int:
@@ -90,18 +83,17 @@ class Unresolved:
 
 @dataclass(frozen=True, slots=True)
 class FileRuleSet:
-    """``rules`` for :func:`~pybpfguard.agent.decision.decide_file` (survival empty: the allowlist is the
-    host's, not the policy's); ``paths``: every ``deny_path``/``protect_path`` as written and canonical ->
-    its ``deny_inode`` flags; ``comms``: ``deny_comm`` names; ``cgroup_inodes``: ``cgroup_deny_inode``
-    ``{(cgid, (ino, dev)): flags}``; ``cgroup_paths``: ``allow_cgroup`` directories that did not resolve
-    (an event's ``cgroup_path`` can still name them); ``origins``, ``unresolved``; ``deny_hashes``: the
+    """``rules`` for :func:`~pybpfguard.agent.decision.decide_file`, ``cgroup_deny_inode`` included
+    (survival empty: the allowlist is the host's, not the policy's); ``paths``: every
+    ``deny_path``/``protect_path`` as written and canonical -> its ``deny_inode`` flags; ``comms``:
+    ``deny_comm`` names; ``cgroup_paths``: ``allow_cgroup`` directories that did not resolve (an event's
+    ``cgroup_path`` can still name them); ``origins``, ``unresolved``; ``deny_hashes``: the
     ``deny_binary_hash`` digests (32 bytes), which apply turns into inodes by scanning ``scan_roots`` (the
     standard executable directories, then ``[scan_paths]``): the replay checks one event's file instead."""
 
     rules: FileRules
     paths: Mapping[bytes, int] = field(default_factory=dict)
     comms: frozenset[bytes] = frozenset()
-    cgroup_inodes: Mapping[tuple[int, InodeKey], int] = field(default_factory=dict)
     cgroup_paths: frozenset[bytes] = frozenset()
     origins: Origins = field(default_factory=dict)
     unresolved: tuple[Unresolved, ...] = ()
@@ -195,14 +187,14 @@ def _file_rules(policy: Policy, b: _Builder, resolve: PathResolver) -> FileRuleS
         key = (ref.ino, ref.dev)
         deny[key] = deny.get(key, 0) | DENY_ALWAYS
         b.origin(Section.DENY_INODE, key, entry)
-    cgroup_inodes: dict[tuple[int, InodeKey], int] = {}
+    cgroup_deny: set[tuple[int, InodeKey]] = set()
     for entry in policy.entries(Section.CGROUP_DENY_INODE):
         rule = entry.value
         assert isinstance(rule, CgroupDenyInode)
         cgid = b.cgid(Section.CGROUP_DENY_INODE, entry, rule.cgroup)
         if cgid is not None:
             ckey = (cgid, (rule.inode.ino, rule.inode.dev))
-            cgroup_inodes[ckey] = DENY_ALWAYS
+            cgroup_deny.add(ckey)
             b.origin(Section.CGROUP_DENY_INODE, ckey, entry)
     comms = set()
     for entry in policy.entries(Section.DENY_COMM):
@@ -216,8 +208,7 @@ def _file_rules(policy: Policy, b: _Builder, resolve: PathResolver) -> FileRuleS
         b.origin(Section.DENY_BINARY_HASH, entry.value, entry)
     roots = (*DEFAULT_ROOTS, *(e.value for e in policy.entries(Section.SCAN_PATHS) if isinstance(e.value, bytes)))
     allow, missing = b.allow_cgroups(policy)
-    scoped = {"cgroup_deny": frozenset(cgroup_inodes)} if SCOPED_IN_MODEL else {}
-    return FileRuleSet(FileRules(deny, allow, frozenset(), **scoped), paths, frozenset(comms), cgroup_inodes,
+    return FileRuleSet(FileRules(deny, allow, frozenset(), frozenset(cgroup_deny)), paths, frozenset(comms),
                        missing, b.origins, tuple(b.unresolved), frozenset(hashes), roots if hashes else ())
 
 
