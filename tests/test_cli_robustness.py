@@ -59,6 +59,8 @@ BAD_INPUT = [
     ["policy", "bundle-canonical", "/nonexistent.bundle"],
     ["simulate", "/nonexistent.jsonl", "--policy", "/nonexistent.conf"], ["simulate", "-"],
     ["explain", "/nonexistent.json"],
+    ["explain", "/etc/hostname", "--policy", "/nonexistent.conf"], ["explain", "-"], ["simulate"],
+    ["simulate", "/nonexistent.jsonl", "--policy", "/etc/hostname"], ["policy", "event-canonical", "/etc/hostname"],
 ]
 
 
