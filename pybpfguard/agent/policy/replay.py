@@ -19,7 +19,6 @@ the survival allowlist (that list is the host's, not the policy's).
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import enum
 import ipaddress
@@ -207,7 +206,7 @@ def _text(event: Any, name: str) -> bytes | None:
     if isinstance(b64, str):
         try:
             return base64.b64decode(b64, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII at all
             pass  # not what the agent writes: the text is all there is
     value = getattr(event, name, None)
     return os.fsencode(value) if isinstance(value, str) and value else None
