@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pybpfguard.agent.errors import AgentError
 
@@ -123,9 +124,10 @@ class Direction(enum.IntEnum):
     BOTH = 2
 
 
-@dataclass(frozen=True, slots=True)
-class InodeRef:
-    """``dev:ino`` as written in ``[deny_inode]``: dev in kernel encoding ``major << 20 | minor``."""
+class InodeRef(NamedTuple):
+    """``dev:ino`` as written in ``[deny_inode]``: dev in kernel encoding ``major << 20 | minor``. A
+    NamedTuple, as :class:`Entry`: a policy may hold 65,536 of them, and a frozen dataclass costs about
+    twice as much to build."""
 
     dev: int
     ino: int
@@ -181,8 +183,7 @@ EntryValue = (bytes | InodeRef | CgroupRef | IpAddress | IpNetwork | PortRule | 
               | CgroupDenyIp | CgroupDenyPort)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One entry: the ``line`` it came from (1-based), its ``text`` (trimmed, as written) and its ``value``."""
 
     line: int
