@@ -42,15 +42,14 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from pybpfguard.agent.policy.counter import read_counter, write_counter
 from pybpfguard.agent.policy.integrity import check_integrity
-from pybpfguard.agent.policy.keys import load_trust_store
 from pybpfguard.agent.policy.model import PolicyError
+
+if TYPE_CHECKING:  # cryptography is imported where a signature is made or checked: a plain policy never needs it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "BUNDLE_PREFIXES",
@@ -258,6 +257,9 @@ def verify(bundle: Bundle, trusted_keys: Sequence[bytes], *, counter: int, now: 
     if not trusted:
         raise BundleRejected(source, bundle.line("signer_key"),
                              f"signer_key {bundle.signer_key.hex()} is not a trusted key", Check.TRUSTED_KEY)
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(bundle.signer_key).verify(bundle.signature, signed_message(bundle))
     except (InvalidSignature, ValueError):
@@ -285,6 +287,8 @@ def sign_bundle(policy_text: bytes, private_key: Ed25519PrivateKey, *, policy_ve
     for name, value in (("policy_version", policy_version), ("timestamp", timestamp), ("expires", expires)):
         if not 0 <= value <= U64_MAX:
             raise ValueError(f"{name} {value} is outside 0..2**64-1")
+    from cryptography.hazmat.primitives import serialization
+
     public = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     unsigned = Bundle(format=fmt, policy_version=policy_version, timestamp=timestamp, expires=expires,
                       signer_key=public, signature=b"", policy_sha256=hashlib.sha256(policy_text).hexdigest(),
@@ -323,6 +327,8 @@ def open_policy(data: bytes, source: str, *, require_signature: bool, sha256: st
         if require_signature:
             raise PolicyError(source, 0, "not a signed bundle, and --require-signature refuses anything else")
         return OpenedPolicy(data, None, source)
+    from pybpfguard.agent.policy.keys import load_trust_store
+
     bundle = parse_bundle(data, source)
     store = load_trust_store()
     try:
