@@ -138,3 +138,32 @@ def test_a_missing_scan_path_is_an_error_naming_its_line(tmp_path):
     with pytest.raises(PolicyError, match=r"line 5: .*nope: not a directory"):
         resolve_policy(parse_policy(text, "p.conf"), "p.conf",
                        scanner=lambda digests, roots: scan_tree(roots, digests, progress=False))
+
+
+def test_an_allowlist_hash_that_matches_no_file_is_said_like_a_deny_hash(tmp_path):
+    """An [allow_binary_hash] entry found nowhere allows nothing; with none found at all, allowlist mode
+    denies every exec outside the exempt cgroups and the survival list: both must be said, not silent."""
+    import hashlib
+
+    from pybpfguard.agent.policy.hashscan import scan_tree
+    from pybpfguard.agent.policy.parse import parse_policy
+    from pybpfguard.agent.policy.resolve import resolve_policy
+
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    (bins / "good").write_bytes(b"tool")
+    good, absent = hashlib.sha256(b"tool").hexdigest(), "cd" * 32
+
+    def resolve(*digests: str):
+        text = ("version=3\n[allow_binary_hash]\n" + "".join(f"sha256:{d}\n" for d in digests)
+                + f"[scan_paths]\n{bins}\n").encode()
+        return resolve_policy(parse_policy(text, "p.conf"), "p.conf",
+                              scanner=lambda ds, roots: scan_tree(roots, ds, progress=False))
+
+    some = resolve(good, absent)
+    assert some.allowlist and len(some.allow_exec) == 1
+    assert [n for n in some.notes if absent in n and "allow_binary_hash" in n]
+    assert not [n for n in some.notes if "every exec" in n]
+    none = resolve(absent)
+    assert none.allowlist and not none.allow_exec
+    assert [n for n in none.notes if "no file matches any [allow_binary_hash]" in n and "every exec" in n]

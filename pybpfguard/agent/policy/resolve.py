@@ -129,8 +129,15 @@ def _resolve_hashes(policy: Policy, out: RuleSetContent, scanner: HashScanner, s
                              "directories (files created later are not covered)")
     if allow:
         out.allowlist = True
-        for digest in allow:
-            out.allow_exec.update(result.matches.get(digest, {}))
+        for digest in sorted(allow):
+            found = result.matches.get(digest, {})
+            out.allow_exec.update(found)
+            if not found:
+                out.notes.append(f"allow_binary_hash sha256:{digest.hex()}: no file with this hash in the scanned "
+                                 "directories: it allows nothing")
+        if not out.allow_exec:
+            out.notes.append("no file matches any [allow_binary_hash] entry: allowlist mode denies every exec "
+                             "except the survival binaries' and those of exempt cgroups (allow_cgroup, the agent's)")
     if result.skipped:
         out.notes.append(f"binary-hash scan: {len(result.skipped)} files not hashed (first: "
                          f"{os.fsdecode(result.skipped[0].path)}: {result.skipped[0].detail})")
