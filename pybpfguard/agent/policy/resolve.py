@@ -135,9 +135,28 @@ def _resolve_hashes(policy: Policy, out: RuleSetContent, scanner: HashScanner, s
             if not found:
                 out.notes.append(f"allow_binary_hash sha256:{digest.hex()}: no file with this hash in the scanned "
                                  "directories: it allows nothing")
+        _note_writable([p for d in allow for p in result.matches.get(d, {}).values()], out.notes)
         if not out.allow_exec:
             out.notes.append("no file matches any [allow_binary_hash] entry: allowlist mode denies every exec "
                              "except the survival binaries' and those of exempt cgroups (allow_cgroup, the agent's)")
     if result.skipped:
         out.notes.append(f"binary-hash scan: {len(result.skipped)} files not hashed (first: "
                          f"{os.fsdecode(result.skipped[0].path)}: {result.skipped[0].detail})")
+
+
+def _note_writable(paths: Sequence[bytes], notes: list[str]) -> None:
+    """A note on the allowed files a user other than root may write (owned by another user, or writable by
+    group or other): allowlist mode allows the inode, so such a user can change what it runs after the
+    scan. A file gone since the scan is left alone (its inode allows nothing new)."""
+    writable: list[bytes] = []
+    for path in sorted(paths):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            writable.append(path)
+    if writable:
+        notes.append(f"allow_binary_hash: {len(writable)} allowed files can be rewritten by a user other than root "
+                     f"(first: {os.fsdecode(writable[0])}); their new content would run as allowed: make them "
+                     "root-owned and not group or world writable")
