@@ -8,6 +8,7 @@ raises PolicyError naming its file and line, and no map or state file has change
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -70,7 +71,7 @@ def resolve_policy(policy: Policy, source: str, *, scanner: HashScanner | None =
     """*policy* -> the content of a rule set. Raises PolicyError (file:line) for a section this release
     does not enforce, a path that does not exist or names a file this host's file enforcement cannot
     gate, a cgroup that does not exist."""
-    from pybpfguard.agent.policy.support import unsupported
+    from pybpfguard.agent.policy.support import DIRECTORY_RULE, unsupported
 
     for section, line, reason in unsupported(policy):
         raise PolicyError(source, line, f"[{section.value}] is not enforced by this release ({reason}); "
@@ -85,6 +86,8 @@ def resolve_policy(policy: Policy, source: str, *, scanner: HashScanner | None =
             raise PolicyError(source, entry.line, str(err)) from None
         if (refusal := mechanism_refusal(resolved.mode)) is not None:
             raise PolicyError(source, entry.line, f"{os.fsdecode(resolved.canonical)}: {refusal}")
+        if stat.S_ISDIR(resolved.mode):
+            out.notes.append(f"line {entry.line}: {os.fsdecode(resolved.canonical)} {DIRECTORY_RULE}")
         out.deny_inode[resolved.key] = out.deny_inode.get(resolved.key, 0) | DENY_ALWAYS
         out.paths.append(DenyDbEntry(resolved.dev, resolved.ino, resolved.canonical))
         out.raw_paths.setdefault(resolved.key, set()).update({resolved.canonical, resolved.raw})
