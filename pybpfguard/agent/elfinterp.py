@@ -21,6 +21,7 @@ _PHDRS_MAX = 65536  # the kernel refuses larger program header tables (load_elf_
 # (e_phoff, e_phentsize, e_phnum) and (p_type, p_offset, p_filesz) per ELF class (e_ident[EI_CLASS])
 _EHDR = {1: ("I", 0x1C, 0x2A), 2: ("Q", 0x20, 0x36)}
 _PHDR = {1: ("I", 0x04, 0x10), 2: ("Q", 0x08, 0x20)}
+_EHDR_SIZE = {1: 52, 2: 64}  # sizeof(Elf32_Ehdr), sizeof(Elf64_Ehdr)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 SYS_OPENAT2 = 437  # include/uapi/asm-generic/unistd.h (the same number on every architecture)
@@ -37,6 +38,8 @@ def elf_interpreter(fd: int) -> bytes | None:
     head = os.pread(fd, 64, 0)
     if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in _EHDR or head[5] not in (1, 2):
         return None
+    if len(head) < _EHDR_SIZE[head[4]]:
+        return None  # a header cut short (any user can exec such a file; the kernel refuses it: -ENOEXEC)
     order = "<" if head[5] == 1 else ">"
     word, phoff_at, phent_at = _EHDR[head[4]]
     (phoff,) = struct.unpack_from(order + word, head, phoff_at)

@@ -22,8 +22,10 @@ What is matched, and how it differs from ``bprm_check_security`` (the BPF LSM ti
   same process is allowed without a decision (:attr:`ExecGuardStats.interpreters`), so an allowlist need
   not list the dynamic loader.
 - Filesystems mounted only in other mount namespaces are not marked (a mark covers every mount of a
-  filesystem, wherever it is mounted, but only filesystems visible here can be marked);
-  :meth:`ExecGuard.coverage` lists what is and is not marked. New mounts are marked when
+  filesystem, wherever it is mounted, but only filesystems visible here can be marked), and the kernel's
+  internal mounts (a ``memfd_create`` file run with ``execveat``) cannot be marked at all;
+  :meth:`ExecGuard.coverage` lists what is and is not marked, and in allowlist mode, where every unseen
+  exec is one that should have been denied, lists :data:`UNSEEN_EXECS` as not enforced. New mounts are marked when
   ``/proc/self/mountinfo`` reports a change (``POLLPRI``).
 
 Threading: the responder needs the GIL to answer, and while a rule is active every exec from a marked
@@ -63,8 +65,8 @@ from pybpfguard.agent.options import EnforceSignal
 from pybpfguard.agent.paths import InodeKey, inode_key
 from pybpfguard.agent.signalaction import enforce_signal_action
 
-__all__ = ["NO_EXEC_FSTYPES", "ExecBlock", "ExecCoverage", "ExecGuard", "ExecGuardStats", "ExecRuleSource",
-           "exec_capable"]
+__all__ = ["NO_EXEC_FSTYPES", "UNSEEN_EXECS", "UNSEEN_REASON", "ExecBlock", "ExecCoverage", "ExecGuard",
+           "ExecGuardStats", "ExecRuleSource", "exec_capable"]
 
 ExecRuleSource = Callable[[], ExecRules]
 """Returns the current exec rules (the daemon reads the pinned ``deny_comm``, ``allow_exec_inode``,
@@ -80,6 +82,14 @@ NO_EXEC_FSTYPES = frozenset({
 })
 _PENDING_MAX = 4096
 _DELETED = b" (deleted)"
+#: The coverage entry of what no mark reaches, reported while allowlist mode is on: the kernel refuses
+#: filesystem and mount marks on its internal mounts (``SB_NOUSER``: the shmem mount behind
+#: ``memfd_create``), and only filesystems of this mount namespace can be marked, while any user allowed a
+#: user namespace can mount a tmpfs of their own. An unlisted executable run from either is never seen.
+UNSEEN_EXECS = b"<memfd and mounts of other mount namespaces>"
+UNSEEN_REASON = ("no fanotify mark reaches a memfd (memfd_create, then execveat) or a filesystem mounted only "
+                 "in another mount namespace (unshare -Urm): allowlist mode cannot deny their execs here")
+_UNSEEN_DEV = -1
 
 
 def exec_capable(mount: MountEntry) -> bool:
@@ -269,6 +279,8 @@ class ExecGuard:
                 unmarked.pop(m.dev, None)
             else:
                 unmarked.setdefault(m.dev, (m.mount_point, reason))
+        if self._rules.allowlist:  # every unlisted exec is a match, also those no mark can see
+            unmarked[_UNSEEN_DEV] = (UNSEEN_EXECS, UNSEEN_REASON)
         self._coverage = ExecCoverage(marked, dict(unmarked.values()), skipped)
 
     @staticmethod

@@ -40,7 +40,11 @@ def sign(args: argparse.Namespace) -> int:
         data = sign_bundle(text, key, policy_version=version, timestamp=int(time.time()), expires=0,
                            fmt=_FORMATS[args.format])
         Path(args.output).write_bytes(data)
-    except (AgentError, OSError, ValueError) as err:
+    except OSError as err:
+        print(f"{command}: {f'{err.filename}: {err.strerror}' if err.filename and err.strerror else err}",
+              file=sys.stderr)
+        return 1
+    except (AgentError, ValueError) as err:
         print(f"{command}: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}: {_FORMATS[args.format].magic}, policy_version {version}")

@@ -71,3 +71,12 @@ def test_an_interpreter_path_longer_than_path_max_is_refused(tmp_path: Path):
 def test_an_interpreter_that_does_not_resolve_gives_no_key():
     assert interpreter_key(os.getpid(), b"/nonexistent/ld.so") is None
     assert interpreter_key(0, b"/bin/true") is None
+
+
+@pytest.mark.parametrize("size", range(52, 64))
+def test_a_truncated_elf64_header_is_not_elf(tmp_path, size):
+    """Any user can exec a file; a short ELF64 header must not raise (the exec guard would count every such
+    exec as a handling error and a hook-error diag event, answered ALLOW: noise any user could raise at will)."""
+    path = tmp_path / "short"
+    path.write_bytes(elf(2, "<", b"/lib/ld.so")[:size])
+    assert interp_of(path) is None

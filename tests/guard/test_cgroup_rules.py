@@ -5,7 +5,9 @@ with no path on record (found by inode number, pybpfguard/agent/handlestore.py `
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +231,52 @@ def test_adapter_resync_leaves_a_changing_set_unacknowledged_except_at_start_up(
             adapter.resync()
         assert adapter.guard.coverage() == (1, {})
         assert child_errno("open", str(path)) == errno.EPERM
+
+
+_LEADER_GONE_C = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static const char *path;
+static void *opener(void *unused) {
+    usleep(200000); /* the thread group leader has exited by now: a zombie until this thread ends */
+    int fd = open(path, O_RDONLY);
+    printf("{\"pid\": %d, \"errno\": %d}\n", getpid(), fd < 0 ? errno : 0);
+    fflush(stdout);
+    return unused;
+}
+int main(int argc, char **argv) {
+    pthread_t t;
+    path = argv[1];
+    pthread_create(&t, 0, opener, 0);
+    pthread_exit(0);
+}
+"""
+
+
+@pytest.fixture
+def leader_gone(tmp_path: Path) -> Path:
+    """A program whose main thread exits at once while a second thread opens argv[1] and prints its errno."""
+    cc = shutil.which("clang-19") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src, exe = tmp_path / "leader_gone.c", tmp_path / "leader_gone"
+    src.write_text(_LEADER_GONE_C)
+    subprocess.run([cc, "-O2", "-pthread", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def test_cgroup_rule_holds_for_a_thread_whose_leader_exited(pins: PinnedMaps, deny_db: DenyDb, tmp_path: Path,
+                                                             two_cgroups: tuple[Path, Path], leader_gone: Path) -> None:
+    """fanotify names the thread group, and the guard reads /proc/<tgid>/cgroup: a leader that exited (a
+    zombie while another thread runs) must not make the opener's cgroup "unknown" (no cgroup rule matches)."""
+    a, _ = two_cgroups
+    secret, key = _file(tmp_path, "secret")
+    _record(deny_db, secret, key)
+    _deny_to(pins, a, key)
+    with _guard(pins, deny_db):
+        proc = subprocess.run([*in_cgroup(a), str(leader_gone), str(secret)], capture_output=True, text=True,
+                              timeout=20)
+    assert json.loads(proc.stdout)["errno"] == errno.EPERM, proc

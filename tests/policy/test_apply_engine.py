@@ -138,3 +138,58 @@ def test_a_missing_scan_path_is_an_error_naming_its_line(tmp_path):
     with pytest.raises(PolicyError, match=r"line 5: .*nope: not a directory"):
         resolve_policy(parse_policy(text, "p.conf"), "p.conf",
                        scanner=lambda digests, roots: scan_tree(roots, digests, progress=False))
+
+
+def test_an_allowlist_hash_that_matches_no_file_is_said_like_a_deny_hash(tmp_path):
+    """An [allow_binary_hash] entry found nowhere allows nothing; with none found at all, allowlist mode
+    denies every exec outside the exempt cgroups and the survival list: both must be said, not silent."""
+    import hashlib
+
+    from pybpfguard.agent.policy.hashscan import scan_tree
+    from pybpfguard.agent.policy.parse import parse_policy
+    from pybpfguard.agent.policy.resolve import resolve_policy
+
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    (bins / "good").write_bytes(b"tool")
+    good, absent = hashlib.sha256(b"tool").hexdigest(), "cd" * 32
+
+    def resolve(*digests: str):
+        text = ("version=3\n[allow_binary_hash]\n" + "".join(f"sha256:{d}\n" for d in digests)
+                + f"[scan_paths]\n{bins}\n").encode()
+        return resolve_policy(parse_policy(text, "p.conf"), "p.conf",
+                              scanner=lambda ds, roots: scan_tree(roots, ds, progress=False))
+
+    some = resolve(good, absent)
+    assert some.allowlist and len(some.allow_exec) == 1
+    assert [n for n in some.notes if absent in n and "allow_binary_hash" in n]
+    assert not [n for n in some.notes if "every exec" in n]
+    none = resolve(absent)
+    assert none.allowlist and not none.allow_exec
+    assert [n for n in none.notes if "no file matches any [allow_binary_hash]" in n and "every exec" in n]
+
+
+def test_an_allowlisted_file_another_user_can_write_is_said(tmp_path):
+    """Allowlist mode allows an inode: a user who can write the file can replace its content after the scan
+    and run anything under the allowed inode. apply must say so for each such file."""
+    import hashlib
+
+    from pybpfguard.agent.policy.hashscan import scan_tree
+    from pybpfguard.agent.policy.parse import parse_policy
+    from pybpfguard.agent.policy.resolve import resolve_policy
+
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    for name in ("root-owned", "nobodys", "group-writable"):
+        (bins / name).write_bytes(b"tool")
+        (bins / name).chmod(0o755)
+    os.chown(bins / "nobodys", 65534, 65534)
+    (bins / "group-writable").chmod(0o775)
+    text = (f"version=3\n[allow_binary_hash]\nsha256:{hashlib.sha256(b'tool').hexdigest()}\n"
+            f"[scan_paths]\n{bins}\n").encode()
+    content = resolve_policy(parse_policy(text, "p.conf"), "p.conf",
+                             scanner=lambda ds, roots: scan_tree(roots, ds, progress=False))
+    assert len(content.allow_exec) == 3
+    notes = [n for n in content.notes if "rewritten" in n]
+    assert len(notes) == 1 and "2 allowed files can be rewritten" in notes[0], content.notes
+    assert str(bins / "group-writable") in notes[0] or str(bins / "nobodys") in notes[0]

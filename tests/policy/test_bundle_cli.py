@@ -76,6 +76,14 @@ def test_sign_defaults_to_v2_and_refuses_a_bundle_or_a_bad_key(env, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_sign_names_a_missing_key_file_plainly(env, tmp_path):
+    (tmp_path / "p.conf").write_bytes(POLICY)
+    out = _run(env, "policy", "sign", str(tmp_path / "p.conf"), "--key", str(tmp_path / "nokey"), "--output",
+               str(tmp_path / "b"))
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"pybpfguard policy sign: {tmp_path / 'nokey'}: No such file or directory"
+
+
 def test_sign_refuses_a_malformed_counter(env, tmp_path):
     _run(env, "bpf", "keygen", "--out", str(tmp_path / "k"))
     (tmp_path / "p.conf").write_bytes(POLICY)

@@ -91,6 +91,21 @@ def test_a_path_that_does_not_exist_only_with_host(tmp_path):
     assert _warnings(text, host=False) == []
 
 
+def test_a_rule_path_that_is_a_directory_only_with_host(tmp_path):
+    """A deny_path on a directory denies opening the directory (listing it), not the files in it: a new user
+    who writes /etc/secrets must be told, by lint and by apply."""
+    from pybpfguard.agent.policy.parse import parse_policy
+    from pybpfguard.agent.policy.resolve import resolve_policy
+
+    (tmp_path / "f").write_text("")
+    text = f"version=6\n[deny_path]\n{tmp_path}\n{tmp_path}/f\n[scan_paths]\n{tmp_path}\n"
+    dirs = [line for line, m in _warnings(text, host=True) if "is a directory" in m]
+    assert dirs == [3]
+    assert _warnings(text, host=False) == []
+    notes = resolve_policy(parse_policy(text.encode(), "p.conf"), "p.conf", scanner=lambda ds, roots: None).notes
+    assert [n for n in notes if "line 3" in n and "is a directory" in n and "not the files in it" in n]
+
+
 def test_advisories_are_sorted_by_line():
     found = advisories(_parse("[deny_comm]\nsh\nsh\n[deny_ip]\n1.2.3.4\n[deny_bpf]\n"), host=False)
     assert [a.line for a in found] == sorted(a.line for a in found)

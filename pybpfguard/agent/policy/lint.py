@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from pybpfguard.agent.policy.model import (
     Section,
 )
 from pybpfguard.agent.policy.parse import DIRECTION_NAMES, PROTOCOL_NAMES
-from pybpfguard.agent.policy.support import unsupported
+from pybpfguard.agent.policy.support import DIRECTORY_RULE, unsupported
 from pybpfguard.agent.survival import SURVIVAL_NAMES
 
 __all__ = ["SECTION_ORDER", "Advisory", "advisories", "canonical", "entry_text"]
@@ -137,11 +138,15 @@ def _named_paths(policy: Policy) -> Iterator[tuple[int, bytes]]:
 
 
 def _missing_paths(policy: Policy) -> Iterator[Advisory]:
+    rule_lines = {line for line, _ in _bytes(policy, Section.DENY_PATH, Section.PROTECT_PATH)}
     for line, path in _named_paths(policy):
         try:
-            os.stat(path)
+            st = os.stat(path)
         except OSError as err:
             yield Advisory(line, f"{os.fsdecode(path)} does not exist on this host ({err.strerror})")
+            continue
+        if line in rule_lines and stat.S_ISDIR(st.st_mode):
+            yield Advisory(line, f"{os.fsdecode(path)} {DIRECTORY_RULE}")
 
 
 def advisories(policy: Policy, *, host: bool = True) -> list[Advisory]:

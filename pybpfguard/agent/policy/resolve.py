@@ -8,6 +8,7 @@ raises PolicyError naming its file and line, and no map or state file has change
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -70,7 +71,7 @@ def resolve_policy(policy: Policy, source: str, *, scanner: HashScanner | None =
     """*policy* -> the content of a rule set. Raises PolicyError (file:line) for a section this release
     does not enforce, a path that does not exist or names a file this host's file enforcement cannot
     gate, a cgroup that does not exist."""
-    from pybpfguard.agent.policy.support import unsupported
+    from pybpfguard.agent.policy.support import DIRECTORY_RULE, unsupported
 
     for section, line, reason in unsupported(policy):
         raise PolicyError(source, line, f"[{section.value}] is not enforced by this release ({reason}); "
@@ -85,6 +86,8 @@ def resolve_policy(policy: Policy, source: str, *, scanner: HashScanner | None =
             raise PolicyError(source, entry.line, str(err)) from None
         if (refusal := mechanism_refusal(resolved.mode)) is not None:
             raise PolicyError(source, entry.line, f"{os.fsdecode(resolved.canonical)}: {refusal}")
+        if stat.S_ISDIR(resolved.mode):
+            out.notes.append(f"line {entry.line}: {os.fsdecode(resolved.canonical)} {DIRECTORY_RULE}")
         out.deny_inode[resolved.key] = out.deny_inode.get(resolved.key, 0) | DENY_ALWAYS
         out.paths.append(DenyDbEntry(resolved.dev, resolved.ino, resolved.canonical))
         out.raw_paths.setdefault(resolved.key, set()).update({resolved.canonical, resolved.raw})
@@ -129,8 +132,34 @@ def _resolve_hashes(policy: Policy, out: RuleSetContent, scanner: HashScanner, s
                              "directories (files created later are not covered)")
     if allow:
         out.allowlist = True
-        for digest in allow:
-            out.allow_exec.update(result.matches.get(digest, {}))
+        for digest in sorted(allow):
+            found = result.matches.get(digest, {})
+            out.allow_exec.update(found)
+            if not found:
+                out.notes.append(f"allow_binary_hash sha256:{digest.hex()}: no file with this hash in the scanned "
+                                 "directories: it allows nothing")
+        _note_writable([p for d in allow for p in result.matches.get(d, {}).values()], out.notes)
+        if not out.allow_exec:
+            out.notes.append("no file matches any [allow_binary_hash] entry: allowlist mode denies every exec "
+                             "except the survival binaries' and those of exempt cgroups (allow_cgroup, the agent's)")
     if result.skipped:
         out.notes.append(f"binary-hash scan: {len(result.skipped)} files not hashed (first: "
                          f"{os.fsdecode(result.skipped[0].path)}: {result.skipped[0].detail})")
+
+
+def _note_writable(paths: Sequence[bytes], notes: list[str]) -> None:
+    """A note on the allowed files a user other than root may write (owned by another user, or writable by
+    group or other): allowlist mode allows the inode, so such a user can change what it runs after the
+    scan. A file gone since the scan is left alone (its inode allows nothing new)."""
+    writable: list[bytes] = []
+    for path in sorted(paths):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            writable.append(path)
+    if writable:
+        notes.append(f"allow_binary_hash: {len(writable)} allowed files can be rewritten by a user other than root "
+                     f"(first: {os.fsdecode(writable[0])}); their new content would run as allowed: make them "
+                     "root-owned and not group or world writable")

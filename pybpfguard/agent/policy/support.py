@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pybpfguard.agent.policy.model import Policy, Section
 
-__all__ = ["NOT_ENFORCED", "unsupported"]
+__all__ = ["DIRECTORY_RULE", "NOT_ENFORCED", "unsupported"]
+
+#: what a [deny_path] or [protect_path] entry naming a directory does (lint advisory and apply note): file
+#: rules are on the inode opened, and reaching a file through a directory does not open the directory
+DIRECTORY_RULE = ("is a directory: the rule denies opening the directory itself (listing it), not the files in "
+                  "it; list each file")
 
 _NETWORK = "network enforcement is not in this release"
 _VERIFIED_EXEC = "VERIFIED_EXEC (the exec-identity state protect_* rules rely on) is not computed yet"
