@@ -134,6 +134,7 @@ def _apply_text(args: argparse.Namespace, data: bytes, source: str, *, reset: bo
 def _report_outcome(args: argparse.Namespace, result: Any) -> int:
     """Exit 0 when a running daemon confirmed the new rules and enforces every one of them, 4 otherwise
     (stored in the pinned maps, enforced once a daemon runs; or rules the daemon cannot enforce)."""
+    from pybpfguard.agent.posture import Posture
     from pybpfguard.agent.runtime import posture_caveat, read_runtime
 
     if result.outcome is rulesync.Outcome.STORED:
@@ -148,7 +149,12 @@ def _report_outcome(args: argparse.Namespace, result: Any) -> int:
                                                               sorted(running.unenforced.items())[:5])
               + f" (exit {EXIT_STORED}; `block list` shows them)", file=sys.stderr)
         return EXIT_STORED
-    if caveat := posture_caveat():
+    caveat = posture_caveat()
+    if running is not None and running.mode == "enforce" and Posture(running.state) is Posture.DEGRADED:
+        # a rule class the daemon cannot enforce now (exec rules on a filesystem it cannot mark, ...)
+        print(f"{args.prog} policy {args.action}: applied, but {caveat} (exit {EXIT_STORED})", file=sys.stderr)
+        return EXIT_STORED
+    if caveat:
         print(f"{args.prog} policy {args.action}: warning: {caveat}", file=sys.stderr)
     return EXIT_OK
 

@@ -200,3 +200,24 @@ def test_any_bytes_given_to_apply_are_applied_whole_or_not_at_all(env, tmp_path,
         assert ((state / "policy.applied").read_bytes() if snapshot is not None else None) == snapshot
     else:
         assert code == STORED and (state / "policy.applied").read_bytes() == data
+
+
+@pytest.mark.parametrize(("mode", "state", "code"), [("enforce", "ENFORCE", 0), ("enforce", "DEGRADED", STORED),
+                                                     ("audit", "AUDIT", 0)])
+def test_a_degraded_enforcing_daemon_makes_apply_say_stored(monkeypatch, capsys, mode, state, code):
+    """Confirmed by a daemon whose posture is DEGRADED (a rule class it cannot enforce now, e.g. exec rules on
+    a filesystem it cannot mark): not everything applied is enforced, exit 4 (docs/cli.md)."""
+    import argparse
+
+    from pybpfguard.agent import rulesync, runtime
+    from pybpfguard.agent.policy.apply import ApplyResult
+    from pybpfguard.cli import policy_apply
+
+    status = runtime.RuntimeStatus(pid=1, mode=mode, state=state, detail="exec_rules_unenforced=1",
+                                   enforce_capable=True, hooks={}, agent_cgid=1)
+    monkeypatch.setattr(runtime, "read_runtime", lambda: status)
+    args = argparse.Namespace(prog="pybpfguard", action="apply")
+    result = ApplyResult(rulesync.Outcome.ENFORCED, "", 1, {}, 0.0)
+    assert policy_apply._report_outcome(args, result) == code
+    if code:
+        assert "not every rule is enforced" in capsys.readouterr().err
