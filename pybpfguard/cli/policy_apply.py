@@ -96,6 +96,8 @@ def _apply_text(args: argparse.Namespace, data: bytes, source: str, *, reset: bo
                     print(f"{name}: {count}")
                 for note in content.notes:
                     print(f"note: {note}")
+                print("note: apply also keeps the agent's own cgroups in allow_cgroup, and without --reset the "
+                      "live rules")
                 return EXIT_OK
             from pybpfguard.agent.maps import PinnedMaps
             from pybpfguard.agent.rules import agent_cgids
