@@ -202,6 +202,9 @@ def test_ctrl_c_ends_a_command_quietly_with_130(env):
         while not _blocked_reading_stdin(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
+        # stdin stays open until the command ended: closing it first races the signal with an EOF that lets
+        # the command finish normally before the pending KeyboardInterrupt is raised (seen under load)
+        proc.wait(timeout=30)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
