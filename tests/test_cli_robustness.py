@@ -195,8 +195,11 @@ def test_ctrl_c_ends_a_command_quietly_with_130(env):
     import signal
     import time
 
+    # SIGINT at its default in the child: a run started in the background by a non-interactive shell
+    # inherits it ignored, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen([sys.executable, "-m", "pybpfguard", "asm"], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         while not _blocked_reading_stdin(proc.pid) and time.monotonic() < deadline:

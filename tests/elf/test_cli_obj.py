@@ -52,7 +52,9 @@ def test_load_attach_holds_a_cgroup_program_until_interrupted(compile_c, test_cg
         port = server.getsockname()[1]
         proc = subprocess.Popen([sys.executable, "-m", "pybpfguard", "obj", "load", str(compile_c("connect4")),
                                  "--attach", "--cgroup", str(test_cgroup), "--set", f"denied_port={port}"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # SIGINT at its default, also when this run inherited it ignored
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             assert proc.stdout is not None
             line = ""
