@@ -13,6 +13,7 @@ import queue
 import time
 from collections.abc import Callable, Mapping, Set
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -36,12 +37,23 @@ from pybpfguard.bpf.errors import BPFError
 from pybpfguard.bpf.maps import Map
 
 _DRAIN_MAX = 4096
-_ALLOWLIST_ON = (0, 0)  # maps.ALLOWLIST_ON_KEY as (ino, dev): allowlist mode on in the set
+T = TypeVar("T")
 
 
 class RuleSetChanging(AgentError, RuntimeError):
     """The live rule set kept changing while it was read (a ``policy apply`` in progress): the rules read
     before stay in force; the daemon leaves the edit unacknowledged and retries."""
+
+
+def _take(q: queue.Queue[T], limit: int) -> list[T]:
+    """Up to *limit* items already in *q*, without waiting."""
+    out: list[T] = []
+    while len(out) < limit:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            break
+    return out
 
 
 class PinnedRules:
@@ -85,9 +97,8 @@ class PinnedRules:
                               frozenset(live.allow_cgroup),
                               frozenset((k.ino, k.dev) for k in self.pins.survival_allowlist),
                               frozenset((k.cgid, (k.ino, k.dev)) for k in live.deny_cgroup_inode))
-            allow_exec = frozenset((k.ino, k.dev) for k in live.allow_exec_inode)
-            exec_rules = ExecRules(deny_comm=frozenset(bytes(k).rstrip(b"\0") for k in live.deny_comm),
-                                   allow_exec=allow_exec - {_ALLOWLIST_ON}, allowlist=_ALLOWLIST_ON in allow_exec,
+            allow_exec, allowlist = live.exec_allowlist()
+            exec_rules = ExecRules(deny_comm=live.comm_names(), allow_exec=allow_exec, allowlist=allowlist,
                                    allow_cgroups=rules.allow_cgroups, survival=frozenset(rules.survival))
             if rule_sync.lookup_elem(GENERATION) == before:
                 self._rules, self._exec, self.read_error = rules, exec_rules, None
@@ -254,25 +265,14 @@ class GuardAdapter:
         return result.unmarked
 
     def drain(self, emit: Callable[[msgspec.Struct], None]) -> None:
-        """Turn queued decisions into block events (the sample rate applies), count them in block_stats."""
+        """Turn queued decisions of both guards into block events (the sample rate applies), count them in
+        block_stats; at most :data:`_DRAIN_MAX` per call."""
+        blocks = _take(self.guard.decisions, _DRAIN_MAX)
+        blocks += [x.block for x in _take(self.exec_guard.decisions, _DRAIN_MAX - len(blocks))]
         decision = self.decoder.decision
-        n = 0
-        while n < _DRAIN_MAX:
-            try:
-                d = self.guard.decisions.get_nowait()
-            except queue.Empty:
-                break
-            n += 1
+        for d in blocks:
             if not self.sampled_out():
                 emit(decision(d))
-        while n < _DRAIN_MAX:
-            try:
-                x = self.exec_guard.decisions.get_nowait()
-            except queue.Empty:
-                break
-            n += 1
-            if not self.sampled_out():
-                emit(decision(x.block))
         self._count()
 
     def _count(self) -> None:

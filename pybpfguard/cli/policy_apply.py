@@ -42,16 +42,14 @@ class CanaryBreach(AgentError, RuntimeError):
     """The deny rate after the switch went above the canary threshold."""
 
 
-def _blocks(pins: Any) -> int:
-    return sum(cpu.blocks for cpu in pins.block_stats.lookup_elem(0))
-
-
 def _watch_canary(pins: Any, seconds: float, threshold: float) -> None:
     """Watch the deny rate for *seconds*; raise CanaryBreach above *threshold* denies per second."""
-    start, t0 = _blocks(pins), time.monotonic()
+    from pybpfguard.cli.stats import block_counters
+
+    start, t0 = block_counters(pins)[0], time.monotonic()
     while (elapsed := time.monotonic() - t0) < seconds:
         time.sleep(min(0.25, seconds - elapsed))
-        rate = (_blocks(pins) - start) / max(time.monotonic() - t0, 1e-3)
+        rate = (block_counters(pins)[0] - start) / max(time.monotonic() - t0, 1e-3)
         if rate > threshold and time.monotonic() - t0 >= min(seconds, 1.0):
             raise CanaryBreach(f"canary: {rate:.1f} denies/s after the switch, above the threshold "
                                f"{threshold:g}/s")
@@ -190,15 +188,10 @@ def rollback(args: argparse.Namespace) -> int:
         return _fail(args, err)
     args.no_rollback = False
     with _span(args, "policy.rollback_last_applied"):
-        return _apply_text(args, previous, str(path), reset=True, opened=_Opened(previous))
+        from pybpfguard.agent.policy.bundle import OpenedPolicy
 
-
-class _Opened:
-    """A verified text (a snapshot re-applied by rollback): no bundle to commit."""
-
-    def __init__(self, text: bytes) -> None:
-        self.text = text
-        self.bundle = None
+        # verified when it was applied; a bundle's counter is not committed again
+        return _apply_text(args, previous, str(path), reset=True, opened=OpenedPolicy(previous, None, str(path)))
 
 
 def export(args: argparse.Namespace) -> int:

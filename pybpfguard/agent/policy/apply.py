@@ -34,6 +34,7 @@ from pybpfguard.agent.handlestore import HandleDb, HandleRecord, handles_path, m
 from pybpfguard.agent.maps import (
     ALLOWLIST_ON_KEY,
     CGROUP_INODE_KEY,
+    COMM_KEY_BYTES,
     DENY_PATH_KEY_BYTES,
     INODE_KEY,
     PinnedMaps,
@@ -43,7 +44,6 @@ from pybpfguard.agent.paths import InodeKey
 from pybpfguard.agent.policy.resolve import RuleSetContent
 from pybpfguard.agent.rules import refresh_hints
 from pybpfguard.agent.statefiles import DenyDb, DenyDbEntry, write_atomic
-from pybpfguard.bpf.errors import BPFError
 
 __all__ = ["ApplyError", "ApplyResult", "CapacityError", "apply_content", "read_set", "switch_back"]
 
@@ -83,44 +83,19 @@ def _nospan(_name: str) -> contextlib.AbstractContextManager[Any]:
 def read_set(rule_set: RuleSet, db_entries: list[DenyDbEntry]) -> RuleSetContent:
     """The content of *rule_set* as values (paths from *db_entries* for the inodes it denies)."""
     out = RuleSetContent()
-    out.deny_inode = {(k.ino, k.dev): int(v) for k, v in _pairs(rule_set.deny_inode)}
+    out.deny_inode = {(k.ino, k.dev): int(v) for k, v in rule_set.deny_inode.lookup_batch()}
     out.paths = [e for e in db_entries if e.key in out.deny_inode]
-    out.allow_cgroup = {int(k) for k, _ in _pairs(rule_set.allow_cgroup)}
-    out.deny_comm = {bytes(k).rstrip(b"\0") for k, _ in _pairs(rule_set.deny_comm)}
-    out.cgroup_deny_inode = {(k.cgid, (k.ino, k.dev)) for k, _ in _pairs(rule_set.deny_cgroup_inode)}
-    allow = {(k.ino, k.dev) for k, _ in _pairs(rule_set.allow_exec_inode)}
-    out.allowlist = (0, 0) in allow
-    out.allow_exec = allow - {(0, 0)}
+    out.allow_cgroup = {int(k) for k in rule_set.allow_cgroup}
+    out.deny_comm = set(rule_set.comm_names())
+    out.cgroup_deny_inode = {(k.cgid, (k.ino, k.dev)) for k in rule_set.deny_cgroup_inode}
+    allow_exec, out.allowlist = rule_set.exec_allowlist()
+    out.allow_exec = set(allow_exec)
     return out
 
 
-def _pairs(m: Any) -> list[tuple[Any, Any]]:
-    try:
-        return m.lookup_batch()
-    except BPFError:  # a kernel without batch lookups (before 5.6)
-        return list(m.items())
-
-
-def _clear(m: Any) -> None:
-    """Empty *m* (the idle set's map: nothing else writes it while the edit lock is held)."""
-    try:
-        keys, _, count = m.lookup_batch_raw()
-        if count:
-            m.delete_batch(keys)
-    except BPFError:  # a kernel without batch operations (before 5.6)
-        for k in list(m.keys()):
-            with contextlib.suppress(BPFError):
-                m.delete_elem(k)
-
-
 def _put(m: Any, keys: list[Any]) -> None:
-    if not keys:
-        return
-    try:
+    if keys:
         m.update_batch(keys, [1] * len(keys))
-    except BPFError:
-        for k in keys:
-            m.update_elem(k, 1)
 
 
 def _path_keys(content: RuleSetContent) -> set[bytes]:
@@ -147,22 +122,17 @@ _INODE_KEY_STRUCT = struct.Struct("<QII")  # INODE_KEY: {u64 ino, u32 dev, u32 p
 
 def _write_set(target: RuleSet, content: RuleSetContent) -> None:
     """Empty *target* (the idle set), then write *content* into it."""
-    for m in target.maps.values():
-        _clear(m)
+    target.clear()
     by_flags: dict[int, list[InodeKey]] = {}
     for key, flags in content.deny_inode.items():
         by_flags.setdefault(flags, []).append(key)
     for flags, keys in by_flags.items():
         # packed keys: building 65,536 layout values would cost more than the kernel's whole insert
         packed = b"".join(_INODE_KEY_STRUCT.pack(ino, dev, 0) for ino, dev in keys)
-        try:
-            target.deny_inode.update_batch(packed, bytes([flags]) * len(keys))
-        except BPFError:
-            for ino, dev in keys:
-                target.deny_inode.update_elem(INODE_KEY.value(ino=ino, dev=dev), flags)
+        target.deny_inode.update_batch(packed, bytes([flags]) * len(keys))
     _put(target.deny_path, sorted(_path_keys(content)))
     _put(target.allow_cgroup, sorted(content.allow_cgroup))
-    _put(target.deny_comm, sorted(n.ljust(16, b"\0") for n in content.deny_comm))
+    _put(target.deny_comm, sorted(n.ljust(COMM_KEY_BYTES, b"\0") for n in content.deny_comm))
     _put(target.deny_cgroup_inode, [CGROUP_INODE_KEY.value(cgid=c, ino=i, dev=d) for c, (i, d) in
                                     sorted(content.cgroup_deny_inode)])
     allow = [INODE_KEY.value(ino=i, dev=d) for i, d in sorted(content.allow_exec)]

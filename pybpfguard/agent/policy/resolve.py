@@ -60,9 +60,12 @@ def _default_scanner(digests: set[bytes], roots: Sequence[bytes]) -> ScanResult:
 
 
 def _cgid(ref: CgroupRef, source: str, line: int) -> int:
-    spec = f"cgid:{ref.cgid}" if ref.cgid is not None else os.fsdecode(ref.path or b"")
+    """The cgid a policy's cgroup names: ``cgid:N`` as given (the parser checked its range), a path
+    resolved on this host."""
+    if ref.cgid is not None:
+        return ref.cgid
     try:
-        return resolve_cgroup(spec)
+        return resolve_cgroup(os.fsdecode(ref.path or b""))
     except RuleError as err:
         raise PolicyError(source, line, str(err)) from None
 

@@ -307,14 +307,20 @@ def string_path_len(e: Emitter) -> None:
     e(Insn.alu64_imm(BPF_SUB, R0, 1), Insn.stx_mem(BPF_H, R7, R0, BLOCK.offset("path_len")))
 
 
+def count_and_identify(e: Emitter, k: KernelLayout) -> None:
+    """Count the match in ``block_stats.blocks`` and read the current process's identity (PROC_INFO at
+    VAL_OFF), as every rule of an LSM hook does once it matched."""
+    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
+    e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
+    proc_identity(e, k, R7)
+
+
 def enforce_and_report(e: Emitter, k: KernelLayout, write_path: PathWriter, *,
                        path_args: PathArgs | None = None) -> None:
     """Step 6 for an LSM hook after a match: count it, identify the current process (PROC_INFO at VAL_OFF),
     audit or enforce with the configured signal, then the ``block`` record and the verdict
     (:func:`block_event_and_verdict`, with *path_args*)."""
-    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
-    e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
-    proc_identity(e, k, R7)
+    count_and_identify(e, k)
     effective_audit(e, to="emit")
     signal(e)
     block_event_and_verdict(e, write_path, path_args=path_args)

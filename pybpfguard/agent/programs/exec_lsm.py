@@ -23,10 +23,9 @@ Returns ``-EPERM`` or 0. Needs BPF LSM (5.7) with ``bpf_d_path`` allowed in this
 from __future__ import annotations
 
 from pybpfguard.agent.events.records import BLOCK, PATH_MAX, TASK_COMM_LEN, ActionCode
-from pybpfguard.agent.maps import BLOCK_STATS, INODE_KEY
+from pybpfguard.agent.maps import INODE_KEY
 from pybpfguard.agent.programs import deny
 from pybpfguard.agent.programs.emit import AgentProgram, Emitter, KernelLayout
-from pybpfguard.agent.programs.process import CNT_KEY_OFF, proc_identity
 from pybpfguard.bpf.asm import (
     BPF_ADD,
     BPF_B,
@@ -157,7 +156,7 @@ def bprm_check_program(k: KernelLayout) -> AgentProgram:
     e(Insn.jmp_imm(BPF_JEQ, R0, 0, to="allowlist"))
     e.lookup("survival_allowlist", deny.INODE_OFF)
     e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
-    _count_and_identify(e, k)
+    deny.count_and_identify(e, k)
     # the record names no inode: the rule is on the name
     e(Insn.st_mem(BPF_DW, R10, deny.INODE_OFF + INODE_KEY.offset("ino"), 0),
       Insn.st_mem(BPF_DW, R10, deny.INODE_OFF + INODE_KEY.offset("dev"), 0))
@@ -175,15 +174,9 @@ def bprm_check_program(k: KernelLayout) -> AgentProgram:
     e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
     e.lookup("survival_allowlist", deny.INODE_OFF)
     e(Insn.jmp_imm(BPF_JNE, R0, 0, to="allow"))
-    _count_and_identify(e, k)
+    deny.count_and_identify(e, k)
     deny.effective_audit(e, to="list_emit")
     e(Insn.st_mem(BPF_DW, R10, deny.ACTION_OFF, ActionCode.BLOCK))  # never a signal
     deny.block_event_and_verdict(e, _record_path, scope="list_", path_args=_file_path_args(k), then="verdict")
     return e.program("bprm_check", "lsm", "lsm/bprm_check_security")
 
-
-def _count_and_identify(e: Emitter, k: KernelLayout) -> None:
-    """Count the match in ``block_stats.blocks`` and read the current process's identity (PROC_INFO)."""
-    e.count("block_stats", BLOCK_STATS.offset("blocks"), CNT_KEY_OFF)
-    e(Insn.call(BpfFunc.get_current_task_btf), Insn.mov64_reg(R7, R0))
-    proc_identity(e, k, R7)
