@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from pybpfguard.bpf.btf.layout import Layout
 from pybpfguard.bpf.btf.spec import load_vmlinux
 from pybpfguard.bpf.link import attach_lsm
 from pybpfguard.bpf.maps import Map
+from tests.daemon.helpers import denied
 from tests.decision_table import own_cgid
 from tests.rule_switch import assert_denied_throughout
 
@@ -79,13 +79,6 @@ def _content(*paths: Path, **kw: object) -> RuleSetContent:
     return RuleSetContent(deny_inode={inode_key(p.stat()): 1 for p in paths}, **kw)  # type: ignore[arg-type]
 
 
-def _opens(path: Path, cgroup: Path) -> bool:
-    code = subprocess.run([sys.executable, "-c", "import sys; open(sys.argv[1]).close()", str(path)],
-                          preexec_fn=lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid())),
-                          capture_output=True, timeout=60).returncode
-    return code == 0
-
-
 def test_a_rule_both_policies_share_never_lapses_during_100_applies(rig: Rig, tmp_path: Path,
                                                                     test_cgroup: Path) -> None:
     shared, only_x, only_y = _files(tmp_path, "shared", "only-x", "only-y")
@@ -95,7 +88,7 @@ def test_a_rule_both_policies_share_never_lapses_during_100_applies(rig: Rig, tm
         rig.apply(policies[(i + 1) % 2])
         if i % 20 == 0:  # the new policy's own rule from the moment apply returns; the old one's is gone
             now_y = i % 2 == 0
-            assert _opens(only_y, test_cgroup) is not now_y and _opens(only_x, test_cgroup) is now_y
+            assert denied(test_cgroup, only_y) is now_y and denied(test_cgroup, only_x) is not now_y
 
     apply(1)
     assert_denied_throughout(shared, apply, switches=100, cgroup=test_cgroup)
@@ -106,7 +99,7 @@ def test_a_cgroup_scoped_rule_denies_only_its_cgroup_and_allow_cgroup_does_not_e
     (target,) = _files(tmp_path, "scoped")
     cgid = test_cgroup.stat().st_ino
     rig.apply(RuleSetContent(cgroup_deny_inode={(cgid, inode_key(target.stat()))}, allow_cgroup={cgid}))
-    assert not _opens(target, test_cgroup)
+    assert denied(test_cgroup, target)
     target.read_text()  # this process is in another cgroup: the rule is not its
 
 
